@@ -1,0 +1,157 @@
+// Real git-annex repositories and processes for tests: temp dirs removed in t.after,
+// servers on 127.0.0.1 and free ports only.
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import * as net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+
+const run = promisify(execFile)
+
+export interface After {
+  after(fn: () => unknown): void
+}
+
+/** A fresh directory, removed after the test (objects are read-only, so chmod first). */
+export async function tempDir(t: After, prefix = 'annex-proxy-'): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), prefix))
+  t.after(async () => {
+    await run('chmod', ['-R', 'u+w', d]).catch(() => {})
+    await rm(d, { recursive: true, force: true })
+  })
+  return d
+}
+
+const gitEnv = {
+  ...process.env,
+  GIT_AUTHOR_NAME: 'annex-proxy test',
+  GIT_AUTHOR_EMAIL: 'test@annex-proxy.invalid',
+  GIT_COMMITTER_NAME: 'annex-proxy test',
+  GIT_COMMITTER_EMAIL: 'test@annex-proxy.invalid',
+  GIT_CONFIG_NOSYSTEM: '1',
+}
+
+export interface RunResult {
+  stdout: string
+  stderr: string
+}
+
+/** Runs a command in `cwd`; rejects with its output on a non-zero exit. */
+export async function sh(cwd: string, cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+  const child = spawn(cmd, args, { cwd, env: { ...gitEnv, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  child.stdin.end(opts.input ?? '')
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000)
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+    child.once('error', reject)
+    child.once('close', (c, s) => resolve([c, s]))
+  }).finally(() => clearTimeout(timer))
+  if (code !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} (in ${cwd}) exited ${code ?? signal}\n${stdout}\n${stderr}`)
+  }
+  return { stdout, stderr }
+}
+
+export const git = (cwd: string, ...args: string[]) => sh(cwd, 'git', args)
+export const annex = (cwd: string, ...args: string[]) => sh(cwd, 'git', ['annex', ...args])
+
+/** `git init` + `git annex init` + an empty commit, like the transcripts' mkrepo. */
+export async function makeRepo(dir: string, description: string, opts: { bare?: boolean } = {}): Promise<string> {
+  await sh(join(dir, '..'), 'git', ['init', '-q', '-b', 'main', ...(opts.bare ? ['--bare'] : []), dir])
+  await annex(dir, 'init', '-q', description)
+  if (!opts.bare) await git(dir, 'commit', '-q', '--allow-empty', '-m', 'init')
+  return dir
+}
+
+export async function repoUuid(dir: string): Promise<string> {
+  return (await git(dir, 'config', 'annex.uuid')).stdout.trim()
+}
+
+/** A clone of `server` whose origin talks annex+http to `port`. */
+export async function makeClient(server: string, dir: string, port: number, opts: { url?: string } = {}): Promise<string> {
+  await sh(join(dir, '..'), 'git', ['clone', '-q', server, dir])
+  await annex(dir, 'init', '-q', 'client')
+  await git(dir, 'config', 'annex.security.allowed-ip-addresses', 'all')
+  await git(dir, 'config', 'remote.origin.annexUrl', `annex+http://127.0.0.1:${port}/git-annex/`)
+  if (opts.url) await git(dir, 'config', 'remote.origin.url', opts.url)
+  await annex(dir, 'sync', '-q', '--no-content')
+  return dir
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      const port = typeof a === 'object' && a ? a.port : 0
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+/** Polls until something accepts TCP connections on 127.0.0.1:port. */
+export async function waitForPort(port: number, timeoutMs = 30_000, child?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (child && child.exitCode !== null) throw new Error(`server exited with ${child.exitCode} before listening`)
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = net.connect(port, '127.0.0.1')
+      sock.once('connect', () => {
+        sock.destroy()
+        resolve(true)
+      })
+      sock.once('error', () => resolve(false))
+    })
+    if (ok) return
+    if (Date.now() > deadline) throw new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+export interface Served {
+  port: number
+  child: ChildProcess
+  output: () => string
+  stop(): Promise<void>
+}
+
+async function startProcess(t: After, cwd: string, cmd: string, args: string[], port: number, env: NodeJS.ProcessEnv = {}): Promise<Served> {
+  const child = spawn(cmd, args, { cwd, env: { ...gitEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const keep = (d: Buffer) => {
+    out += d.toString('utf8')
+    if (out.length > 1_000_000) out = out.slice(-500_000)
+  }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const closed = new Promise((r) => child.once('close', r))
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await closed
+    clearTimeout(timer)
+  }
+  t.after(stop)
+  await waitForPort(port, 30_000, child)
+  return { port, child, output: () => out, stop }
+}
+
+/** The reference: `git annex p2phttp` serving `repo`. */
+export async function startReference(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<Served> {
+  const port = await freePort()
+  return startProcess(t, repo, 'git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '4', ...flags], port, env)
+}
+
+export const PROJECT_ROOT = new URL('../../../', import.meta.url).pathname
+
+/** annex-proxy serving `repo` (or whatever `flags` name) through its real CLI. */
+export async function startAnnexProxy(t: After, cwd: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<Served> {
+  const port = await freePort()
+  return startProcess(t, cwd, process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(port), ...flags], port, env)
+}
