@@ -1,0 +1,107 @@
+// The server's configuration: p2phttp's flags (same names and meanings) plus ours,
+// validated once and frozen. Every memory and concurrency bound is a value here.
+import { parseArgs } from 'node:util'
+import { ConfigError } from '../errors.js'
+import type { HasherKind } from '../streams/verify.js'
+
+export interface ServeConfig {
+  readonly bind: string
+  readonly port: number
+  readonly jobs: number
+  readonly repos: readonly string[]
+  readonly directories: readonly string[]
+  readonly wideopen: boolean
+  readonly unauthReadonly: boolean
+  readonly unauthAppendonly: boolean
+  readonly unauthNolocking: boolean
+  readonly authenv: boolean
+  readonly authenvHttp: boolean
+  readonly certfile: string | undefined
+  readonly privatekeyfile: string | undefined
+  readonly chainfile: string | undefined
+  readonly lockedfiles: number
+  readonly hasher: HasherKind
+  readonly logLevel: string
+  /** Seconds in-flight requests get to finish on SIGTERM/SIGINT before they are aborted. */
+  readonly shutdownGraceSeconds: number
+  /** Requests waiting for a worker beyond this many are refused with 503. */
+  readonly maxQueue: number
+  readonly maxQueueWaitSeconds: number
+}
+
+export const DEFAULT_PORT = 9417
+
+const OPTIONS = {
+  port: { type: 'string' },
+  bind: { type: 'string' },
+  jobs: { type: 'string', short: 'J' },
+  directory: { type: 'string', multiple: true },
+  repo: { type: 'string', multiple: true },
+  wideopen: { type: 'boolean' },
+  'unauth-readonly': { type: 'boolean' },
+  'unauth-appendonly': { type: 'boolean' },
+  'unauth-nolocking': { type: 'boolean' },
+  authenv: { type: 'boolean' },
+  'authenv-http': { type: 'boolean' },
+  certfile: { type: 'string' },
+  privatekeyfile: { type: 'string' },
+  chainfile: { type: 'string' },
+  lockedfiles: { type: 'string' },
+  hasher: { type: 'string' },
+  'log-level': { type: 'string' },
+  'shutdown-grace': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'max-queue-wait': { type: 'string' },
+  // Accepted for compatibility with p2phttp command lines; not used by a single-repo server.
+  proxyconnections: { type: 'string' },
+  clusterjobs: { type: 'string' },
+  cpus: { type: 'string' },
+} as const
+
+function int(name: string, raw: string | undefined, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (raw === undefined) return def
+  if (!/^[0-9]+$/.test(raw)) throw new ConfigError(`--${name} needs a whole number, got '${raw}'`)
+  const n = Number(raw)
+  if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}, got ${n}`)
+  return n
+}
+
+/** Parses `serve` arguments. `cwd` is served when neither --repo nor --directory is given. */
+export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfig {
+  let parsed
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false })
+  } catch (e) {
+    throw new ConfigError((e as Error).message)
+  }
+  const o = parsed.values
+  const hasher = o.hasher ?? 'auto'
+  if (hasher !== 'auto' && hasher !== 'wasm' && hasher !== 'native') throw new ConfigError(`--hasher must be wasm, native or auto, got '${hasher}'`)
+  if ((o.certfile === undefined) !== (o.privatekeyfile === undefined)) throw new ConfigError('--certfile and --privatekeyfile go together')
+  if (o.chainfile !== undefined && o.certfile === undefined) throw new ConfigError('--chainfile needs --certfile')
+  const directories = o.directory ?? []
+  const repos = o.repo ?? (directories.length === 0 ? [cwd] : [])
+  const jobs = int('jobs', o.jobs, 4, 1, 1024)
+  return Object.freeze({
+    bind: o.bind ?? '127.0.0.1',
+    port: int('port', o.port, DEFAULT_PORT, 0, 65535),
+    jobs,
+    repos: Object.freeze(repos),
+    directories: Object.freeze(directories),
+    wideopen: o.wideopen ?? false,
+    unauthReadonly: o['unauth-readonly'] ?? false,
+    unauthAppendonly: o['unauth-appendonly'] ?? false,
+    unauthNolocking: o['unauth-nolocking'] ?? false,
+    authenv: o.authenv ?? false,
+    authenvHttp: o['authenv-http'] ?? false,
+    certfile: o.certfile,
+    privatekeyfile: o.privatekeyfile,
+    chainfile: o.chainfile,
+    lockedfiles: int('lockedfiles', o.lockedfiles, 100, 0),
+    hasher,
+    logLevel: o['log-level'] ?? 'info',
+    shutdownGraceSeconds: int('shutdown-grace', o['shutdown-grace'], 10, 0),
+    maxQueue: int('max-queue', o['max-queue'], 64 * jobs, 0),
+    maxQueueWaitSeconds: int('max-queue-wait', o['max-queue-wait'], 120, 1),
+  })
+}

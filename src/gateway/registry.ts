@@ -1,0 +1,146 @@
+// Which repositories this server answers for, by UUID: one repository (--repo / cwd)
+// or every git-annex repository found beneath --directory folders. Repositories
+// added later are found by a rescan when an unknown UUID is asked for (as the
+// reference does); ones removed are dropped when next looked up.
+import { execFile } from 'node:child_process'
+import { access, readdir, stat } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { promisify } from 'node:util'
+import type { Logger, Remote } from '../remotes/remote.js'
+
+const run = promisify(execFile)
+
+export type OpenRepo = (dir: string) => Promise<Remote>
+
+interface Entry {
+  readonly dir: string
+  readonly gitDir: string
+  readonly remote: Remote
+}
+
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  )
+
+/** The git dir of `dir` if it is a git-annex repository (has an annex.uuid), else undefined. */
+export async function annexGitDir(dir: string): Promise<string | undefined> {
+  const candidates = [join(dir, '.git'), dir]
+  for (const gitDir of candidates) {
+    if (!(await exists(join(gitDir, 'config'))) || !(await exists(join(gitDir, 'HEAD')))) continue
+    try {
+      const { stdout } = await run('git', ['config', '--file', join(gitDir, 'config'), 'annex.uuid'])
+      if (stdout.trim() !== '') return gitDir
+    } catch {
+      // no annex.uuid: a plain git repository, not served
+    }
+  }
+  return undefined
+}
+
+/** Every git-annex repository beneath `root`, not following symlinks, not descending into repos. */
+export async function findRepos(root: string): Promise<string[]> {
+  const found: string[] = []
+  const walk = async (dir: string): Promise<void> => {
+    if (await annexGitDir(dir)) {
+      found.push(dir)
+      return
+    }
+    let entries
+    try {
+      entries = await readdir(dir, { withFileTypes: true })
+    } catch {
+      return
+    }
+    await Promise.all(entries.filter((e) => e.isDirectory() && e.name !== '.git').map((e) => walk(join(dir, e.name))))
+  }
+  await walk(resolve(root))
+  return found.sort()
+}
+
+export interface RegistryOptions {
+  readonly repos: readonly string[]
+  readonly directories: readonly string[]
+  readonly open: OpenRepo
+  readonly log: Logger
+}
+
+export class Registry {
+  private readonly byUuid = new Map<string, Entry>()
+  private readonly byDir = new Map<string, Entry>()
+  private scanning: Promise<void> | undefined
+  private closed = false
+
+  constructor(private readonly opts: RegistryOptions) {}
+
+  async start(): Promise<void> {
+    await this.scan()
+    if (this.opts.directories.length === 0 && this.byUuid.size === 0) {
+      throw new Error(`not a git-annex repository: ${this.opts.repos.join(', ')}`)
+    }
+  }
+
+  get uuids(): string[] {
+    return [...this.byUuid.keys()]
+  }
+
+  async lookup(uuid: string): Promise<Remote | undefined> {
+    let e = this.byUuid.get(uuid)
+    if (e && !(await exists(join(e.gitDir, 'config')))) {
+      await this.forget(e)
+      e = undefined
+    }
+    if (!e && this.opts.directories.length > 0) {
+      await this.scan()
+      e = this.byUuid.get(uuid)
+    }
+    return e?.remote
+  }
+
+  private scan(): Promise<void> {
+    this.scanning ??= this.doScan().finally(() => (this.scanning = undefined))
+    return this.scanning
+  }
+
+  private async doScan(): Promise<void> {
+    const dirs = [...this.opts.repos.map((r) => resolve(r))]
+    for (const d of this.opts.directories) dirs.push(...(await findRepos(d)))
+    for (const dir of dirs) {
+      if (this.closed || this.byDir.has(dir)) continue
+      const gitDir = await annexGitDir(dir)
+      if (!gitDir) continue
+      try {
+        const remote = await this.opts.open(dir)
+        const entry = { dir, gitDir, remote }
+        this.byDir.set(dir, entry)
+        this.byUuid.set(remote.uuid, entry)
+        this.opts.log.info({ repo: dir, uuid: remote.uuid }, 'serving repository')
+      } catch (err) {
+        this.opts.log.warn({ repo: dir, err }, 'cannot serve repository')
+      }
+    }
+  }
+
+  private async forget(e: Entry): Promise<void> {
+    this.byUuid.delete(e.remote.uuid)
+    this.byDir.delete(e.dir)
+    this.opts.log.info({ repo: e.dir }, 'repository gone; no longer served')
+    await e.remote.close().catch(() => {})
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    await this.scanning
+    await Promise.all([...this.byDir.values()].map((e) => e.remote.close()))
+    this.byDir.clear()
+    this.byUuid.clear()
+  }
+}
+
+export async function isDirectory(p: string): Promise<boolean> {
+  return stat(p).then(
+    (s) => s.isDirectory(),
+    () => false,
+  )
+}

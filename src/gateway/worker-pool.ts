@@ -1,0 +1,77 @@
+// Bounds concurrent request work (p2phttp's --jobs). Requests beyond the limit queue
+// up to a bound and a wait time; past either they are refused at once (503) rather
+// than left hanging, which is how the reference wedges (transcripts/08).
+import { OverloadedError } from '../errors.js'
+
+export interface WorkerPoolOptions {
+  readonly concurrency: number
+  readonly maxQueue: number
+  readonly maxWaitMs: number
+}
+
+export class WorkerPool {
+  private active = 0
+  private readonly waiting: Array<{ start: () => void; fail: (e: Error) => void }> = []
+
+  constructor(private readonly opts: WorkerPoolOptions) {}
+
+  get inFlight(): number {
+    return this.active
+  }
+
+  async run<T>(signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+    await this.acquire(signal)
+    try {
+      return await work()
+    } finally {
+      this.release()
+    }
+  }
+
+  private acquire(signal: AbortSignal): Promise<void> {
+    if (this.active < this.opts.concurrency) {
+      this.active++
+      return Promise.resolve()
+    }
+    if (this.waiting.length >= this.opts.maxQueue) {
+      return Promise.reject(new OverloadedError('too many connections'))
+    }
+    return new Promise<void>((resolve, reject) => {
+      const entry = {
+        start: () => {
+          cleanup()
+          this.active++
+          resolve()
+        },
+        fail: (e: Error) => {
+          cleanup()
+          reject(e)
+        },
+      }
+      const drop = () => {
+        const i = this.waiting.indexOf(entry)
+        if (i >= 0) this.waiting.splice(i, 1)
+      }
+      const timer = setTimeout(() => {
+        drop()
+        entry.fail(new OverloadedError('too many connections: timed out waiting for a free worker'))
+      }, this.opts.maxWaitMs)
+      const onAbort = () => {
+        drop()
+        entry.fail(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+      }
+      const cleanup = () => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', onAbort)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.waiting.push(entry)
+    })
+  }
+
+  private release(): void {
+    this.active--
+    const next = this.waiting.shift()
+    if (next) next.start()
+  }
+}

@@ -1,0 +1,77 @@
+// Builds the HTTP server from a ServeConfig: the registry of served repositories,
+// the p2phttp plugin, TLS when configured, and an orderly close.
+import { readFileSync } from 'node:fs'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { ServeConfig } from './config/config.js'
+import { Registry } from './gateway/registry.js'
+import { WorkerPool } from './gateway/worker-pool.js'
+import { type Authorize, p2pHttp } from './protocol/http/plugin.js'
+import { openLocalRepo } from './remotes/local-repo.js'
+import type { Logger } from './remotes/remote.js'
+import { authorizerFor } from './protocol/http/authorizer.js'
+
+export interface Server {
+  readonly app: FastifyInstance
+  readonly registry: Registry
+  /** Stops accepting, lets in-flight requests finish for `graceMs`, then aborts them. */
+  close(graceMs?: number): Promise<void>
+}
+
+export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.ProcessEnv; authorize?: Authorize } = {}): Promise<Server> {
+  const https = cfg.certfile
+    ? {
+        https: {
+          cert: readFileSync(cfg.certfile, 'utf8') + (cfg.chainfile ? `\n${readFileSync(cfg.chainfile, 'utf8')}` : ''),
+          key: readFileSync(cfg.privatekeyfile!, 'utf8'),
+        },
+      }
+    : {}
+  const app = Fastify({
+    logger: { level: cfg.logLevel },
+    // Uploads and held locks may take as long as they need; bounds live in the data plane.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    keepAliveTimeout: 72_000,
+    forceCloseConnections: 'idle',
+    exposeHeadRoutes: false,
+    ignoreDuplicateSlashes: false,
+    ...https,
+  }) as unknown as FastifyInstance
+  const log = app.log as unknown as Logger
+  const registry = new Registry({
+    repos: cfg.repos,
+    directories: cfg.directories,
+    open: (dir) => openLocalRepo(dir, { hasher: cfg.hasher, log }),
+    log,
+  })
+  await registry.start()
+  const closing = new AbortController()
+  await app.register(p2pHttp, {
+    repos: registry,
+    authorize: opts.authorize ?? authorizerFor(cfg, opts.env ?? process.env),
+    workers: new WorkerPool({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 }),
+    maxLocks: cfg.lockedfiles,
+    lockExpirySeconds: 600,
+    closing: closing.signal,
+  })
+  app.addHook('onClose', async () => {
+    await registry.close()
+  })
+  let closed: Promise<void> | undefined
+  return {
+    app,
+    registry,
+    close(graceMs = cfg.shutdownGraceSeconds * 1000) {
+      closed ??= (async () => {
+        const timer = setTimeout(() => closing.abort(new Error('server shutting down')), graceMs)
+        try {
+          await app.close()
+        } finally {
+          clearTimeout(timer)
+          closing.abort(new Error('server shut down'))
+        }
+      })()
+      return closed
+    },
+  }
+}
