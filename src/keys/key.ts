@@ -1,4 +1,8 @@
 // git-annex keys (spec §5): BACKEND[-s<size>][-m<mtime>][-S<chunksize>][-C<chunknum>]--NAME
+// Mirrors Types/Key.hs keyParser (git-annex 10.20250416). The parser is strict on purpose:
+// git-annex refuses anything else so that keys committed to git cannot smuggle SHA-1
+// collision data, and we must refuse exactly what it refuses or we would store objects
+// that no git-annex client can name.
 import { BadKeyError } from '../errors.js'
 
 declare const keyBrand: unique symbol
@@ -23,7 +27,7 @@ export interface KeyFields {
   name: string
 }
 
-/** Longest extension (from the first '.') an E-backend key name may carry. */
+/** Longest extension (from the first '.', the dot included) an E-backend key name may carry. */
 export const MAX_EXTENSION_BYTES = 64
 
 const FIELDS = [
@@ -33,32 +37,45 @@ const FIELDS = [
   ['C', 'chunkNum'],
 ] as const
 
-/** Backends whose key names carry a file extension after the digest. */
+/**
+ * Backends whose key names may carry a file extension, so the extension length limit applies.
+ * Types/Key.hs `hasExt`: every hash backend's E variant, external `X…E`, and any unknown
+ * backend whose name ends in 'E' (even a bare "E"); GITBUNDLE ends in 'E' but is a fixed variety.
+ */
 export function hasExtensionVariant(backend: string): boolean {
-  return backend.length > 1 && backend.endsWith('E') && backend !== 'GITBUNDLE'
+  return backend.endsWith('E') && backend !== 'GITBUNDLE'
 }
 
 function validName(backend: string, name: string): boolean {
   if (!hasExtensionVariant(backend)) return true
   const dot = name.indexOf('.')
   if (dot < 0) return true
-  return Buffer.byteLength(name.slice(dot)) <= MAX_EXTENSION_BYTES
+  // Cheap bound first: UTF-8 never takes fewer bytes than UTF-16 code units.
+  const ext = name.length - dot
+  return ext <= MAX_EXTENSION_BYTES && Buffer.byteLength(name.slice(dot)) <= MAX_EXTENSION_BYTES
 }
 
 export function parseKey(text: string): Key {
   const k = tryParseKey(text)
-  if (!k) throw new BadKeyError('key parse error')
+  if (!k) throw new BadKeyError(`not a valid git-annex key: ${JSON.stringify(text.length > 200 ? `${text.slice(0, 200)}…` : text)}`)
   return k
 }
 
+/**
+ * Numbers are kept as JS numbers, so values above 2^53-1 are refused where git-annex would
+ * accept them (it parses Integer sizes, and wraps mtimes to Int64): no real object is that big,
+ * and a silently rounded size would name a different key.
+ */
 export function tryParseKey(text: string): Key | undefined {
   let i = text.indexOf('-')
   if (i <= 0) return undefined
   const fields: KeyFields = { backend: text.slice(0, i), name: '' }
-  // Fields may only appear in canonical order; each is '-' letter digits.
+  // Each field is optional but they may only appear in this order, as '-' letter digits.
+  // A letter without digits, a repeated or unknown field all leave the parser looking at
+  // something other than the "--" that must follow the fields, which is an error.
   let f = 0
   for (;;) {
-    if (text[i] !== '-') return undefined
+    if (text.charCodeAt(i) !== 45 /* - */) return undefined
     const c = text[i + 1]
     if (c === '-') break
     while (f < FIELDS.length && FIELDS[f]![0] !== c) f++
@@ -77,9 +94,21 @@ export function tryParseKey(text: string): Key | undefined {
   return fields as Key
 }
 
+/** Builds a key from fields; throws BadKeyError unless the fields survive a round trip unchanged. */
 export function makeKey(fields: KeyFields): Key {
   const k = tryParseKey(serializeFields(fields))
-  if (!k) throw new BadKeyError(`invalid key fields: ${JSON.stringify(fields)}`)
+  // Reparsing alone is not enough: a backend "A-s1" would come back as backend "A" of size 1.
+  if (
+    !k ||
+    k.backend !== fields.backend ||
+    k.name !== fields.name ||
+    k.size !== fields.size ||
+    k.mtime !== fields.mtime ||
+    k.chunkSize !== fields.chunkSize ||
+    k.chunkNum !== fields.chunkNum
+  ) {
+    throw new BadKeyError(`invalid key fields: ${JSON.stringify(fields)}`)
+  }
   return k
 }
 
@@ -92,8 +121,14 @@ function serializeFields(k: KeyFields): string {
   return `${s}--${k.name}`
 }
 
+/** Canonical form: fields in order, no leading zeros (git-annex reserializes the same way). */
 export function serializeKey(k: Key): string {
   return serializeFields(k)
+}
+
+/** True for a chunk of a special remote's chunked object (Key.hs isChunkKey: both fields set). */
+export function isChunkKey(k: Key): boolean {
+  return k.chunkSize !== undefined && k.chunkNum !== undefined
 }
 
 /** The key without chunk fields: chunk keys share their parent's hash directories. */
