@@ -4,29 +4,14 @@
 // parameters; the tree modes need fanout, depth, node offset, node depth, inner length and the
 // last-node flag, so git-annex's BLAKE2BP512 / BLAKE2SP224 / BLAKE2SP256 backends need this.
 import type { StatefulHasher } from './types.js'
+import { blake2bCompress, blake2sCompress } from './unrolled.js'
 
-const SIGMA = [
-  [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
-  [14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3],
-  [11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4],
-  [7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8],
-  [9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13],
-  [2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9],
-  [12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11],
-  [13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10],
-  [6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5],
-  [10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0],
-]
-// Flattened and doubled for BLAKE2b, whose message words are (lo, hi) pairs of 32-bit halves.
-const SIGMA_B = Uint8Array.from(Array.from({ length: 12 }, (_, r) => SIGMA[r % 10]!.map((x) => 2 * x)).flat())
-const SIGMA_S = Uint8Array.from(SIGMA.flat())
-
-// IVs as (lo, hi) 32-bit halves; they are SHA-512's / SHA-256's initial values.
-const IV_B = Uint32Array.from([
+// IVs as int32 (lo, hi) halves for BLAKE2b; they are SHA-512's / SHA-256's initial values.
+const IV_B = Int32Array.from([
   0xf3bcc908, 0x6a09e667, 0x84caa73b, 0xbb67ae85, 0xfe94f82b, 0x3c6ef372, 0x5f1d36f1, 0xa54ff53a,
   0xade682d1, 0x510e527f, 0x2b3e6c1f, 0x9b05688c, 0xfb41bd6b, 0x1f83d9ab, 0x137e2179, 0x5be0cd19,
 ])
-const IV_S = Uint32Array.from([
+const IV_S = Int32Array.from([
   0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
 ])
 
@@ -41,10 +26,10 @@ export interface Blake2Params {
   lastNode?: boolean
 }
 
-const le32 = (b: Uint8Array, o: number) => (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0
+const le32 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)
 
 abstract class Blake2Core {
-  protected readonly h: Uint32Array
+  protected readonly h: Int32Array
   protected readonly buf: Uint8Array
   protected bufLen = 0
   /** Bytes compressed so far; a JS number is exact far past any object size (2^53). */
@@ -55,7 +40,7 @@ abstract class Blake2Core {
     readonly digestLength: number,
     protected readonly lastNode: boolean,
   ) {
-    this.h = new Uint32Array(hWords)
+    this.h = new Int32Array(hWords)
     this.buf = new Uint8Array(blockBytes)
   }
 
@@ -104,7 +89,7 @@ abstract class Blake2Core {
   saveCore(): Uint8Array {
     const out = new Uint8Array(this.h.length * 4 + 8 + 4 + this.blockBytes)
     const dv = new DataView(out.buffer)
-    for (let i = 0; i < this.h.length; i++) dv.setUint32(4 * i, this.h[i]!, true)
+    for (let i = 0; i < this.h.length; i++) dv.setInt32(4 * i, this.h[i]!, true)
     let o = this.h.length * 4
     dv.setFloat64(o, this.t, true)
     dv.setUint32(o + 8, this.bufLen, true)
@@ -115,7 +100,7 @@ abstract class Blake2Core {
   loadCore(state: Uint8Array): void {
     if (state.length !== this.h.length * 4 + 12 + this.blockBytes) throw new Error('BLAKE2 state of the wrong size')
     const dv = new DataView(state.buffer, state.byteOffset, state.byteLength)
-    for (let i = 0; i < this.h.length; i++) this.h[i] = dv.getUint32(4 * i, true)
+    for (let i = 0; i < this.h.length; i++) this.h[i] = dv.getInt32(4 * i, true)
     const o = this.h.length * 4
     this.t = dv.getFloat64(o, true)
     this.bufLen = dv.getUint32(o + 8, true)
@@ -124,8 +109,7 @@ abstract class Blake2Core {
 }
 
 export class Blake2b extends Blake2Core {
-  private readonly v = new Uint32Array(32)
-  private readonly m = new Uint32Array(32)
+  private readonly m = new Int32Array(32)
 
   constructor(p: Blake2Params) {
     super(128, 16, p.digestLength, p.lastNode ?? false)
@@ -142,95 +126,15 @@ export class Blake2b extends Blake2Core {
   }
 
   protected compress(src: Uint8Array, off: number, last: boolean): void {
-    const v = this.v
     const m = this.m
-    const h = this.h
     for (let i = 0; i < 32; i++) m[i] = le32(src, off + 4 * i)
-    for (let i = 0; i < 16; i++) {
-      v[i] = h[i]!
-      v[i + 16] = IV_B[i]!
-    }
-    const t = this.t
-    v[24] = v[24]! ^ (t >>> 0)
-    v[25] = v[25]! ^ (Math.floor(t / 0x100000000) >>> 0)
-    if (last) {
-      v[28] = ~v[28]!
-      v[29] = ~v[29]!
-      if (this.lastNode) {
-        v[30] = ~v[30]!
-        v[31] = ~v[31]!
-      }
-    }
-    for (let r = 0; r < 12; r++) {
-      const s = r * 16
-      G64(v, m, 0, 8, 16, 24, SIGMA_B[s]!, SIGMA_B[s + 1]!)
-      G64(v, m, 2, 10, 18, 26, SIGMA_B[s + 2]!, SIGMA_B[s + 3]!)
-      G64(v, m, 4, 12, 20, 28, SIGMA_B[s + 4]!, SIGMA_B[s + 5]!)
-      G64(v, m, 6, 14, 22, 30, SIGMA_B[s + 6]!, SIGMA_B[s + 7]!)
-      G64(v, m, 0, 10, 20, 30, SIGMA_B[s + 8]!, SIGMA_B[s + 9]!)
-      G64(v, m, 2, 12, 22, 24, SIGMA_B[s + 10]!, SIGMA_B[s + 11]!)
-      G64(v, m, 4, 14, 16, 26, SIGMA_B[s + 12]!, SIGMA_B[s + 13]!)
-      G64(v, m, 6, 8, 18, 28, SIGMA_B[s + 14]!, SIGMA_B[s + 15]!)
-    }
-    for (let i = 0; i < 16; i++) h[i] = h[i]! ^ v[i]! ^ v[i + 16]!
+    const f = last ? -1 : 0
+    blake2bCompress(this.h, m, this.t | 0, (this.t / 4294967296) | 0, f, last && this.lastNode ? -1 : 0)
   }
 }
 
-// One BLAKE2b G on 64-bit words held as (lo at even, hi at odd) indexes of v and m.
-function G64(v: Uint32Array, m: Uint32Array, a: number, b: number, c: number, d: number, x: number, y: number): void {
-  let al = v[a]!, ah = v[a + 1]!, bl = v[b]!, bh = v[b + 1]!
-  let cl = v[c]!, ch = v[c + 1]!, dl = v[d]!, dh = v[d + 1]!
-  let s: number, tl: number, th: number
-
-  // a = a + b + m[x]
-  s = al + bl
-  ah = (ah + bh + (s > 0xffffffff ? 1 : 0)) >>> 0
-  al = s >>> 0
-  s = al + m[x]!
-  ah = (ah + m[x + 1]! + (s > 0xffffffff ? 1 : 0)) >>> 0
-  al = s >>> 0
-  // d = (d ^ a) >>> 32
-  tl = dl ^ al
-  dl = (dh ^ ah) >>> 0
-  dh = tl >>> 0
-  // c = c + d
-  s = cl + dl
-  ch = (ch + dh + (s > 0xffffffff ? 1 : 0)) >>> 0
-  cl = s >>> 0
-  // b = (b ^ c) >>> 24
-  tl = bl ^ cl
-  th = bh ^ ch
-  bl = ((tl >>> 24) | (th << 8)) >>> 0
-  bh = ((th >>> 24) | (tl << 8)) >>> 0
-  // a = a + b + m[y]
-  s = al + bl
-  ah = (ah + bh + (s > 0xffffffff ? 1 : 0)) >>> 0
-  al = s >>> 0
-  s = al + m[y]!
-  ah = (ah + m[y + 1]! + (s > 0xffffffff ? 1 : 0)) >>> 0
-  al = s >>> 0
-  // d = (d ^ a) >>> 16
-  tl = dl ^ al
-  th = dh ^ ah
-  dl = ((tl >>> 16) | (th << 16)) >>> 0
-  dh = ((th >>> 16) | (tl << 16)) >>> 0
-  // c = c + d
-  s = cl + dl
-  ch = (ch + dh + (s > 0xffffffff ? 1 : 0)) >>> 0
-  cl = s >>> 0
-  // b = (b ^ c) >>> 63, i.e. <<< 1
-  tl = bl ^ cl
-  th = bh ^ ch
-  bl = ((tl << 1) | (th >>> 31)) >>> 0
-  bh = ((th << 1) | (tl >>> 31)) >>> 0
-
-  v[a] = al; v[a + 1] = ah; v[b] = bl; v[b + 1] = bh
-  v[c] = cl; v[c + 1] = ch; v[d] = dl; v[d + 1] = dh
-}
-
 export class Blake2s extends Blake2Core {
-  private readonly v = new Uint32Array(16)
-  private readonly m = new Uint32Array(16)
+  private readonly m = new Int32Array(16)
 
   constructor(p: Blake2Params) {
     super(64, 8, p.digestLength, p.lastNode ?? false)
@@ -246,51 +150,11 @@ export class Blake2s extends Blake2Core {
   }
 
   protected compress(src: Uint8Array, off: number, last: boolean): void {
-    const v = this.v
     const m = this.m
-    const h = this.h
     for (let i = 0; i < 16; i++) m[i] = le32(src, off + 4 * i)
-    for (let i = 0; i < 8; i++) {
-      v[i] = h[i]!
-      v[i + 8] = IV_S[i]!
-    }
-    const t = this.t
-    v[12] = v[12]! ^ (t >>> 0)
-    v[13] = v[13]! ^ (Math.floor(t / 0x100000000) >>> 0)
-    if (last) {
-      v[14] = ~v[14]!
-      if (this.lastNode) v[15] = ~v[15]!
-    }
-    for (let r = 0; r < 10; r++) {
-      const s = r * 16
-      G32(v, m, 0, 4, 8, 12, SIGMA_S[s]!, SIGMA_S[s + 1]!)
-      G32(v, m, 1, 5, 9, 13, SIGMA_S[s + 2]!, SIGMA_S[s + 3]!)
-      G32(v, m, 2, 6, 10, 14, SIGMA_S[s + 4]!, SIGMA_S[s + 5]!)
-      G32(v, m, 3, 7, 11, 15, SIGMA_S[s + 6]!, SIGMA_S[s + 7]!)
-      G32(v, m, 0, 5, 10, 15, SIGMA_S[s + 8]!, SIGMA_S[s + 9]!)
-      G32(v, m, 1, 6, 11, 12, SIGMA_S[s + 10]!, SIGMA_S[s + 11]!)
-      G32(v, m, 2, 7, 8, 13, SIGMA_S[s + 12]!, SIGMA_S[s + 13]!)
-      G32(v, m, 3, 4, 9, 14, SIGMA_S[s + 14]!, SIGMA_S[s + 15]!)
-    }
-    for (let i = 0; i < 8; i++) h[i] = h[i]! ^ v[i]! ^ v[i + 8]!
+    const f = last ? -1 : 0
+    blake2sCompress(this.h, m, this.t | 0, (this.t / 4294967296) | 0, f, last && this.lastNode ? -1 : 0)
   }
-}
-
-function G32(v: Uint32Array, m: Uint32Array, a: number, b: number, c: number, d: number, x: number, y: number): void {
-  let va = v[a]!, vb = v[b]!, vc = v[c]!, vd = v[d]!
-  va = (va + vb + m[x]!) | 0
-  vd ^= va
-  vd = (vd >>> 16) | (vd << 16)
-  vc = (vc + vd) | 0
-  vb ^= vc
-  vb = (vb >>> 12) | (vb << 20)
-  va = (va + vb + m[y]!) | 0
-  vd ^= va
-  vd = (vd >>> 8) | (vd << 24)
-  vc = (vc + vd) | 0
-  vb ^= vc
-  vb = (vb >>> 7) | (vb << 25)
-  v[a] = va; v[b] = vb; v[c] = vc; v[d] = vd
 }
 
 function writeLE(b: Uint8Array, off: number, n: number, bytes: number): void {
