@@ -1,0 +1,130 @@
+// Turns the raw runs into per-row summaries and the printed table.
+import type { FloorRun } from '../scenarios/floor.js'
+import { PHASES, type Phase, type TransferRun } from '../scenarios/transfer.js'
+import type { Dataset } from './dataset.js'
+import type { ScenarioName, ServerKind } from './options.js'
+import { SERVER_LABEL } from './servers.js'
+import { ratio, summarize, type Summary } from './stats.js'
+
+const MiB = 1024 * 1024
+
+export type Unit = 'MiB/s' | 'files/s'
+
+export interface ServerSummary {
+  /** In the row's unit. */
+  readonly throughput?: Summary
+  readonly mibPerSecond?: Summary
+  readonly filesPerSecond?: Summary
+  readonly wallSeconds?: Summary
+  readonly cpuSeconds?: Summary
+  readonly peakRssMiB?: Summary
+  /** What the table shows when there is no figure: not built, failed, not run. */
+  readonly status: 'ok' | 'not built' | 'failed' | 'not run'
+}
+
+export interface Row {
+  readonly scenario: ScenarioName
+  readonly phase: Phase
+  readonly label: string
+  readonly unit: Unit
+  readonly servers: Readonly<Record<ServerKind, ServerSummary>>
+  /** cp -r + sync of the same bytes, in the row's unit. */
+  readonly floor?: Summary
+  /** annex-proxy / p2phttp: above 1 is better for throughput, below 1 is better for CPU and RSS. */
+  readonly ratios: { readonly throughput?: number; readonly cpu?: number; readonly rss?: number }
+}
+
+export const unitOf = (d: Dataset): Unit => (d.fileBytes >= MiB ? 'MiB/s' : 'files/s')
+
+function serverSummary(d: Dataset, phase: Phase, runs: readonly TransferRun[]): ServerSummary {
+  const measured = runs.flatMap((r) => (r.phases[phase] ? [r.phases[phase]] : []))
+  if (measured.length === 0) {
+    if (runs.length === 0) return { status: 'not run' }
+    return { status: runs.every((r) => r.notBuilt) ? 'not built' : 'failed' }
+  }
+  const wall = measured.map((m) => m.wallSeconds)
+  const mibPerSecond = summarize(wall.map((s) => d.totalBytes / MiB / s))
+  const filesPerSecond = summarize(wall.map((s) => d.files / s))
+  return {
+    status: 'ok',
+    throughput: unitOf(d) === 'MiB/s' ? mibPerSecond : filesPerSecond,
+    mibPerSecond,
+    filesPerSecond,
+    wallSeconds: summarize(wall),
+    cpuSeconds: summarize(measured.map((m) => m.cpuSeconds)),
+    peakRssMiB: summarize(measured.map((m) => m.peakRssBytes / MiB)),
+  }
+}
+
+export function buildRows(datasets: readonly Dataset[], transfers: readonly TransferRun[], floors: readonly FloorRun[]): Row[] {
+  const rows: Row[] = []
+  for (const d of datasets) {
+    const unit = unitOf(d)
+    const floorSeconds = floors.filter((f) => f.scenario === d.name).map((f) => f.cpSyncSeconds)
+    const floor = summarize(floorSeconds.map((s) => (unit === 'MiB/s' ? d.totalBytes / MiB : d.files) / s))
+    for (const phase of PHASES) {
+      const of = (k: ServerKind) => serverSummary(d, phase, transfers.filter((t) => t.scenario === d.name && t.server === k))
+      const servers = { ours: of('ours'), ref: of('ref') }
+      rows.push({
+        scenario: d.name,
+        phase,
+        label: `${d.label} ${phase === 'copy' ? 'copy --to' : 'get --from'}`,
+        unit,
+        servers,
+        floor,
+        ratios: {
+          throughput: ratio(servers.ours.throughput, servers.ref.throughput),
+          cpu: ratio(servers.ours.cpuSeconds, servers.ref.cpuSeconds),
+          rss: ratio(servers.ours.peakRssMiB, servers.ref.peakRssMiB),
+        },
+      })
+    }
+  }
+  return rows
+}
+
+function num(x: number): string {
+  const a = Math.abs(x)
+  return x.toFixed(a >= 100 ? 0 : a >= 10 ? 1 : 2)
+}
+
+function cell(s: ServerSummary, pick: (s: ServerSummary) => Summary | undefined): string {
+  const v = pick(s)
+  if (!v) return s.status === 'ok' ? '–' : s.status
+  return v.n > 1 ? `${num(v.median)} ±${num(v.spread)}` : num(v.median)
+}
+
+const ratioCell = (r: number | undefined) => (r === undefined ? '–' : `${r.toFixed(2)}×`)
+
+export function formatTable(rows: readonly Row[]): string {
+  const header = [
+    'scenario',
+    SERVER_LABEL.ours,
+    SERVER_LABEL.ref,
+    'ratio',
+    'physical floor',
+    'CPU s ours',
+    'CPU s ref',
+    'ratio',
+    'RSS MiB ours',
+    'RSS MiB ref',
+    'ratio',
+  ]
+  const body = rows.map((r) => [
+    `${r.label} (${r.unit})`,
+    cell(r.servers.ours, (s) => s.throughput),
+    cell(r.servers.ref, (s) => s.throughput),
+    ratioCell(r.ratios.throughput),
+    r.floor ? cell({ status: 'ok', throughput: r.floor }, (s) => s.throughput) : '–',
+    cell(r.servers.ours, (s) => s.cpuSeconds),
+    cell(r.servers.ref, (s) => s.cpuSeconds),
+    ratioCell(r.ratios.cpu),
+    cell(r.servers.ours, (s) => s.peakRssMiB),
+    cell(r.servers.ref, (s) => s.peakRssMiB),
+    ratioCell(r.ratios.rss),
+  ])
+  const all = [header, ...body]
+  const widths = header.map((_, i) => Math.max(...all.map((line) => line[i]!.length)))
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...body.map(line)].join('\n')
+}

@@ -1,0 +1,81 @@
+// The two servers under comparison, each started in the repository it serves, on 127.0.0.1 and a
+// free port, with the same --jobs. Both are spawned directly (no `git` wrapper process), so the
+// measured process tree is the server and whatever it spawns itself.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { freePort, waitForPort } from '../../test/helpers/annex.js'
+import type { ServerKind } from './options.js'
+
+export const SERVER_LABEL: Readonly<Record<ServerKind, string>> = {
+  ours: 'annex-proxy',
+  ref: 'git annex p2phttp',
+}
+
+/** annex-proxy's CLI is not built (yet): the table says so instead of failing. */
+export class NotBuiltError extends Error {
+  constructor(readonly path: string) {
+    super(`not built: ${path} is missing`)
+    this.name = 'NotBuiltError'
+  }
+}
+
+export interface RunningServer {
+  readonly kind: ServerKind
+  readonly pid: number
+  readonly port: number
+  output(): string
+  stop(): Promise<void>
+}
+
+const live = new Set<RunningServer>()
+
+/** For SIGINT: no server outlives the bench. */
+export async function stopAllServers(): Promise<void> {
+  await Promise.all([...live].map((s) => s.stop()))
+}
+
+export function oursEntry(projectRoot: string): string {
+  return join(projectRoot, 'dist/src/cli/main.js')
+}
+
+function command(kind: ServerKind, projectRoot: string, port: number, jobs: number): [string, string[]] {
+  const common = ['--bind', '127.0.0.1', '--port', String(port), '--wideopen', '--jobs', String(jobs)]
+  if (kind === 'ref') return ['git-annex', ['p2phttp', ...common]]
+  const entry = oursEntry(projectRoot)
+  if (!existsSync(entry)) throw new NotBuiltError(entry)
+  return [process.execPath, [entry, 'serve', ...common]]
+}
+
+export async function startServer(kind: ServerKind, repo: string, jobs: number, projectRoot: string, env: NodeJS.ProcessEnv): Promise<RunningServer> {
+  const port = await freePort()
+  const [cmd, args] = command(kind, projectRoot, port, jobs)
+  const child: ChildProcess = spawn(cmd, args, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  const keep = (d: Buffer) => {
+    out += d.toString('utf8')
+    if (out.length > 200_000) out = out.slice(-100_000)
+  }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()))
+  const spawnFailed = new Promise<never>((_, reject) => child.once('error', reject))
+  const stop = async () => {
+    live.delete(server)
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM')
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+      await exited
+      clearTimeout(timer)
+    }
+  }
+  const server: RunningServer = { kind, pid: child.pid ?? -1, port, output: () => out, stop }
+  live.add(server)
+  try {
+    await Promise.race([waitForPort(port, 30_000, child), spawnFailed])
+  } catch (e) {
+    await stop()
+    throw new Error(`${SERVER_LABEL[kind]} did not start: ${(e as Error).message}\n${out.slice(-2000)}`)
+  }
+  return server
+}

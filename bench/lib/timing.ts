@@ -1,0 +1,37 @@
+// Timing one client command while metering the server's process tree.
+import { sh } from '../../test/helpers/annex.js'
+import { ProcessTreeMeter } from './proc-meter.js'
+
+export interface PhaseMeasurement {
+  readonly wallSeconds: number
+  readonly cpuSeconds: number
+  readonly peakRssBytes: number
+}
+
+/** Flushes dirty pages, so no phase pays for the previous one's writeback. */
+export async function syncDisks(): Promise<void> {
+  await sh('/', 'sync', [])
+}
+
+export async function seconds(fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now()
+  await fn()
+  return (performance.now() - t0) / 1000
+}
+
+/** Runs `fn` (after a sync) while metering the tree under `serverPid`. */
+export async function measured(serverPid: number, fn: () => Promise<unknown>): Promise<PhaseMeasurement> {
+  await syncDisks()
+  const meter = new ProcessTreeMeter(serverPid)
+  meter.start()
+  const t0 = performance.now()
+  try {
+    await fn()
+  } catch (e) {
+    meter.stop()
+    throw e
+  }
+  const wallSeconds = (performance.now() - t0) / 1000
+  const usage = meter.stop()
+  return { wallSeconds, cpuSeconds: usage.cpuSeconds, peakRssBytes: usage.peakRssBytes }
+}

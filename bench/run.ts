@@ -1,0 +1,121 @@
+// npm run bench: the same workload against annex-proxy and `git annex p2phttp`, plus the physical
+// floor, printed as one table and written to bench/results/latest.json. See bench/README.md.
+// Nothing here asserts anything about speed: it measures and reports.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { cpus, loadavg, release, totalmem } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { sh } from '../test/helpers/annex.js'
+import { makeDataset, sizeLabel, type Dataset } from './lib/dataset.js'
+import { parseOptions, USAGE, type Options, type ServerKind } from './lib/options.js'
+import { buildRows, formatTable } from './lib/report.js'
+import { existsSync } from 'node:fs'
+import { oursEntry, SERVER_LABEL, stopAllServers } from './lib/servers.js'
+import { runFloor, type FloorRun } from './scenarios/floor.js'
+import { runTransfer, type TransferRun } from './scenarios/transfer.js'
+
+const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const log = (msg: string) => process.stderr.write(`${msg}\n`)
+
+async function environment() {
+  const version = await sh('/', 'git', ['annex', 'version', '--raw']).then((r) => r.stdout.trim(), () => 'unknown')
+  return {
+    gitAnnex: version,
+    node: process.version,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    kernel: release(),
+    loadavgAtStart: loadavg().map((x) => Number(x.toFixed(2))),
+  }
+}
+
+/** Servers take turns going first, so neither always meets a cold (or a warm) machine. */
+function order(servers: readonly ServerKind[], repetition: number): ServerKind[] {
+  const s = [...servers]
+  for (let i = 0; i < repetition % s.length; i++) s.push(s.shift()!)
+  return s
+}
+
+async function main(opts: Options): Promise<void> {
+  const started = performance.now()
+  const env = await environment()
+  const sizes = opts.scenarios.map((s) => `${opts.sizes[s].files}×${sizeLabel(opts.sizes[s].fileBytes)}`).join(', ')
+  const title =
+    `annex-proxy bench: ${opts.quick ? 'QUICK mode' : 'full mode'} (${sizes}), client -J${opts.jobs}, server --jobs ${opts.jobs}, ` +
+    `${opts.repeat} repetition${opts.repeat > 1 ? 's (median ±half-range)' : ''}\n` +
+    `git-annex ${env.gitAnnex}, node ${env.node}, ${env.cpus} × ${env.cpuModel}, ${env.memoryGiB} GiB, load ${env.loadavgAtStart.join(' ')} at start`
+  log(title)
+  if (opts.servers.includes('ours') && !existsSync(oursEntry(PROJECT_ROOT))) log(`note: ${oursEntry(PROJECT_ROOT)} is missing: annex-proxy shows as "not built"`)
+
+  await mkdir(opts.workdir, { recursive: true })
+  const dataRoot = await mkdtemp(join(opts.workdir, 'annex-bench-data-'))
+  const transfers: (TransferRun & { repetition: number })[] = []
+  const floors: (FloorRun & { repetition: number })[] = []
+  let datasets: Dataset[] = []
+  try {
+    log('generating random data …')
+    datasets = []
+    for (const s of opts.scenarios) datasets.push(await makeDataset(dataRoot, s, opts.sizes[s]))
+    for (let rep = 0; rep < opts.repeat; rep++) {
+      for (const d of datasets) {
+        const f = await runFloor(d, opts.workdir)
+        floors.push({ ...f, repetition: rep })
+        log(`[${rep + 1}/${opts.repeat}] ${d.label} physical floor: cp ${f.cpSeconds.toFixed(2)} s, cp+sync ${f.cpSyncSeconds.toFixed(2)} s`)
+        for (const server of order(opts.servers, rep)) {
+          const t = await runTransfer(server, d, { workdir: opts.workdir, jobs: opts.jobs, projectRoot: PROJECT_ROOT })
+          transfers.push({ ...t, repetition: rep })
+          const phases = Object.entries(t.phases).map(([p, m]) => `${p} ${m.wallSeconds.toFixed(2)} s (server CPU ${m.cpuSeconds.toFixed(2)} s)`)
+          log(`[${rep + 1}/${opts.repeat}] ${d.label} ${SERVER_LABEL[server]}: ${[...phases, t.error ? `error: ${t.error.split('\n')[0]}` : ''].filter(Boolean).join(', ')}`)
+        }
+      }
+    }
+  } finally {
+    await rm(dataRoot, { recursive: true, force: true })
+  }
+
+  const rows = buildRows(datasets, transfers, floors)
+  const totalSeconds = (performance.now() - started) / 1000
+  const errors = [...new Set(transfers.filter((t) => t.error && !t.notBuilt).map((t) => `${SERVER_LABEL[t.server]}, ${t.scenario}: ${t.error}`))]
+  process.stdout.write(
+    `\n${title}\n\n${formatTable(rows)}\n\n` +
+      'throughput ratio = annex-proxy / p2phttp (higher is better); CPU and RSS ratios likewise (lower is better).\n' +
+      'CPU = server process tree user+system seconds during the phase; RSS = its peak resident set.\n' +
+      `physical floor = cp -r of the same files + sync.  Total ${totalSeconds.toFixed(0)} s.\n` +
+      (errors.length ? `\nfailures:\n${errors.map((e) => `  ${e}`).join('\n')}\n` : ''),
+  )
+
+  const results = {
+    version: 1,
+    date: new Date().toISOString(),
+    mode: opts.quick ? 'quick' : 'full',
+    options: { repeat: opts.repeat, jobs: opts.jobs, servers: opts.servers, scenarios: opts.scenarios },
+    environment: { ...env, loadavgAtEnd: loadavg().map((x) => Number(x.toFixed(2))) },
+    datasets: datasets.map(({ dir: _dir, ...d }) => d),
+    summary: rows,
+    runs: { transfers, floors },
+    totalSeconds,
+  }
+  await mkdir(dirname(opts.out), { recursive: true })
+  await writeFile(opts.out, `${JSON.stringify(results, null, 2)}\n`)
+  log(`results written to ${opts.out}`)
+}
+
+let parsed: Options | 'help'
+try {
+  parsed = parseOptions(process.argv.slice(2), PROJECT_ROOT)
+} catch (e) {
+  log((e as Error).message)
+  process.exit(2)
+}
+if (parsed === 'help') {
+  log(USAGE)
+} else {
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      log(`${sig}: stopping servers`)
+      void stopAllServers().finally(() => process.exit(130))
+    })
+  }
+  await main(parsed)
+}
