@@ -11,6 +11,7 @@ import { exactLength } from '../../streams/exact-length.js'
 import { truncateLastByteUnless } from '../../streams/hold-last.js'
 import type { WorkerPool } from '../../gateway/worker-pool.js'
 import { toHttp } from '../error-map.js'
+import { type Action, type AuthRequest, type Decision, ENDPOINT_ACTION } from './auth.js'
 import {
   DATA_LENGTH_HEADER,
   Query,
@@ -29,13 +30,7 @@ import {
   timestampParam,
 } from './params.js'
 
-export type Action = 'read' | 'write' | 'remove' | 'lock'
-
-export type AuthDecision =
-  | { readonly ok: true }
-  | { readonly ok: false; readonly status: number; readonly body: string; readonly headers?: Readonly<Record<string, string>> }
-
-export type Authorize = (req: { readonly authorization: string | undefined; readonly secure: boolean }, action: Action) => AuthDecision
+export type Authorize = (req: AuthRequest, action: Action) => Decision
 
 export interface RepoLookup {
   lookup(uuid: string): Promise<Remote | undefined>
@@ -72,24 +67,18 @@ function clientGone(req: FastifyRequest, reply: FastifyReply, closing: AbortSign
   return AbortSignal.any([ac.signal, closing])
 }
 
-const ACTION: Record<string, Action> = {
-  key: 'read',
-  checkpresent: 'read',
-  gettimestamp: 'read',
-  put: 'write',
-  putoffset: 'write',
-  remove: 'remove',
-  'remove-before': 'remove',
-  lockcontent: 'lock',
-  keeplocked: 'lock',
-}
-
 export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyInstance, opts) => {
   const locks = new Map<string, HeldLock>()
 
   app.removeAllContentTypeParsers()
   // Bodies stay raw streams: put content and keeplocked lines are consumed by the routes.
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload))
+
+  // Error answers carry their text with no Content-Type, as the reference's do.
+  app.addHook('onSend', async (_req, reply, payload) => {
+    if (reply.statusCode >= 400) reply.removeHeader('content-type')
+    return payload
+  })
 
   app.addHook('onClose', async () => {
     await Promise.all([...locks.values()].map((h) => releaseHeld(h)))
@@ -110,10 +99,10 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       reply.raw.destroy()
       return
     }
-    return reply.code(status).type('text/plain; charset=utf-8').send(body)
+    return sendError(reply, status, body)
   })
 
-  app.setNotFoundHandler((_req, reply) => reply.code(404).send())
+  app.setNotFoundHandler((_req, reply) => sendError(reply, 404, ''))
 
   app.route({
     method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
@@ -122,8 +111,8 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       const rawUrl = req.raw.url ?? '/'
       const q = rawUrl.indexOf('?')
       const route = resolveRoute(req.method, q < 0 ? rawUrl : rawUrl.slice(0, q), req.headers.accept)
-      if (route.kind === 'not-found') return reply.code(404).send()
-      if (route.kind === 'bad-version') return reply.code(400).type('text/plain; charset=utf-8').send('bad version')
+      if (route.kind === 'not-found') return sendError(reply, 404, '')
+      if (route.kind === 'bad-version') return sendError(reply, 400, 'bad version')
       const query = Query.fromUrl(rawUrl)
       const v: Version = route.version ?? 0
       const body = req.body as Readable | undefined
@@ -131,21 +120,18 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       // Parameters are checked in the reference's order before authentication.
       const params = parseParams(route.endpoint, route.version, route.pathKey, query, req.headers[DATA_LENGTH_HEADER])
 
-      const decision = opts.authorize(
-        { authorization: req.headers.authorization, secure: req.protocol === 'https' },
-        ACTION[route.endpoint]!,
-      )
-      if (!decision.ok) {
+      // The reference's order (measured): an unparseable Authorization header is a 400,
+      // then an unknown repository is a 404 whoever asks, and only then 401/403.
+      const decision = opts.authorize({ authorization: req.headers.authorization, secure: req.protocol === 'https' }, ENDPOINT_ACTION[route.endpoint])
+      const refuse = (status: number, text: string, headers: Readonly<Record<string, string>> = {}) => {
         body?.resume()
-        for (const [h, val] of Object.entries(decision.headers ?? {})) reply.header(h, val)
-        return reply.code(decision.status).type('text/plain; charset=utf-8').send(decision.body)
+        for (const [h, val] of Object.entries(headers)) reply.header(h, val)
+        return sendError(reply, status, text)
       }
-
+      if (!decision.ok && decision.status === 400) return refuse(400, decision.body, decision.headers)
       const remote = await opts.repos.lookup(route.serverUuid)
-      if (!remote) {
-        body?.resume()
-        return reply.code(404).send()
-      }
+      if (!remote) return refuse(404, '')
+      if (!decision.ok) return refuse(decision.status, decision.body, decision.headers)
 
       const signal = clientGone(req, reply, opts.closing)
       const op: Op = {
@@ -298,6 +284,10 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
     }
     return { locked: false }
   }
+}
+
+function sendError(reply: FastifyReply, status: number, text: string) {
+  return reply.code(status).send(text)
 }
 
 function isUnlockFalse(msg: string): boolean {
