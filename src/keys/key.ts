@@ -137,3 +137,16 @@ export function parentKey(k: Key): Key {
   const { chunkSize: _s, chunkNum: _n, ...rest } = k
   return rest as Key
 }
+
+/**
+ * Bytes of content the key names, when it says: its `-s` size, or for a chunk key that
+ * chunk's share of it (chunk n covers [(n-1)·S, n·S) of the parent, spec §5).
+ */
+export function contentLength(k: Key): number | undefined {
+  if (k.size === undefined) return undefined
+  if (!isChunkKey(k)) return k.size
+  const S = k.chunkSize!
+  const n = k.chunkNum!
+  if (S < 1 || n < 1) return undefined
+  return Math.max(0, Math.min(S, k.size - (n - 1) * S))
+}
