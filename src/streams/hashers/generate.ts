@@ -2,7 +2,7 @@
 // round spelled out over local variables. Loops over typed arrays ran 4-10x slower in V8 (the
 // state round-trips through memory and rotation amounts stay variable); V8 keeps these locals
 // in registers. The code is generated because hand-unrolling ~900 lines of 64-bit arithmetic
-// invites typos; test/streams/hashers.test.ts checks that unrolled.ts is this file's output.
+// invites typos; test/keys/backend.test.ts checks that unrolled.ts is this file's output.
 // Run: npx tsc -p . && node dist/src/streams/hashers/generate.js
 import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
