@@ -1,0 +1,141 @@
+// Locking content against removal (spec §1.5 LOCKCONTENT; Annex/Content.hs
+// lockContentShared, checkRetentionTimestamp).
+//
+// git-annex holds an fcntl shared lock on `<object>.lck` and, for P2P locks, also
+// writes a retention timestamp `<object>.rtm` (now + 600 s) so that the content stays
+// undroppable even if the locking process dies. Node has no fcntl locks, so within this
+// process a counter stands in for the shared lock, and the .rtm file is what other
+// git-annex processes in the same repository see and honour.
+import { randomBytes } from 'node:crypto'
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { freezeDirOf, thawDirOf } from './layout.js'
+
+/** How long a lock holds content, like git-annex's p2pDefaultLockContentRetentionDuration. */
+export const LOCK_RETENTION_SECONDS = 600
+
+/** Runs functions for the same id one at a time, in call order. */
+export class KeyMutex {
+  private readonly tails = new Map<string, Promise<unknown>>()
+
+  run<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(id) ?? Promise.resolve()
+    const run = prev.then(fn, fn)
+    const tail = run.catch(() => undefined)
+    this.tails.set(id, tail)
+    // Forget the id once nothing queued behind this call, so the map stays small.
+    void tail.then(() => {
+      if (this.tails.get(id) === tail) this.tails.delete(id)
+    })
+    return run
+  }
+}
+
+/** In-process shared locks: a count per key. */
+export class SharedLocks {
+  private readonly held = new Map<string, number>()
+
+  isLocked(id: string): boolean {
+    return (this.held.get(id) ?? 0) > 0
+  }
+  acquire(id: string): void {
+    this.held.set(id, (this.held.get(id) ?? 0) + 1)
+  }
+  release(id: string): void {
+    const n = (this.held.get(id) ?? 0) - 1
+    if (n > 0) this.held.set(id, n)
+    else this.held.delete(id)
+  }
+}
+
+/** A POSIX time as git-annex shows it: whole seconds, then up to 9 decimals without trailing zeros, then `s`. */
+export function formatPosixTime(ns: bigint): string {
+  const sec = ns / 1_000_000_000n
+  const frac = (ns % 1_000_000_000n).toString().padStart(9, '0').replace(/0+$/, '')
+  return frac ? `${sec}.${frac}s` : `${sec}s`
+}
+
+/** Utility/TimeStamp.hs parsePOSIXTime: `123`, `123.45`, `123.45s`; nothing else (not even a newline). */
+export function parsePosixTime(text: string): number | undefined {
+  const m = /^(-?\d+)(?:\.(\d*))?s?$/.exec(text)
+  if (!m) return undefined
+  const frac = m[2] ? Number(`0.${m[2]}`) : 0
+  return m[1]!.startsWith('-') ? Number(m[1]) - frac : Number(m[1]) + frac
+}
+
+let lastStamp = 0n
+
+/**
+ * now + `seconds` as a retention timestamp, strictly later than any this process
+ * wrote before: release() deletes the file only if it still holds its own value, so
+ * two locks must never write the same one.
+ */
+export function nextRetentionStamp(seconds: number = LOCK_RETENTION_SECONDS): string {
+  let ns = BigInt(Date.now()) * 1_000_000n + BigInt(seconds) * 1_000_000_000n
+  if (ns <= lastStamp) ns = lastStamp + 1n
+  lastStamp = ns
+  return formatPosixTime(ns)
+}
+
+export const retentionPath = (object: string) => `${object}.rtm`
+const retentionLockPath = (object: string) => `${object}.rtl`
+
+/** The .rtm file's time in POSIX seconds, and its raw text; undefined when absent or unparseable (git-annex ignores those too). */
+export async function readRetention(object: string): Promise<{ text: string; time: number } | undefined> {
+  const text = await readFile(retentionPath(object), 'utf8').catch(() => undefined)
+  if (text === undefined) return undefined
+  const time = parsePosixTime(text)
+  return time === undefined ? undefined : { text, time }
+}
+
+/**
+ * Writes `stamp` to the .rtm unless it already holds a later time (another locker
+ * wants the content kept longer). The object directory is frozen, so it is thawed
+ * around the atomic replace, as git-annex's modifyContentDirWhenExists does.
+ */
+export async function writeRetention(object: string, stamp: string, scratchDir: string): Promise<void> {
+  const have = await readRetention(object)
+  const want = parsePosixTime(stamp)!
+  if (have && have.time >= want) return
+  await mkdir(scratchDir, { recursive: true })
+  const tmp = join(scratchDir, `rtm-${randomBytes(8).toString('hex')}`)
+  await writeFile(tmp, stamp)
+  await thawDirOf(object)
+  try {
+    await rename(tmp, retentionPath(object))
+  } finally {
+    await rm(tmp, { force: true })
+    await freezeDirOf(object)
+  }
+}
+
+/**
+ * Deletes the .rtm when it holds `stamp`; with no stamp (an expired one), deletes it
+ * and git-annex's .rtl lock file too, as removeRetentionTimeStamp does. A release
+ * leaves .rtl alone: a git-annex process may be holding it right now.
+ */
+export async function removeRetention(object: string, stamp?: string): Promise<void> {
+  if (stamp !== undefined) {
+    const have = await readRetention(object)
+    if (have?.text !== stamp) return
+  }
+  await thawDirOf(object).catch(() => undefined)
+  try {
+    await rm(retentionPath(object), { force: true })
+    if (stamp === undefined) await rm(retentionLockPath(object), { force: true })
+  } finally {
+    await freezeDirOf(object).catch(() => undefined)
+  }
+}
+
+/**
+ * checkRetentionTimestamp: true while the .rtm is in the future. An expired one is
+ * deleted on the way, as git-annex does lazily.
+ */
+export async function retentionHolds(object: string): Promise<boolean> {
+  const have = await readRetention(object)
+  if (!have) return false
+  if (Date.now() / 1000 <= have.time) return true
+  await removeRetention(object)
+  return false
+}

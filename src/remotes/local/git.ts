@@ -1,0 +1,42 @@
+// Running git and git-annex in a repository we were given by path. Variables a git
+// hook or wrapper may have exported (GIT_DIR, GIT_WORK_TREE, …) would silently point
+// the commands at another repository than `cwd`, so they are dropped.
+import { spawn } from 'node:child_process'
+
+const REPO_VARS = ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES', 'GIT_COMMON_DIR', 'GIT_NAMESPACE']
+
+export function repoEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env }
+  for (const v of REPO_VARS) delete env[v]
+  return env
+}
+
+export class GitCommandError extends Error {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
+    super(message)
+    this.name = 'GitCommandError'
+  }
+}
+
+const KEEP = 64 << 10
+
+/** Runs `git args…` in `cwd`; resolves with stdout, rejects with stderr on a non-zero exit. */
+export function runGit(cwd: string, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn('git', args, { cwd, env: repoEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
+    const out: Buffer[] = []
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => out.push(d))
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+      err = (err + d).slice(-KEEP)
+    })
+    proc.once('error', reject)
+    proc.once('close', (code, signal) => {
+      if (code === 0) resolve(Buffer.concat(out).toString('utf8'))
+      else reject(new GitCommandError(`git ${args.join(' ')} exited ${code ?? signal}: ${err.trim()}`, err))
+    })
+  })
+}

@@ -1,0 +1,204 @@
+// The repository's own location log (spec §7.2, §7.3): after storing or removing
+// content, the repository records its UUID as present/missing for the key, exactly
+// as git-annex would. Rather than re-implementing the journal (file format, vector
+// clocks, journal.lck, branch hashing tunables) we let git-annex write it: one
+// long-lived `git annex setpresentkey --batch` per repository, one line per change.
+// The journal is then committed into the git-annex branch once the log has been idle
+// for a second, as the reference p2phttp server does.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { BadKeyError } from '../../errors.js'
+import { serializeKey, type Key } from '../../keys/key.js'
+import type { Logger, Uuid } from '../remote.js'
+import { repoEnv, runGit } from './git.js'
+
+export class LocationLogError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'LocationLogError'
+  }
+}
+
+/**
+ * Whether setpresentkey can record the key: it splits its input on whitespace, so
+ * such a key would be misread (or end the batch with "Batch input parse failure").
+ */
+export function loggable(key: Key): boolean {
+  return !/\s/.test(serializeKey(key))
+}
+
+/** The batch child went away before answering: the line may not have been applied. */
+class ChildGone extends LocationLogError {}
+
+export interface LocationLogOptions {
+  /** Idle time after which the batch child is stopped and the journal committed. */
+  idleMs?: number
+  log?: Logger
+}
+
+interface Pending {
+  readonly key: string
+  resolve(): void
+  reject(e: Error): void
+}
+
+interface Child {
+  readonly proc: ChildProcessWithoutNullStreams
+  readonly pending: Pending[]
+  readonly exited: Promise<void>
+  stderr: string
+}
+
+const STDERR_KEEP = 4096
+
+export class LocationLog {
+  private child: Child | undefined
+  private readonly idleMs: number
+  private readonly log: Logger | undefined
+  private idleTimer: NodeJS.Timeout | undefined
+  // Stopping the child and committing the journal; new records wait for it.
+  private flushing: Promise<void> = Promise.resolve()
+  private readonly inFlight = new Set<Promise<void>>()
+  // Something reached the journal since the last commit.
+  private dirty = false
+  private closed = false
+
+  constructor(
+    /** The repository (work tree or bare git dir) git-annex runs in. */
+    readonly repo: string,
+    opts: LocationLogOptions = {},
+  ) {
+    this.idleMs = opts.idleMs ?? 1000
+    this.log = opts.log
+  }
+
+  /** Records `uuid` as having (or no longer having) the key's content. */
+  record(key: Key, uuid: Uuid, present: boolean): Promise<void> {
+    if (this.closed) return Promise.reject(new LocationLogError('location log is closed'))
+    const k = serializeKey(key)
+    if (!loggable(key)) return Promise.reject(new BadKeyError(`cannot record a key containing whitespace in the location log: ${JSON.stringify(k)}`))
+    if (/\s/.test(uuid) || uuid === '') return Promise.reject(new LocationLogError(`invalid repository UUID ${JSON.stringify(uuid)}`))
+    // Cancel a pending idle flush before yielding, so it cannot close the child
+    // between our wait and our write.
+    this.cancelIdle()
+    const line = `${k} ${uuid} ${present ? '1' : '0'}\n`
+    // Setting a presence is idempotent, so a line whose child died unanswered (killed,
+    // crashed) is sent once more to a fresh one.
+    const p = this.send(line, k).catch((e: unknown) => {
+      if (!(e instanceof ChildGone) || this.closed) throw e
+      this.log?.warn({ err: e }, 'git annex setpresentkey went away; retrying')
+      return this.send(line, k)
+    })
+    this.inFlight.add(p)
+    void p
+      .catch(() => undefined)
+      .then(() => {
+        this.inFlight.delete(p)
+        this.scheduleIdle()
+      })
+    return p
+  }
+
+  /** Stops the batch child and commits the journal now. */
+  async flush(): Promise<void> {
+    this.cancelIdle()
+    await Promise.allSettled([...this.inFlight])
+    const f = this.flushing.then(() => this.stopAndCommit())
+    // Later records and flushes queue behind this one whether or not it failed.
+    this.flushing = f.catch(() => undefined)
+    await f
+  }
+
+  /** Waits for outstanding records, stops the child and commits the journal. */
+  async close(): Promise<void> {
+    this.closed = true
+    await this.flush()
+  }
+
+  private async send(line: string, key: string): Promise<void> {
+    await this.flushing.catch(() => undefined)
+    const c = this.child ?? (this.child = this.spawn())
+    return new Promise<void>((resolve, reject) => {
+      c.pending.push({ key, resolve, reject })
+      c.proc.stdin.write(line)
+    })
+  }
+
+  private spawn(): Child {
+    const proc = spawn('git', ['annex', 'setpresentkey', '--batch'], { cwd: this.repo, env: repoEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
+    const pending: Pending[] = []
+    const child: Child = {
+      proc,
+      pending,
+      stderr: '',
+      exited: new Promise<void>((resolve) => proc.once('close', () => resolve())),
+    }
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+      child.stderr = (child.stderr + d).slice(-STDERR_KEEP)
+    })
+    // A write after the child died fails with EPIPE; the close handler below reports it.
+    proc.stdin.on('error', () => undefined)
+    const rl = createInterface({ input: proc.stdout, crlfDelay: Infinity })
+    rl.on('line', (text) => {
+      const p = pending.shift()
+      if (!p) {
+        this.log?.warn({ line: text }, 'unexpected output from git annex setpresentkey')
+        return
+      }
+      if (text === `setpresentkey ${p.key} ok`) {
+        this.dirty = true
+        p.resolve()
+      } else {
+        p.reject(new LocationLogError(`git annex setpresentkey failed for ${p.key}: ${text || child.stderr.trim() || 'no reason given'}`))
+      }
+    })
+    proc.once('error', (e) => this.fail(child, new LocationLogError(`cannot run git annex setpresentkey: ${e.message}`, { cause: e })))
+    proc.once('close', (code, signal) => {
+      this.fail(child, new ChildGone(`git annex setpresentkey exited ${code ?? signal}: ${child.stderr.trim()}`))
+    })
+    return child
+  }
+
+  private fail(child: Child, e: LocationLogError): void {
+    if (this.child === child) this.child = undefined
+    for (const p of child.pending.splice(0)) p.reject(e)
+  }
+
+  private cancelIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer)
+    this.idleTimer = undefined
+  }
+
+  private scheduleIdle(): void {
+    if (this.closed || this.inFlight.size > 0) return
+    this.cancelIdle()
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = undefined
+      if (this.inFlight.size > 0) return
+      this.flushing = this.flushing.then(() =>
+        this.stopAndCommit().catch((e: unknown) => {
+          this.log?.warn({ err: e }, 'committing the location log journal failed')
+        }),
+      )
+    }, this.idleMs)
+    this.idleTimer.unref()
+  }
+
+  private async stopAndCommit(): Promise<void> {
+    const c = this.child
+    if (c) {
+      this.child = undefined
+      c.proc.stdin.end()
+      await c.exited
+    }
+    if (!this.dirty) return
+    this.dirty = false
+    // `git annex merge` would also merge synced/<branch> into a checked-out branch
+    // (it runs sync's mergeLocal); a content store must never touch the work tree,
+    // so limit it to the git-annex branch. That update commits the journal.
+    await runGit(this.repo, ['-c', 'annex.synconlyannex=true', 'annex', 'merge']).catch((e: unknown) => {
+      this.dirty = true
+      throw e
+    })
+  }
+}
