@@ -1,6 +1,7 @@
 // Real git-annex repositories and processes for tests: temp dirs removed in t.after,
 // servers on 127.0.0.1 and free ports only.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
@@ -44,6 +45,9 @@ export async function sh(cwd: string, cmd: string, args: string[], opts: { env?:
   let stderr = ''
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  // A command that exits without reading stdin makes this write fail with EPIPE;
+  // unhandled, that error would crash the test run. Its exit code tells the story.
+  child.stdin.on('error', () => undefined)
   child.stdin.end(opts.input ?? '')
   const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000)
   const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
@@ -154,4 +158,92 @@ export const PROJECT_ROOT = new URL('../../../', import.meta.url).pathname
 export async function startAnnexProxy(t: After, cwd: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<Served> {
   const port = await freePort()
   return startProcess(t, cwd, process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(port), ...flags], port, env)
+}
+
+/** A SHA256E key for `data`, as `git annex add` of a file named `*<ext>` would make it. */
+export function sha256Key(data: Uint8Array, ext = '.bin'): string {
+  const hex = createHash('sha256').update(data).digest('hex')
+  return `SHA256E-s${data.length}--${hex}${ext}`
+}
+
+/** Whether the repository's location log says the repository itself holds `key` (`git annex whereis`). */
+export async function whereisHere(repo: string, key: string): Promise<boolean> {
+  const { stdout } = await sh(repo, 'git', ['annex', 'whereis', '--json', '--key', key]).catch((e: unknown) => {
+    // whereis exits 1 for a key with no copies, after printing its JSON.
+    const m = /(\{.*\})/.exec(String(e))
+    if (m) return { stdout: m[1]!, stderr: '' }
+    throw e
+  })
+  const j = JSON.parse(stdout) as { whereis: { here: boolean }[] }
+  return j.whereis.some((w) => w.here)
+}
+
+/** Keys `git annex findkeys --in here` lists: what git-annex believes this repository holds. */
+export async function findKeysHere(repo: string): Promise<string[]> {
+  const { stdout } = await annex(repo, 'findkeys', '--in', 'here')
+  return stdout.split('\n').filter(Boolean).sort()
+}
+
+/** A `git-annex-shell p2pstdio` session on `repo`, spoken line by line (spec §1.4). */
+export interface P2PSession {
+  send(line: string): void
+  /** The next line the server sends. */
+  next(): Promise<string>
+  close(): Promise<void>
+}
+
+export async function p2pStdio(t: After, repo: string, clientUuid = '00000000-0000-4000-8000-000000000001'): Promise<P2PSession> {
+  const uuid = await repoUuid(repo)
+  const child = spawn('git-annex-shell', ['p2pstdio', repo, clientUuid, '--uuid', uuid], { cwd: repo, env: gitEnv, stdio: ['pipe', 'pipe', 'pipe'] })
+  const lines: string[] = []
+  const waiting: ((l: string) => void)[] = []
+  let buf = ''
+  let stderr = ''
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    buf += d
+    for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+      const l = buf.slice(0, i)
+      buf = buf.slice(i + 1)
+      const w = waiting.shift()
+      if (w) w(l)
+      else lines.push(l)
+    }
+  })
+  const closed = new Promise<void>((r) => child.once('close', () => r()))
+  const close = async () => {
+    child.stdin.end()
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await closed
+    clearTimeout(timer)
+  }
+  t.after(close)
+  const session: P2PSession = {
+    send: (line) => void child.stdin.write(`${line}\n`),
+    next: () => {
+      const l = lines.shift()
+      if (l !== undefined) return Promise.resolve(l)
+      return new Promise<string>((resolve, reject) => {
+        waiting.push(resolve)
+        void closed.then(() => reject(new Error(`git-annex-shell closed the session: ${stderr}`)))
+      })
+    },
+    close,
+  }
+  const greeting = await session.next()
+  if (greeting !== `AUTH-SUCCESS ${uuid}`) throw new Error(`unexpected greeting ${greeting}`)
+  session.send('VERSION 4')
+  const v = await session.next()
+  if (v !== 'VERSION 4') throw new Error(`unexpected version reply ${v}`)
+  return session
+}
+
+/** Runs a command without stdin and resolves with its exit code and output, whatever the code. */
+export async function shStatus(cwd: string, cmd: string, args: string[]): Promise<RunResult & { code: number }> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { cwd, env: gitEnv, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') reject(err)
+      else resolve({ code: err ? (err.code as number) : 0, stdout, stderr })
+    })
+  })
 }
