@@ -1,70 +1,63 @@
 // Pass-through verification: bytes flow on unchanged while being counted and hashed;
 // flush() fails on a length or digest mismatch, so a sink that commits in its own
-// final() after the verifier has flushed can never commit bad bytes.
-import { createHash } from 'node:crypto'
+// final() after the verifier has flushed can never commit bad bytes (style §2.4).
 import { Transform, type Readable, type TransformCallback } from 'node:stream'
 import { HashMismatchError, LengthMismatchError } from '../errors.js'
-import type { Key } from '../keys/key.js'
+import { createHasher, digestMatches, expectedDigest, hashAlgorithm, type Hasher, type HasherKind } from '../keys/backend.js'
+import { contentLength, serializeKey, type Key } from '../keys/key.js'
 
-export type HasherKind = 'wasm' | 'native' | 'auto'
+export type { HasherKind }
 
 export interface VerifyOptions {
+  /** Which digest implementation to use; 'auto' (the default) picks the fastest measured. */
   hasher?: HasherKind
   /** Bytes 0..n of the content already held (resumed upload); hashed before the stream. */
   prefix?: Readable
+  /** Buffering of the Transform's two sides; Node's default when absent. */
+  highWaterMark?: number
 }
 
-const NATIVE: Record<string, string> = {
-  SHA256: 'sha256',
-  SHA512: 'sha512',
-  SHA224: 'sha224',
-  SHA384: 'sha384',
-  SHA1: 'sha1',
-  MD5: 'md5',
-}
-
-function algorithmOf(key: Key): string | undefined {
-  const b = key.backend.endsWith('E') ? key.backend.slice(0, -1) : key.backend
-  return NATIVE[b]
-}
-
-function expectedDigest(key: Key): string {
-  const n = key.name.startsWith('\\') ? key.name.slice(1) : key.name
-  const dot = n.indexOf('.')
-  return (dot < 0 ? n : n.slice(0, dot)).toLowerCase()
-}
-
+/**
+ * A Transform that passes `key`'s content through untouched and fails, in flush(), unless
+ * it had exactly the key's size (when the key has one) and its digest (hash backends).
+ * Too many bytes fail as soon as they arrive. Keys with no digest (WORM, URL, external…)
+ * are checked for length only; chunk keys too, against their chunk's length.
+ */
 export async function createVerifier(key: Key, opts: VerifyOptions = {}): Promise<Transform> {
-  const algo = algorithmOf(key)
-  const hash = algo ? createHash(algo) : undefined
+  const expected = expectedDigest(key)
+  const length = contentLength(key)
+  const hasher: Hasher | undefined = expected === undefined ? undefined : await createHasher(hashAlgorithm(key.backend)!, opts.hasher)
   let count = 0
+  const tooLong = () => new LengthMismatchError(`received more than the ${length} bytes of ${serializeKey(key)}`)
+
   if (opts.prefix) {
-    for await (const chunk of opts.prefix) {
-      hash?.update(chunk as Buffer)
-      count += (chunk as Buffer).length
+    for await (const chunk of opts.prefix as AsyncIterable<unknown>) {
+      if (!(chunk instanceof Uint8Array)) throw new TypeError('verifier prefix must yield bytes, not decoded strings')
+      count += chunk.length
+      if (length !== undefined && count > length) throw tooLong()
+      hasher?.update(chunk)
     }
   }
+
   return new Transform({
+    ...(opts.highWaterMark === undefined ? {} : { highWaterMark: opts.highWaterMark }),
     transform(chunk: Buffer, _enc, cb: TransformCallback) {
       count += chunk.length
-      if (key.size !== undefined && count > key.size) {
-        cb(new LengthMismatchError(`received more than the ${key.size} bytes of the key`))
-        return
+      if (length !== undefined && count > length) return cb(tooLong())
+      try {
+        hasher?.update(chunk)
+      } catch (e) {
+        return cb(e as Error)
       }
-      hash?.update(chunk)
+      // The same Buffer goes downstream: hashing reads it, nothing copies it.
       cb(null, chunk)
     },
     flush(cb: TransformCallback) {
-      if (key.size !== undefined && count !== key.size) {
-        cb(new LengthMismatchError(`received ${count} of the key's ${key.size} bytes`))
-        return
+      if (length !== undefined && count !== length) {
+        return cb(new LengthMismatchError(`received ${count} of the ${length} bytes of ${serializeKey(key)}`))
       }
-      if (hash) {
-        const got = hash.digest('hex')
-        if (got !== expectedDigest(key)) {
-          cb(new HashMismatchError(`content does not match the key's checksum`))
-          return
-        }
+      if (hasher && !digestMatches(expected!, hasher.digest())) {
+        return cb(new HashMismatchError(`content does not match the checksum of ${serializeKey(key)}`))
       }
       cb()
     },
