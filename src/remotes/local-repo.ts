@@ -10,7 +10,7 @@
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
-import { finished, Readable, Transform, type TransformCallback } from 'node:stream'
+import { finished, Readable, Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
   AbortedError,
@@ -30,6 +30,7 @@ import { DEFAULT_DISK_RESERVE, DiskReserve, parseDataSize, type Reservation } fr
 import { createVerifier, type HasherKind } from '../streams/verify.js'
 import { monotonicSeconds } from './local/clock.js'
 import {
+  gitAnnexLockOn,
   KeyMutex,
   LOCK_RETENTION_SECONDS,
   nextRetentionStamp,
@@ -308,8 +309,9 @@ export class LocalRepo implements Remote {
 
   private async doStore(key: Key, id: string, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
     if (await locateObject(this.layout, key)) {
-      // Already here: the bytes are not needed, but the sender may still be sending.
-      body.resume()
+      // Already here: the bytes are not needed, but the sender may still be sending;
+      // swallow them (and any error of theirs) so it can finish.
+      void pipeline(body, new Writable({ write: (_c, _e, cb) => cb() })).catch(() => undefined)
       return { stored: true, plusUuids: NOTHING }
     }
     if (key.size !== undefined && offset > key.size) {
@@ -422,7 +424,7 @@ export class LocalRepo implements Remote {
       const obj = await locateObject(this.layout, key)
       // P2P/Annex.hs RemoveContent: absent content is a success and logs nothing.
       if (!obj) return { removed: true, plusUuids: NOTHING }
-      if (this.shared.isLocked(id) || (await retentionHolds(obj))) throw new LockedError('content is locked')
+      if (this.shared.isLocked(id) || (await gitAnnexLockOn(obj)) || (await retentionHolds(obj))) throw new LockedError('content is locked')
       // Checked after locking, as git-annex does: the lock may have taken a while.
       if (deadline !== undefined && !(monotonicSeconds() < deadline)) return { removed: false, plusUuids: NOTHING }
       // cleanObjectLoc: thaw, delete, then prune empty directories (a directory that
@@ -446,6 +448,8 @@ export class LocalRepo implements Remote {
     return this.mutex.run(id, async () => {
       const obj = await locateObject(this.layout, key)
       if (!obj) return undefined
+      // git-annex holds it exclusively only while dropping it.
+      if ((await gitAnnexLockOn(obj)) === 'exclusive') return undefined
       const stamp = nextRetentionStamp()
       try {
         await writeRetention(obj, stamp, otherTmpDir(this.layout))

@@ -2,7 +2,7 @@
 // repository has to get right — that real git-annex, run in the same repository,
 // agrees with everything it did (fsck, whereis, permissions, locks, layout, reserve).
 import assert from 'node:assert/strict'
-import { chmod, lstat, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises'
+import { chmod, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join, relative } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
@@ -216,6 +216,23 @@ describe('LocalRepo in a real git-annex repository', { timeout: 120_000 }, () =>
     assert.equal(await s.next(), 'SUCCESS')
     await assert.rejects(repo.remove(c.key, op()), LockedError)
     await assert.rejects(repo.removeBefore(c.key, Number.MAX_SAFE_INTEGER, op()), LockedError)
+    s.send('UNLOCKCONTENT')
+    await s.close()
+    assert.equal((await repo.remove(c.key, op())).removed, true)
+  })
+
+  test("git-annex's fcntl lock on .lck blocks our remove even without a retention file", async (t) => {
+    const { repo, dir } = await localRepo(t)
+    const c = content(1000)
+    await storeAll(repo, c)
+    const s = await p2pStdio(t, dir)
+    s.send(`LOCKCONTENT ${serializeKey(c.key)}`)
+    assert.equal(await s.next(), 'SUCCESS')
+    // A local-path remote's lock (Remote/Git.hs) is this shared lock with no .rtm.
+    const obj = repo.paths(c.key).object
+    await chmod(dirname(obj), 0o755)
+    await rm(`${obj}.rtm`)
+    await assert.rejects(repo.remove(c.key, op()), LockedError)
     s.send('UNLOCKCONTENT')
     await s.close()
     assert.equal((await repo.remove(c.key, op())).removed, true)

@@ -7,7 +7,7 @@
 // process a counter stands in for the shared lock, and the .rtm file is what other
 // git-annex processes in the same repository see and honour.
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freezeDirOf, thawDirOf } from './layout.js'
 
@@ -138,4 +138,31 @@ export async function retentionHolds(object: string): Promise<boolean> {
   if (Date.now() / 1000 <= have.time) return true
   await removeRetention(object)
   return false
+}
+
+/**
+ * The fcntl lock another git-annex process holds on `<object>.lck`, read from Linux's
+ * /proc/locks (Node cannot take or test fcntl locks). A shared lock means the content
+ * is some git-annex's proof of a copy (a drop elsewhere relies on it, possibly with no
+ * .rtm: local-path remotes lock without retention); an exclusive one means git-annex
+ * is removing it. This is a check, not a lock: git-annex could take its lock just
+ * after we looked, so it narrows the race rather than closing it.
+ */
+export async function gitAnnexLockOn(object: string): Promise<'shared' | 'exclusive' | undefined> {
+  const s = await stat(`${object}.lck`, { bigint: true }).catch(() => undefined)
+  if (!s) return undefined
+  const table = await readFile('/proc/locks', 'utf8').catch(() => '')
+  // glibc's dev_t encoding, as the kernel prints it: major:minor:inode, in hex, hex, decimal.
+  const major = ((s.dev >> 8n) & 0xfffn) | ((s.dev >> 32n) & ~0xfffn)
+  const minor = (s.dev & 0xffn) | ((s.dev >> 12n) & ~0xffn)
+  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${s.ino}`
+  let found: 'shared' | 'exclusive' | undefined
+  for (const line of table.split('\n')) {
+    // "N: POSIX  ADVISORY  READ 4771 fe:00:2146508 0 EOF"; waiters ("N: -> …") hold nothing.
+    const f = line.trim().split(/\s+/)
+    if (f[1] === '->' || f[5] !== id) continue
+    if (f[3] === 'WRITE') return 'exclusive'
+    found = 'shared'
+  }
+  return found
 }
