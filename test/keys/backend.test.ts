@@ -19,7 +19,9 @@ import {
   type Hasher,
 } from '../../src/keys/backend.js'
 import { parseKey } from '../../src/keys/key.js'
+import { blake2bSequential, blake2sSequential } from '../../src/streams/hashers/blake2.js'
 import { createImplementation } from '../../src/streams/hashers/index.js'
+import type { StatefulHasher } from '../../src/streams/hashers/types.js'
 import { generate, UNROLLED_SOURCE } from '../../src/streams/hashers/generate.js'
 import { sh, tempDir } from '../helpers/annex.js'
 
@@ -98,6 +100,26 @@ describe('backends map to the hash git-annex uses', () => {
       })
     }
   }
+
+  test('the TypeScript BLAKE2b/BLAKE2s cores under the tree modes match git-annex sequentially too', () => {
+    const cores: Array<[HashAlgorithm, () => StatefulHasher]> = [
+      ['BLAKE2B160', () => blake2bSequential(160)],
+      ['BLAKE2B224', () => blake2bSequential(224)],
+      ['BLAKE2B256', () => blake2bSequential(256)],
+      ['BLAKE2B384', () => blake2bSequential(384)],
+      ['BLAKE2B512', () => blake2bSequential(512)],
+      ['BLAKE2S160', () => blake2sSequential(160)],
+      ['BLAKE2S224', () => blake2sSequential(224)],
+      ['BLAKE2S256', () => blake2sSequential(256)],
+    ]
+    for (const [algo, make] of cores) {
+      for (const [name, data] of FILES) {
+        const h = make()
+        h.update(data)
+        assert.equal(h.digest(), reference.get(`${algo} ${name}`), `${algo} of ${name}`)
+      }
+    }
+  })
 
   test('saved state resumes to the same digest (wasm and ts)', async () => {
     const data = FILES[3]![1]

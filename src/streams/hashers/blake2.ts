@@ -90,7 +90,7 @@ abstract class Blake2Core {
     const out = new Uint8Array(this.h.length * 4 + 8 + 4 + this.blockBytes)
     const dv = new DataView(out.buffer)
     for (let i = 0; i < this.h.length; i++) dv.setInt32(4 * i, this.h[i]!, true)
-    let o = this.h.length * 4
+    const o = this.h.length * 4
     dv.setFloat64(o, this.t, true)
     dv.setUint32(o + 8, this.bufLen, true)
     out.set(this.buf, o + 12)
@@ -114,7 +114,7 @@ export class Blake2b extends Blake2Core {
   constructor(p: Blake2Params) {
     super(128, 16, p.digestLength, p.lastNode ?? false)
     if (!(p.digestLength >= 1 && p.digestLength <= 64)) throw new RangeError('BLAKE2b digest length must be 1..64')
-    // Parameter block (RFC 7693 §2.5, BLAKE2 paper Table 2), as eight little-endian words.
+    // Parameter block (RFC 7693 §2.5, BLAKE2 paper Table 2), XORed into the IV word by word.
     const P = new Uint8Array(64)
     P[0] = p.digestLength
     P[2] = p.fanout ?? 1

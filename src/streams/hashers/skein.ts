@@ -113,7 +113,7 @@ export class Skein implements StatefulHasher {
     const out = new Uint8Array(this.chain.length * 4 + 8 + 4 + 1 + this.B)
     const dv = new DataView(out.buffer)
     this.chain.forEach((w, i) => dv.setInt32(4 * i, w, true))
-    let o = this.chain.length * 4
+    const o = this.chain.length * 4
     dv.setFloat64(o, this.pos, true)
     dv.setUint32(o + 8, this.bufLen, true)
     out[o + 12] = this.first ? 1 : 0
