@@ -34,7 +34,6 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     keepAliveTimeout: 72_000,
     forceCloseConnections: 'idle',
     exposeHeadRoutes: false,
-    ignoreDuplicateSlashes: false,
     ...https,
   }) as unknown as FastifyInstance
   const log = app.log as unknown as Logger
