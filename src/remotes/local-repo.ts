@@ -205,7 +205,7 @@ export class LocalRepo implements Remote {
   private readonly mutex = new KeyMutex()
   private readonly shared = new SharedLocks()
   private readonly locks = new Set<HeldLock>()
-  private readonly storing = new Map<string, Promise<unknown>>()
+  private readonly storing = new Map<string, Promise<void>>()
   private readonly closing = new AbortController()
   private closed: Promise<void> | undefined
 
@@ -301,10 +301,14 @@ export class LocalRepo implements Remote {
     const id = keyFile(key)
     // Checked and claimed synchronously: two stores of one key must never both pass.
     if (this.storing.has(id)) return Promise.reject(new TransferInProgressError(IN_PROGRESS))
-    const p = this.doStore(key, id, body, offset, op)
-    this.storing.set(id, p)
-    void p.catch(() => undefined).finally(() => this.storing.delete(id))
-    return p
+    let settled!: () => void
+    this.storing.set(id, new Promise<void>((resolve) => (settled = resolve)))
+    // The claim ends before the caller sees the result, so a store issued right after
+    // this one settled is never mistaken for a concurrent one.
+    return this.doStore(key, id, body, offset, op).finally(() => {
+      this.storing.delete(id)
+      settled()
+    })
   }
 
   private async doStore(key: Key, id: string, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {

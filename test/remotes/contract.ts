@@ -411,6 +411,18 @@ export function remoteContract(name: string, h: Harness): void {
       assert.deepEqual((await retrieveAll(remote, c.key)).bytes, c.bytes)
     })
 
+    test('a store issued the moment the previous one of the key settled is not refused as concurrent', async (t) => {
+      const remote = await h.make(t)
+      const c = content(10_000)
+      const bad = Buffer.from(c.bytes)
+      bad[0]! ^= 1
+      const again = remote.store(c.key, bodyOf(bad), 0, op()).then(
+        () => assert.fail('bad content stored'),
+        () => remote.store(c.key, bodyOf(c.bytes), 0, op()),
+      )
+      assert.equal((await again).stored, true)
+    })
+
     test('concurrent stores of different keys all commit', async (t) => {
       const remote = await h.make(t)
       const cs = Array.from({ length: 8 }, (_, i) => content(10_000 + i))
