@@ -161,6 +161,25 @@ describe('LocalRepo in a real git-annex repository', { timeout: 120_000 }, () =>
     await assertGitAnnexAgrees(dir, [c], [gone])
   })
 
+  test('a repository tuned with objecthash1 and objecthashlower: git-annex finds what we store', async (t) => {
+    let repo: LocalRepo | undefined
+    t.after(() => repo?.close())
+    const dir = join(await tempDir(t), 'tuned')
+    await sh(dirname(dir), 'git', ['init', '-q', '-b', 'main', dir])
+    await sh(dir, 'git', ['-c', 'annex.tune.objecthash1=true', '-c', 'annex.tune.objecthashlower=true', 'annex', 'init', '-q', 'tuned'])
+    repo = await openLocalRepo(dir, { logIdleMs: 100 })
+    const [c, gone] = [content(2000), content(2000)]
+    await storeAll(repo, c)
+    await storeAll(repo, gone)
+    await repo.remove(gone.key, op())
+    const obj = repo.paths(c.key).object
+    assert.equal(relative(dir, obj), `.git/annex/objects/${hashDirLower(c.key, 1)}${keyFile(c.key)}/${keyFile(c.key)}`)
+    assert.equal(join(dir, (await annex(dir, 'contentlocation', serializeKey(c.key))).stdout.trim()), obj)
+    await repo.close()
+    await assertGitAnnexAgrees(dir, [c], [gone])
+    assert.deepEqual(await annexFiles(join(dir, '.git')), [dirname(relative(join(dir, '.git'), obj)).split('/').slice(0, 3).join('/'), dirname(relative(join(dir, '.git'), obj)), relative(join(dir, '.git'), obj)].sort())
+  })
+
   test('content put in place by git-annex under the other hash layout is found', async (t) => {
     const { repo, dir } = await localRepo(t)
     const c = content(2000)

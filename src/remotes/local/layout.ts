@@ -17,11 +17,14 @@ export interface Layout {
   readonly oneLevel: boolean
 }
 
+// Not keys/object-path's objectPaths: that one is relative to a work tree whose git
+// directory is `.git`, which a worktree or --separate-git-dir repository does not have,
+// and it knows neither objecthashlower nor crippled filesystems.
 function hashDirs(layout: Layout, key: Key): string[] {
-  const cut = (d: string, n: number) => (layout.oneLevel ? d.slice(0, n + 1) : d)
-  const lower = cut(hashDirLower(key), 3)
-  const mixed = cut(hashDirMixed(key), 2)
+  const levels = layout.oneLevel ? 1 : 2
+  const lower = hashDirLower(key, levels)
   if (layout.lowerOnly) return [lower]
+  const mixed = hashDirMixed(key, levels)
   return layout.lowerFirst ? [lower, mixed] : [mixed, lower]
 }
 
