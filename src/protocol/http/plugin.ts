@@ -212,9 +212,11 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       source.resume()
       return { stored: true, plusUuids: start.plusUuids }
     }
-    const limited = pipeline(source, exactLength(len), () => {})
+    const exact = exactLength(len)
+    const limited = pipeline(source, exact, () => {})
     try {
-      return await remote.store(key, limited, p.offset ?? 0, op)
+      // A body shorter than announced is the HTTP form of DATA + INVALID (spec §2.5).
+      return await remote.store(key, limited, p.offset ?? 0, { ...op, senderValid: exact.complete })
     } catch (err) {
       // Content that fails to verify, or an incomplete body, is a refused store, not a server error.
       if (err instanceof HashMismatchError || err instanceof LengthMismatchError || err instanceof AbortedError) {

@@ -6,6 +6,7 @@
 // The journal is then committed into the git-annex branch once the log has been idle
 // for a second, as the reference p2phttp server does.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { BadKeyError } from '../../errors.js'
 import { serializeKey, type Key } from '../../keys/key.js'
@@ -193,6 +194,8 @@ export class LocationLog {
     }
     if (!this.dirty) return
     this.dirty = false
+    // A repository deleted while served has no branch left to commit to.
+    if (!existsSync(this.repo)) return
     // `git annex merge` would also merge synced/<branch> into a checked-out branch
     // (it runs sync's mergeLocal); a content store must never touch the work tree,
     // so limit it to the git-annex branch. That update commits the journal.
