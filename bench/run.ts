@@ -63,10 +63,11 @@ async function main(opts: Options): Promise<void> {
         floors.push({ ...f, repetition: rep })
         log(`[${rep + 1}/${opts.repeat}] ${d.label} physical floor: cp ${f.cpSeconds.toFixed(2)} s, cp+sync ${f.cpSyncSeconds.toFixed(2)} s`)
         for (const server of order(opts.servers, rep)) {
-          const t = await runTransfer(server, d, { workdir: opts.workdir, jobs: opts.jobs, projectRoot: PROJECT_ROOT })
+          const t = await runTransfer(server, d, { workdir: opts.workdir, jobs: opts.jobs, projectRoot: PROJECT_ROOT, timeoutSeconds: opts.timeoutSeconds })
           transfers.push({ ...t, repetition: rep })
           const phases = Object.entries(t.phases).map(([p, m]) => `${p} ${m.wallSeconds.toFixed(2)} s (server CPU ${m.cpuSeconds.toFixed(2)} s)`)
-          log(`[${rep + 1}/${opts.repeat}] ${d.label} ${SERVER_LABEL[server]}: ${[...phases, t.error ? `error: ${t.error.split('\n')[0]}` : ''].filter(Boolean).join(', ')}`)
+          const setup = t.setupSeconds === undefined ? [] : [`setup ${t.setupSeconds.toFixed(1)} s`]
+          log(`[${rep + 1}/${opts.repeat}] ${d.label} ${SERVER_LABEL[server]}: ${[...setup, ...phases, t.error ? `error: ${t.error.split('\n')[0]}` : ''].filter(Boolean).join(', ')}`)
         }
       }
     }
@@ -76,20 +77,22 @@ async function main(opts: Options): Promise<void> {
 
   const rows = buildRows(datasets, transfers, floors)
   const totalSeconds = (performance.now() - started) / 1000
-  const errors = [...new Set(transfers.filter((t) => t.error && !t.notBuilt).map((t) => `${SERVER_LABEL[t.server]}, ${t.scenario}: ${t.error}`))]
+  const errors = transfers
+    .filter((t) => t.error && !t.notBuilt)
+    .map((t) => `run ${t.repetition + 1}, ${SERVER_LABEL[t.server]}, ${t.scenario}: ${t.error!.split('\n')[0]}`)
   process.stdout.write(
     `\n${title}\n\n${formatTable(rows)}\n\n` +
       'throughput ratio = annex-proxy / p2phttp (higher is better); CPU and RSS ratios likewise (lower is better).\n' +
       'CPU = server process tree user+system seconds during the phase; RSS = its peak resident set.\n' +
       `physical floor = cp -r of the same files + sync.  Total ${totalSeconds.toFixed(0)} s.\n` +
-      (errors.length ? `\nfailures:\n${errors.map((e) => `  ${e}`).join('\n')}\n` : ''),
+      (errors.length ? `\nstalls and failures (details in the JSON):\n${errors.map((e) => `  ${e}`).join('\n')}\n` : ''),
   )
 
   const results = {
     version: 1,
     date: new Date().toISOString(),
     mode: opts.quick ? 'quick' : 'full',
-    options: { repeat: opts.repeat, jobs: opts.jobs, servers: opts.servers, scenarios: opts.scenarios },
+    options: { repeat: opts.repeat, jobs: opts.jobs, timeoutSeconds: opts.timeoutSeconds, servers: opts.servers, scenarios: opts.scenarios },
     environment: { ...env, loadavgAtEnd: loadavg().map((x) => Number(x.toFixed(2))) },
     datasets: datasets.map(({ dir: _dir, ...d }) => d),
     summary: rows,

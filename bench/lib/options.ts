@@ -19,6 +19,8 @@ export interface Options {
   readonly sizes: Readonly<Record<ScenarioName, DatasetSize>>
   readonly workdir: string
   readonly out: string
+  /** A client command running longer than this is killed and its phase counts as stalled. */
+  readonly timeoutSeconds: number
 }
 
 const MiB = 1024 * 1024
@@ -30,12 +32,13 @@ export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioNa
 }
 
 export const USAGE = `usage: node dist/bench/run.js [--quick] [--repeat N] [--jobs N]
-       [--servers ours,ref] [--scenarios large,small] [--workdir DIR] [--out FILE]
+       [--servers ours,ref] [--scenarios large,small] [--timeout S] [--workdir DIR] [--out FILE]
   --quick       4×64 MiB and 500×16 KiB instead of 8×64 MiB and 2000×16 KiB
   --repeat N    run everything N times (servers alternate who goes first); print median ± half-range
   --jobs N      client -J and server --jobs (default 4; the reference needs N >= 2)
   --servers     which servers to run (default ours,ref; ours = dist/src/cli/main.js serve)
   --scenarios   which workloads (default large,small)
+  --timeout S   kill a client command after S seconds and count it as stalled (default 60 quick, 600 full)
   --workdir     where the temporary repositories go (default $TMPDIR)
   --out         JSON results (default bench/results/latest.json)`
 
@@ -52,6 +55,8 @@ function int(flag: string, value: string, min: number): number {
   return n
 }
 
+const VALUED = ['--repeat', '--jobs', '--servers', '--scenarios', '--timeout', '--workdir', '--out']
+
 export function parseOptions(argv: readonly string[], projectRoot: string): Options | 'help' {
   let quick = false
   let repeat = 1
@@ -60,6 +65,7 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
   let scenarios: ScenarioName[] = ['large', 'small']
   let workdir = tmpdir()
   let out = join(projectRoot, 'bench/results/latest.json')
+  let timeoutSeconds: number | undefined
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!
     if (flag === '--help' || flag === '-h') return 'help'
@@ -67,6 +73,7 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
       quick = true
       continue
     }
+    if (!VALUED.includes(flag)) throw new Error(`unknown option ${flag}\n${USAGE}`)
     const value = argv[++i]
     if (value === undefined) throw new Error(`${flag}: missing value\n${USAGE}`)
     switch (flag) {
@@ -74,10 +81,10 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
       case '--jobs': jobs = int(flag, value, 2); break
       case '--servers': servers = list(flag, value, ['ours', 'ref'] as const); break
       case '--scenarios': scenarios = list(flag, value, ['large', 'small'] as const); break
+      case '--timeout': timeoutSeconds = int(flag, value, 1); break
       case '--workdir': workdir = value; break
       case '--out': out = value; break
-      default: throw new Error(`unknown option ${flag}\n${USAGE}`)
     }
   }
-  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out }
+  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out, timeoutSeconds: timeoutSeconds ?? (quick ? 60 : 600) }
 }

@@ -18,7 +18,13 @@ export interface ServerSummary {
   readonly wallSeconds?: Summary
   readonly cpuSeconds?: Summary
   readonly peakRssMiB?: Summary
-  /** What the table shows when there is no figure: not built, failed, not run. */
+  /** Runs whose client command for this phase was killed after the timeout. */
+  readonly stalled: number
+  /** Runs that never reached this phase because an earlier one stalled. */
+  readonly skipped: number
+  /** Runs with no figure for this phase because of an error. */
+  readonly failed: number
+  /** What the table shows when there is no figure at all. */
   readonly status: 'ok' | 'not built' | 'failed' | 'not run'
 }
 
@@ -38,15 +44,22 @@ export const unitOf = (d: Dataset): Unit => (d.fileBytes >= MiB ? 'MiB/s' : 'fil
 
 function serverSummary(d: Dataset, phase: Phase, runs: readonly TransferRun[]): ServerSummary {
   const measured = runs.flatMap((r) => (r.phases[phase] ? [r.phases[phase]] : []))
+  const stalled = runs.filter((r) => r.stalled === phase).length
+  const skipped = runs.filter((r) => r.stalled !== undefined && r.stalled !== phase && !r.phases[phase]).length
+  const failed = runs.length - measured.length - stalled - skipped
   if (measured.length === 0) {
-    if (runs.length === 0) return { status: 'not run' }
-    return { status: runs.every((r) => r.notBuilt) ? 'not built' : 'failed' }
+    if (runs.length === 0) return { status: 'not run', stalled, skipped, failed }
+    if (runs.every((r) => r.notBuilt)) return { status: 'not built', stalled: 0, skipped: 0, failed: 0 }
+    return { status: 'failed', stalled, skipped, failed }
   }
   const wall = measured.map((m) => m.wallSeconds)
   const mibPerSecond = summarize(wall.map((s) => d.totalBytes / MiB / s))
   const filesPerSecond = summarize(wall.map((s) => d.files / s))
   return {
     status: 'ok',
+    stalled,
+    skipped,
+    failed,
     throughput: unitOf(d) === 'MiB/s' ? mibPerSecond : filesPerSecond,
     mibPerSecond,
     filesPerSecond,
@@ -90,8 +103,14 @@ function num(x: number): string {
 
 function cell(s: ServerSummary, pick: (s: ServerSummary) => Summary | undefined): string {
   const v = pick(s)
-  if (!v) return s.status === 'ok' ? '–' : s.status
-  return v.n > 1 ? `${num(v.median)} ±${num(v.spread)}` : num(v.median)
+  const lost = [
+    s.stalled ? `${s.stalled} stalled` : '',
+    s.skipped ? `${s.skipped} skipped` : '',
+    s.failed ? `${s.failed} failed` : '',
+  ].filter(Boolean)
+  if (!v) return s.status === 'failed' ? lost.join(', ') : s.status === 'ok' ? '–' : s.status
+  const figure = v.n > 1 ? `${num(v.median)} ±${num(v.spread)}` : num(v.median)
+  return lost.length ? `${figure} (+${lost.join(', ')})` : figure
 }
 
 const ratioCell = (r: number | undefined) => (r === undefined ? '–' : `${r.toFixed(2)}×`)
@@ -115,7 +134,7 @@ export function formatTable(rows: readonly Row[]): string {
     cell(r.servers.ours, (s) => s.throughput),
     cell(r.servers.ref, (s) => s.throughput),
     ratioCell(r.ratios.throughput),
-    r.floor ? cell({ status: 'ok', throughput: r.floor }, (s) => s.throughput) : '–',
+    r.floor ? cell({ status: 'ok', stalled: 0, skipped: 0, failed: 0, throughput: r.floor }, (s) => s.throughput) : '–',
     cell(r.servers.ours, (s) => s.cpuSeconds),
     cell(r.servers.ref, (s) => s.cpuSeconds),
     ratioCell(r.ratios.cpu),

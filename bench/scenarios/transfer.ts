@@ -5,11 +5,12 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { sh } from '../../test/helpers/annex.js'
+import { clientAnnex, StalledError } from '../lib/client.js'
 import type { Dataset } from '../lib/dataset.js'
 import type { ServerKind } from '../lib/options.js'
 import { benchEnv, countObjects, makeClient, makeServedRepo } from '../lib/repos.js'
 import { NotBuiltError, startServer, type RunningServer } from '../lib/servers.js'
-import { measured, type PhaseMeasurement } from '../lib/timing.js'
+import { measured, seconds, type PhaseMeasurement } from '../lib/timing.js'
 
 export type Phase = 'copy' | 'get'
 export const PHASES: readonly Phase[] = ['copy', 'get']
@@ -18,7 +19,11 @@ export interface TransferRun {
   readonly server: ServerKind
   readonly scenario: Dataset['name']
   readonly phases: Partial<Record<Phase, PhaseMeasurement>>
-  /** Why the run stopped early: "not built: …", a failed command, a missing object. */
+  /** Fresh repos, server start, client clone and `git annex add` (untimed in the table). */
+  readonly setupSeconds?: number
+  /** The phase whose client command was killed after the timeout; later phases did not run. */
+  readonly stalled?: Phase
+  /** Why the run stopped early: "not built: …", a stall, a failed command, a missing object. */
   readonly error?: string
   readonly notBuilt?: boolean
 }
@@ -27,40 +32,50 @@ export interface TransferContext {
   readonly workdir: string
   readonly jobs: number
   readonly projectRoot: string
+  readonly timeoutSeconds: number
 }
-
-const CLIENT_TIMEOUT_MS = 30 * 60_000
 
 export async function runTransfer(server: ServerKind, data: Dataset, ctx: TransferContext): Promise<TransferRun> {
   const root = await mkdtemp(join(ctx.workdir, `annex-bench-${server}-${data.name}-`))
   const phases: Partial<Record<Phase, PhaseMeasurement>> = {}
   let running: RunningServer | undefined
+  let setupSeconds: number | undefined
+  let current: Phase | undefined
   const client = join(root, 'client')
-  const clientAnnex = (...args: string[]) => sh(client, 'git', ['annex', ...args], { timeoutMs: CLIENT_TIMEOUT_MS })
+  const annex = (...args: string[]) => clientAnnex(client, args, ctx.timeoutSeconds * 1000, benchEnv)
   const expectObjects = async (repo: string, what: string, n: number) => {
     const have = await countObjects(repo)
     if (have !== n) throw new Error(`${what} holds ${have} of ${n} objects`)
   }
+  const jobs = `-J${ctx.jobs}`
   try {
-    const served = await makeServedRepo(join(root, 'srv'))
-    running = await startServer(server, served, ctx.jobs, ctx.projectRoot, benchEnv)
-    const pid = running.pid
-    await makeClient(served, client, running.port, data.dir)
+    const served = join(root, 'srv')
+    setupSeconds = await seconds(async () => {
+      await makeServedRepo(served)
+      running = await startServer(server, served, ctx.jobs, ctx.projectRoot, benchEnv)
+      await makeClient(served, client, running.port, data.dir)
+    })
+    const pid = running!.pid
 
-    phases.copy = await measured(pid, () => clientAnnex('copy', '--to', 'origin', `-J${ctx.jobs}`, '--quiet', data.name))
+    current = 'copy'
+    phases.copy = await measured(pid, () => annex('copy', '--to', 'origin', jobs, '--quiet', data.name))
     await expectObjects(served, 'after copy, the served repo', data.files)
 
-    await clientAnnex('drop', '--force', `-J${ctx.jobs}`, '--quiet', data.name)
+    current = undefined
+    await annex('drop', '--force', jobs, '--quiet', data.name)
     await expectObjects(client, 'after drop, the client', 0)
 
-    phases.get = await measured(pid, () => clientAnnex('get', '--from', 'origin', `-J${ctx.jobs}`, '--quiet', data.name))
+    current = 'get'
+    phases.get = await measured(pid, () => annex('get', '--from', 'origin', jobs, '--quiet', data.name))
     await expectObjects(client, 'after get, the client', data.files)
-    return { server, scenario: data.name, phases }
+    return { server, scenario: data.name, phases, setupSeconds }
   } catch (e) {
-    const notBuilt = e instanceof NotBuiltError
     const message = (e as Error).message
+    const base = { server, scenario: data.name, phases, setupSeconds }
+    if (e instanceof NotBuiltError) return { ...base, error: message, notBuilt: true }
     const tail = running ? `\nserver output (tail):\n${running.output().slice(-2000)}` : ''
-    return { server, scenario: data.name, phases, error: notBuilt ? message : `${message}${tail}`, notBuilt }
+    if (e instanceof StalledError && current) return { ...base, stalled: current, error: `${message}${tail}` }
+    return { ...base, error: `${message}${tail}` }
   } finally {
     await running?.stop()
     await sh('/', 'chmod', ['-R', 'u+w', root]).catch(() => {})
