@@ -82,7 +82,7 @@ export async function makeClient(server: string, dir: string, port: number, opts
   await git(dir, 'config', 'annex.security.allowed-ip-addresses', 'all')
   await git(dir, 'config', 'remote.origin.annexUrl', `annex+http://127.0.0.1:${port}/git-annex/`)
   if (opts.url) await git(dir, 'config', 'remote.origin.url', opts.url)
-  await annex(dir, 'sync', '-q', '--no-content')
+  await annex(dir, 'sync', '-q', '--no-content', '--no-push')
   return dir
 }
 
