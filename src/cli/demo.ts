@@ -24,7 +24,8 @@ function git(cwd: string, ...args: string[]): void {
 }
 
 export async function runDemo(extra: string[]): Promise<void> {
-  const repo = join(PROJECT_ROOT, 'data', 'demo-repo')
+  // ANNEX_PROXY_DATA moves the demo's data folder (tests use a temp dir).
+  const repo = join(process.env.ANNEX_PROXY_DATA ?? join(PROJECT_ROOT, 'data'), 'demo-repo')
   if (!existsSync(join(repo, '.git', 'config'))) {
     mkdirSync(repo, { recursive: true })
     git(repo, 'init', '-q', '-b', 'main')

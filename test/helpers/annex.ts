@@ -1,5 +1,5 @@
-// Real git-annex repositories and processes for tests: temp dirs removed in t.after,
-// servers on 127.0.0.1 and free ports only.
+// Real git-annex repositories and processes for tests: servers on 127.0.0.1 and free
+// ports only, everything undone by `defer` in reverse order of creation.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -14,12 +14,40 @@ export interface After {
   after(fn: () => unknown): void
 }
 
+const cleanups = new WeakMap<After, Array<() => unknown>>()
+
+/**
+ * Registers cleanup for the end of test `t`. node:test runs `after` hooks in the order
+ * they were added and skips the rest when one fails; here they unwind last-in-first-out
+ * (servers stop before their directories are removed) and every one runs.
+ */
+export function defer(t: After, fn: () => unknown): void {
+  let stack = cleanups.get(t)
+  if (!stack) {
+    const s: Array<() => unknown> = []
+    stack = s
+    cleanups.set(t, s)
+    t.after(async () => {
+      let first: unknown
+      while (s.length > 0) {
+        try {
+          await s.pop()!()
+        } catch (e) {
+          first ??= e
+        }
+      }
+      if (first !== undefined) throw first
+    })
+  }
+  stack.push(fn)
+}
+
 /** A fresh directory, removed after the test (objects are read-only, so chmod first). */
 export async function tempDir(t: After, prefix = 'annex-proxy-'): Promise<string> {
   const d = await mkdtemp(join(tmpdir(), prefix))
-  t.after(async () => {
+  defer(t, async () => {
     await run('chmod', ['-R', 'u+w', d]).catch(() => {})
-    await rm(d, { recursive: true, force: true })
+    await rm(d, { recursive: true, force: true, maxRetries: 5 })
   })
   return d
 }
@@ -141,7 +169,7 @@ async function startProcess(t: After, cwd: string, cmd: string, args: string[], 
     await closed
     clearTimeout(timer)
   }
-  t.after(stop)
+  defer(t, stop)
   await waitForPort(port, 30_000, child)
   return { port, child, output: () => out, stop }
 }
@@ -217,7 +245,7 @@ export async function p2pStdio(t: After, repo: string, clientUuid = '00000000-00
     await closed
     clearTimeout(timer)
   }
-  t.after(close)
+  defer(t, close)
   const session: P2PSession = {
     send: (line) => void child.stdin.write(`${line}\n`),
     next: () => {

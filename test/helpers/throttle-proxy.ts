@@ -2,7 +2,7 @@
 // request lines it saw, so a test can interrupt an upload at a known point.
 import * as net from 'node:net'
 import { Transform, type TransformCallback, pipeline } from 'node:stream'
-import type { After } from './annex.js'
+import { type After, defer } from './annex.js'
 
 export interface ThrottleProxy {
   readonly port: number
@@ -55,6 +55,6 @@ export async function startThrottleProxy(t: After, targetPort: number, bytesPerS
     for (const s of sockets) s.destroy()
     await new Promise<void>((resolve) => server.close(() => resolve()))
   }
-  t.after(close)
+  defer(t, close)
   return { port, requests, close }
 }

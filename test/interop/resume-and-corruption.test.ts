@@ -7,7 +7,7 @@ import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { annex, git, makeClient, makeRepo, repoUuid, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { annex, defer, git, makeClient, makeRepo, repoUuid, startAnnexProxy, tempDir } from '../helpers/annex.js'
 import { startThrottleProxy } from '../helpers/throttle-proxy.js'
 
 async function filesUnder(dir: string): Promise<string[]> {
@@ -45,6 +45,10 @@ test('interrupted 64 MiB upload resumes from the partial offset; no partial obje
       await new Promise((r) => setTimeout(r, 5))
     }
   })()
+  defer(t, async () => {
+    watching = false
+    await watcher
+  })
 
   // Run the git-annex binary itself so that killing it really stops the transfer.
   const child = spawn('git-annex', ['copy', '--to', 'origin', 'big.bin'], { cwd: client, stdio: 'ignore' })

@@ -7,7 +7,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { annex, git, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
+import { annex, defer, git, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
 import { parseTranscript } from '../helpers/transcript.js'
 import { parseServeArgs } from '../../src/config/config.js'
 import { buildServer } from '../../src/server.js'
@@ -36,7 +36,7 @@ test('transcripts/06: annex-proxy answers the reference\'s requests as the refer
     $KL: keyOf('lockme\n', '.txt'),
   }
   const server = await buildServer(parseServeArgs(['--repo', repo, '--wideopen', '--log-level', 'warn'], root))
-  t.after(() => server.close(0))
+  defer(t, () => server.close(0))
   await server.app.listen({ host: '127.0.0.1', port: 0 })
   const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}`
 

@@ -1,0 +1,118 @@
+// The command line as a user runs it: npm start's demo, --directory noticing repositories
+// come and go, and an orderly shutdown that never leaves a partial object.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { readdir, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { test } from 'node:test'
+import { request } from 'undici'
+import { PROJECT_ROOT, annex, defer, freePort, git, makeRepo, repoUuid, startAnnexProxy, tempDir, waitForPort } from '../helpers/annex.js'
+
+const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
+
+async function post(url: string): Promise<{ status: number; body: string }> {
+  const r = await request(url, { method: 'POST' })
+  return { status: r.statusCode, body: await r.body.text() }
+}
+
+test('npm start (demo): creates its repository, prints the client config, serves it', async (t) => {
+  const data = await tempDir(t)
+  const port = await freePort()
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'demo', '--port', String(port)], {
+    env: { ...process.env, ANNEX_PROXY_DATA: data },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  defer(t, () => child.kill('SIGKILL'))
+  await waitForPort(port, 30_000, child)
+  const repo = join(data, 'demo-repo')
+  const uuid = await repoUuid(repo)
+  assert.match(out, new RegExp(`git config remote\\.origin\\.annexUrl annex\\+http://127\\.0\\.0\\.1:${port}/git-annex/`))
+  assert.match(out, /annex\.security\.allowed-ip-addresses/)
+  assert.equal((await post(`http://127.0.0.1:${port}/git-annex/${uuid}/v4/gettimestamp?${C}`)).status, 200)
+  const closed = new Promise((r) => child.once('exit', r))
+  child.kill('SIGTERM')
+  assert.equal(await closed, 0)
+})
+
+test('--directory: repositories added while serving are found, removed ones are dropped', async (t) => {
+  const root = await tempDir(t)
+  const served = join(root, 'served')
+  const first = await makeRepo(join(root, 'first'), 'first')
+  await git(root, 'clone', '-q', '--bare', first, join(served, 'a.git'))
+  await annex(join(served, 'a.git'), 'init', '-q', 'bare a')
+  const server = await startAnnexProxy(t, root, ['--wideopen', '--directory', served])
+  const base = `http://127.0.0.1:${server.port}/git-annex`
+  const a = await repoUuid(join(served, 'a.git'))
+  assert.equal((await post(`${base}/${a}/v4/gettimestamp?${C}`)).status, 200)
+
+  const b = await makeRepo(join(served, 'nested', 'b'), 'b')
+  const bUuid = await repoUuid(b)
+  assert.equal((await post(`${base}/${bUuid}/v4/checkpresent?key=WORM--x&${C}`)).body, '{"present":false}')
+
+  await rm(b, { recursive: true, force: true })
+  assert.equal((await post(`${base}/${bUuid}/v4/checkpresent?key=WORM--x&${C}`)).status, 404)
+  assert.equal((await post(`${base}/${a}/v4/gettimestamp?${C}`)).status, 200)
+})
+
+test('SIGTERM during an upload: the server exits cleanly and no partial object is visible', async (t) => {
+  const root = await tempDir(t)
+  const repo = await makeRepo(join(root, 'server'), 'server')
+  const server = await startAnnexProxy(t, repo, ['--wideopen', '--shutdown-grace', '1'])
+  const U = await repoUuid(repo)
+  const content = randomBytes(8 * 1024 * 1024)
+  const key = `SHA256E-s${content.length}--${createHash('sha256').update(content).digest('hex')}.bin`
+  // A client that sends half the body and then stalls.
+  let pushed = false
+  const body = new Readable({
+    read() {
+      if (!pushed) this.push(content.subarray(0, content.length / 2))
+      pushed = true
+    },
+  })
+  const put = request(`http://127.0.0.1:${server.port}/git-annex/${U}/v4/put?key=${key}&${C}`, {
+    method: 'POST',
+    headers: { 'x-git-annex-data-length': String(content.length) },
+    body,
+  }).then(
+    (r) => r.statusCode,
+    () => 'connection closed',
+  )
+  const tmp = join(repo, '.git', 'annex', 'tmp', key)
+  while ((await stat(tmp).catch(() => ({ size: 0 }))).size === 0) await new Promise((r) => setTimeout(r, 20))
+  const exited = new Promise<number | null>((r) => server.child.once('exit', (code) => r(code)))
+  server.child.kill('SIGTERM')
+  assert.equal(await exited, 0)
+  await put
+  body.destroy()
+  const objects = await readdir(join(repo, '.git', 'annex', 'objects')).catch(() => [])
+  assert.deepEqual(objects, [], 'no object committed from an interrupted upload')
+  await annex(repo, 'fsck', '-q')
+})
+
+test('keys that look like paths stay inside the object store', async (t) => {
+  const root = await tempDir(t)
+  const repo = await makeRepo(join(root, 'server'), 'server')
+  const server = await startAnnexProxy(t, repo)
+  const U = await repoUuid(repo)
+  const body = Buffer.from('x')
+  for (const name of ['../../../../escape', '..', 'a/b/../c', '%2F..%2F']) {
+    const key = `WORM-s1--${name}`
+    const r = await request(`http://127.0.0.1:${server.port}/git-annex/${U}/v4/put?key=${encodeURIComponent(key)}&${C}`, {
+      method: 'POST',
+      headers: { 'x-git-annex-data-length': '1' },
+      body,
+    })
+    assert.equal(r.statusCode, 200, name)
+    assert.equal(await r.body.text(), '{"plusuuids":[],"stored":true}', name)
+    const where = (await annex(repo, 'contentlocation', key)).stdout.trim()
+    assert.ok(where.startsWith('.git/annex/objects/'), where)
+    const got = await request(`http://127.0.0.1:${server.port}/git-annex/${U}/v4/key/${encodeURIComponent(key)}?${C}`)
+    assert.equal(await got.body.text(), 'x')
+  }
+  assert.deepEqual((await readdir(root)).sort(), ['server'])
+  await annex(repo, 'fsck', '-q', '--all')
+})
