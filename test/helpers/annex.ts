@@ -2,7 +2,7 @@
 // ports only, everything undone by `defer` in reverse order of creation.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -93,6 +93,7 @@ export const annex = (cwd: string, ...args: string[]) => sh(cwd, 'git', ['annex'
 
 /** `git init` + `git annex init` + an empty commit, like the transcripts' mkrepo. */
 export async function makeRepo(dir: string, description: string, opts: { bare?: boolean } = {}): Promise<string> {
+  await mkdir(join(dir, '..'), { recursive: true })
   await sh(join(dir, '..'), 'git', ['init', '-q', '-b', 'main', ...(opts.bare ? ['--bare'] : []), dir])
   await annex(dir, 'init', '-q', description)
   if (!opts.bare) await git(dir, 'commit', '-q', '--allow-empty', '-m', 'init')
