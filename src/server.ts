@@ -50,7 +50,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     authorize: opts.authorize ?? authorizerFor(cfg, opts.env ?? process.env),
     workers: new WorkerPool({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 }),
     maxLocks: cfg.lockedfiles,
-    lockExpirySeconds: 600,
+    lockExpirySeconds: cfg.lockExpirySeconds,
     closing: closing.signal,
   })
   app.addHook('onClose', async () => {

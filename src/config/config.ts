@@ -20,6 +20,8 @@ export interface ServeConfig {
   readonly privatekeyfile: string | undefined
   readonly chainfile: string | undefined
   readonly lockedfiles: number
+  /** Seconds a lock lives without a keeplocked request (spec §2.6: 600). */
+  readonly lockExpirySeconds: number
   readonly hasher: HasherKind
   readonly logLevel: string
   /** Seconds in-flight requests get to finish on SIGTERM/SIGINT before they are aborted. */
@@ -47,6 +49,7 @@ const OPTIONS = {
   privatekeyfile: { type: 'string' },
   chainfile: { type: 'string' },
   lockedfiles: { type: 'string' },
+  'lock-expiry': { type: 'string' },
   hasher: { type: 'string' },
   'log-level': { type: 'string' },
   'shutdown-grace': { type: 'string' },
@@ -98,6 +101,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     privatekeyfile: o.privatekeyfile,
     chainfile: o.chainfile,
     lockedfiles: int('lockedfiles', o.lockedfiles, 100, 0),
+    lockExpirySeconds: int('lock-expiry', o['lock-expiry'], 600, 1),
     hasher,
     logLevel: o['log-level'] ?? 'info',
     shutdownGraceSeconds: int('shutdown-grace', o['shutdown-grace'], 10, 0),

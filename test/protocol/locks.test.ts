@@ -1,0 +1,100 @@
+// lockcontent / keeplocked (spec §2.6): a lock keeps content from removal while its
+// keeplocked stream is open, expires when nobody keeps it, and never takes a worker —
+// the reference stops answering once held locks use up its workers (transcripts/08).
+import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { PassThrough } from 'node:stream'
+import { test } from 'node:test'
+import { request } from 'undici'
+import { annex, defer, git, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
+import { parseServeArgs } from '../../src/config/config.js'
+import { buildServer } from '../../src/server.js'
+
+const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
+
+async function serve(t: Parameters<typeof tempDir>[0], flags: string[]) {
+  const root = await tempDir(t)
+  const repo = await makeRepo(join(root, 'server'), 'server')
+  await writeFile(join(repo, 'a.txt'), 'lock me\n')
+  await annex(repo, 'add', '-q', 'a.txt')
+  await git(repo, 'commit', '-q', '-m', 'a')
+  const key = (await annex(repo, 'lookupkey', 'a.txt')).stdout.trim()
+  const server = await buildServer(parseServeArgs(['--repo', repo, '--wideopen', '--log-level', 'warn', ...flags], root))
+  defer(t, () => server.close(0))
+  await server.app.listen({ host: '127.0.0.1', port: 0 })
+  const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}/git-annex/${await repoUuid(repo)}/v4`
+  const post = async (p: string) => {
+    const r = await request(`${base}/${p}`, { method: 'POST' })
+    return JSON.parse(await r.body.text()) as Record<string, unknown>
+  }
+  return { repo, key, base, post }
+}
+
+test('a lock nobody keeps expires; a kept lock holds until unlock', async (t) => {
+  const { key, base, post } = await serve(t, ['--lock-expiry', '1'])
+  const first = await post(`lockcontent?key=${key}&${C}`)
+  assert.equal(first.locked, true)
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: false })
+  await new Promise((r) => setTimeout(r, 1500))
+  // Expired: removable again. Put it back for the second half.
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: true })
+})
+
+test('keeplocked holds past the expiry until {"unlock":true}, then answers {"locked":false}', async (t) => {
+  const { repo, key, base, post } = await serve(t, ['--lock-expiry', '1'])
+  const { lockid } = await post(`lockcontent?key=${key}&${C}`)
+  assert.equal(typeof lockid, 'string')
+  const body = new PassThrough()
+  body.write('{"unlock":false}\n')
+  const kept = request(`${base}/keeplocked?lockid=${lockid as string}&${C}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json;charset=utf-8' },
+    body,
+  })
+  await new Promise((r) => setTimeout(r, 1500))
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: false }, 'still locked past the expiry')
+  body.end('{"unlock":true}\n')
+  const res = await kept
+  assert.equal(await res.body.text(), '{"locked":false}')
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: true })
+  // The removal is recorded: the repository's location log no longer lists itself.
+  await assert.rejects(annex(repo, 'readpresentkey', key, await repoUuid(repo)))
+})
+
+test('held locks take no worker: with --jobs 1 and three held locks, requests are still answered', async (t) => {
+  const { key, base, post } = await serve(t, ['--jobs', '1'])
+  const bodies: PassThrough[] = []
+  const pending: Promise<unknown>[] = []
+  for (let i = 0; i < 3; i++) {
+    const { lockid } = await post(`lockcontent?key=${key}&${C}`)
+    const body = new PassThrough()
+    body.write('{"unlock":false}\n')
+    bodies.push(body)
+    pending.push(request(`${base}/keeplocked?lockid=${lockid as string}&${C}`, { method: 'POST', body }).then((r) => r.body.text()))
+  }
+  assert.deepEqual(await post(`checkpresent?key=${key}&${C}`), { present: true })
+  assert.equal(typeof (await post(`gettimestamp?${C}`)).timestamp, 'number')
+  for (const b of bodies) b.end('{"unlock":true}\n')
+  assert.deepEqual(await Promise.all(pending), ['{"locked":false}', '{"locked":false}', '{"locked":false}'])
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: true })
+})
+
+test('a client that vanishes while keeping a lock releases it', async (t) => {
+  const { key, base, post } = await serve(t, [])
+  const { lockid } = await post(`lockcontent?key=${key}&${C}`)
+  const ac = new AbortController()
+  const body = new PassThrough()
+  body.write('{"unlock":false}\n')
+  const kept = request(`${base}/keeplocked?lockid=${lockid as string}&${C}`, { method: 'POST', body, signal: ac.signal }).catch(() => 'aborted')
+  await new Promise((r) => setTimeout(r, 200))
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: false })
+  ac.abort()
+  assert.equal(await kept, 'aborted')
+  let removed: unknown
+  for (let i = 0; i < 50 && removed !== true; i++) {
+    removed = (await post(`remove?key=${key}&${C}`)).removed
+    if (removed !== true) await new Promise((r) => setTimeout(r, 50))
+  }
+  assert.equal(removed, true)
+})
