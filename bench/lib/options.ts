@@ -38,7 +38,7 @@ export const USAGE = `usage: node dist/bench/run.js [--quick] [--repeat N] [--jo
   --jobs N      client -J and server --jobs (default 4; the reference needs N >= 2)
   --servers     which servers to run (default ours,ref; ours = dist/src/cli/main.js serve)
   --scenarios   which workloads (default large,small)
-  --timeout S   kill a client command after S seconds and count it as stalled (default 60 quick, 600 full)
+  --timeout S   kill a client command after S seconds and count it as stalled (default 40 quick, 300 full)
   --workdir     where the temporary repositories go (default $TMPDIR)
   --out         JSON results (default bench/results/latest.json)`
 
@@ -86,5 +86,5 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
       case '--out': out = value; break
     }
   }
-  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out, timeoutSeconds: timeoutSeconds ?? (quick ? 60 : 600) }
+  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out, timeoutSeconds: timeoutSeconds ?? (quick ? 40 : 300) }
 }
