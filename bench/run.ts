@@ -1,6 +1,7 @@
 // npm run bench: the same workload against annex-proxy and `git annex p2phttp`, plus the physical
 // floor, printed as one table and written to bench/results/latest.json. See bench/README.md.
 // Nothing here asserts anything about speed: it measures and reports.
+import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -9,7 +10,6 @@ import { sh } from '../test/helpers/annex.js'
 import { makeDataset, sizeLabel, type Dataset } from './lib/dataset.js'
 import { parseOptions, USAGE, type Options, type ServerKind } from './lib/options.js'
 import { buildRows, formatTable } from './lib/report.js'
-import { existsSync } from 'node:fs'
 import { oursEntry, SERVER_LABEL, stopAllServers } from './lib/servers.js'
 import { runFloor, type FloorRun } from './scenarios/floor.js'
 import { runTransfer, type TransferRun } from './scenarios/transfer.js'
@@ -52,10 +52,9 @@ async function main(opts: Options): Promise<void> {
   const dataRoot = await mkdtemp(join(opts.workdir, 'annex-bench-data-'))
   const transfers: (TransferRun & { repetition: number })[] = []
   const floors: (FloorRun & { repetition: number })[] = []
-  let datasets: Dataset[] = []
+  const datasets: Dataset[] = []
   try {
     log('generating random data …')
-    datasets = []
     for (const s of opts.scenarios) datasets.push(await makeDataset(dataRoot, s, opts.sizes[s]))
     for (let rep = 0; rep < opts.repeat; rep++) {
       for (const d of datasets) {
