@@ -2,20 +2,16 @@
 // validated once and frozen. Every memory and concurrency bound is a value here.
 import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.js'
+import type { AuthFlags } from '../protocol/http/auth.js'
 import type { HasherKind } from '../streams/verify.js'
 
-export interface ServeConfig {
+/** The auth flags (p2phttp's --wideopen … --authenv-http) are declared once, in auth.ts. */
+export interface ServeConfig extends Required<AuthFlags> {
   readonly bind: string
   readonly port: number
   readonly jobs: number
   readonly repos: readonly string[]
   readonly directories: readonly string[]
-  readonly wideopen: boolean
-  readonly unauthReadonly: boolean
-  readonly unauthAppendonly: boolean
-  readonly unauthNolocking: boolean
-  readonly authenv: boolean
-  readonly authenvHttp: boolean
   readonly certfile: string | undefined
   readonly privatekeyfile: string | undefined
   readonly chainfile: string | undefined

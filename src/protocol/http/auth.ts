@@ -16,25 +16,19 @@ export interface AuthUser {
   readonly permission: Permission
 }
 
-export interface AuthConfig {
-  readonly wideopen: boolean
-  readonly unauthReadonly: boolean
-  readonly unauthAppendonly: boolean
-  readonly unauthNolocking: boolean
-  /** Consult credentials on HTTPS only. */
-  readonly authenv: boolean
-  /** Consult credentials on plain HTTP only (see decide() for why not HTTPS). */
-  readonly authenvHttp: boolean
-  readonly users: ReadonlyMap<string, AuthUser>
-}
-
 export interface AuthFlags {
   readonly wideopen?: boolean
   readonly unauthReadonly?: boolean
   readonly unauthAppendonly?: boolean
   readonly unauthNolocking?: boolean
+  /** Consult credentials on HTTPS only. */
   readonly authenv?: boolean
+  /** Consult credentials on plain HTTP only (see decide() for why not HTTPS). */
   readonly authenvHttp?: boolean
+}
+
+export interface AuthConfig extends Required<AuthFlags> {
+  readonly users: ReadonlyMap<string, AuthUser>
 }
 
 /** The p2phttp command-line spelling of each flag. */
