@@ -1,0 +1,174 @@
+// Reads files of a repository's git-annex branch as git-annex itself sees them (spec §7.2):
+// the journal copy `.git/annex/journal/<path with '_'→'__', '/'→'_'>` holds the complete
+// newest content and wins over the branch; `journal-private` content (private repositories)
+// is appended, as Annex/Branch.hs does. Branch files come from one long-lived
+// `git cat-file --batch` per repository, asked one request at a time, restarted if it dies.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
+import { isAbsolute, join } from 'node:path'
+import { repoEnv, runGit } from '../remotes/local/git.js'
+import { journalFileName } from './branch-logs.js'
+
+export class BranchReaderError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'BranchReaderError'
+  }
+}
+
+/** The child went away mid-request: the request is safe to repeat on a fresh one. */
+class ChildGone extends BranchReaderError {}
+
+interface Pending {
+  readonly resolve: (b: Buffer | undefined) => void
+  readonly reject: (e: Error) => void
+}
+
+interface Child {
+  readonly proc: ChildProcessWithoutNullStreams
+  readonly pending: Pending[]
+  buf: Buffer
+  stderr: string
+}
+
+const STDERR_KEEP = 4096
+
+/** The absolute git directory of `repo` (a work tree or a bare repository). */
+export async function gitDirOf(repo: string): Promise<string> {
+  const d = (await runGit(repo, ['rev-parse', '--absolute-git-dir'])).trim()
+  return isAbsolute(d) ? d : join(repo, d)
+}
+
+async function readIfExists(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined
+    throw e
+  }
+}
+
+export class BranchReader {
+  private child: Child | undefined
+  private queue: Promise<unknown> = Promise.resolve()
+  private closed = false
+
+  private constructor(
+    readonly repo: string,
+    readonly gitDir: string,
+    private readonly branch: string,
+  ) {}
+
+  /** A reader for `repo`; `branch` is for tests (default the `git-annex` branch). */
+  static async open(repo: string, opts: { branch?: string } = {}): Promise<BranchReader> {
+    return new BranchReader(repo, await gitDirOf(repo), opts.branch ?? 'git-annex')
+  }
+
+  get journalDir(): string {
+    return join(this.gitDir, 'annex', 'journal')
+  }
+
+  get privateJournalDir(): string {
+    return join(this.gitDir, 'annex', 'journal-private')
+  }
+
+  /**
+   * The file at `path` in the branch with the journal overlay, or undefined when neither
+   * the journal nor the branch has it.
+   */
+  async read(path: string): Promise<Buffer | undefined> {
+    const name = journalFileName(path)
+    const journal = await readIfExists(join(this.journalDir, name))
+    const main = journal ?? (await this.readBranch(path))
+    const priv = await readIfExists(join(this.privateJournalDir, name))
+    if (priv === undefined) return main
+    return main === undefined ? priv : Buffer.concat([main, priv])
+  }
+
+  /** As read(), decoded as UTF-8; '' when absent. */
+  async readText(path: string): Promise<string> {
+    return (await this.read(path))?.toString('utf8') ?? ''
+  }
+
+  /** The file at `path` in the branch itself, ignoring the journal. */
+  readBranch(path: string): Promise<Buffer | undefined> {
+    if (this.closed) return Promise.reject(new BranchReaderError('branch reader is closed'))
+    if (/[\n\r]/.test(path)) return Promise.reject(new BranchReaderError(`invalid branch path ${JSON.stringify(path)}`))
+    const run = () =>
+      this.ask(`${this.branch}:${path}\n`).catch((e: unknown) => {
+        // A reader killed or crashed mid-answer: reading is idempotent, so ask a fresh one once.
+        if (!(e instanceof ChildGone) || this.closed) throw e
+        return this.ask(`${this.branch}:${path}\n`)
+      })
+    const p = this.queue.then(run, run)
+    this.queue = p.catch(() => undefined)
+    return p
+  }
+
+  /** Stops the cat-file child; later reads fail. */
+  async close(): Promise<void> {
+    this.closed = true
+    await this.queue
+    const c = this.child
+    this.child = undefined
+    if (!c) return
+    const exited = new Promise<void>((r) => c.proc.once('close', () => r()))
+    c.proc.stdin.end()
+    await exited
+  }
+
+  private ask(request: string): Promise<Buffer | undefined> {
+    const c = this.child ?? (this.child = this.spawn())
+    return new Promise<Buffer | undefined>((resolve, reject) => {
+      c.pending.push({ resolve, reject })
+      c.proc.stdin.write(request)
+    })
+  }
+
+  private spawn(): Child {
+    const proc = spawn('git', ['cat-file', '--batch'], { cwd: this.repo, env: repoEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
+    const child: Child = { proc, pending: [], buf: Buffer.alloc(0), stderr: '' }
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+      child.stderr = (child.stderr + d).slice(-STDERR_KEEP)
+    })
+    proc.stdin.on('error', () => undefined)
+    proc.stdout.on('data', (d: Buffer) => {
+      child.buf = child.buf.length === 0 ? d : Buffer.concat([child.buf, d])
+      this.drain(child)
+    })
+    proc.once('error', (e) => this.fail(child, new BranchReaderError(`cannot run git cat-file: ${e.message}`, { cause: e })))
+    proc.once('close', (code, signal) => this.fail(child, new ChildGone(`git cat-file --batch exited ${code ?? signal}: ${child.stderr.trim()}`)))
+    return child
+  }
+
+  /** Answers: `<sha> <type> <size>\n<content>\n`, or `<name> missing\n` / `ambiguous`. */
+  private drain(c: Child): void {
+    for (;;) {
+      const nl = c.buf.indexOf(10)
+      if (nl < 0) return
+      const header = c.buf.toString('utf8', 0, nl)
+      if (header.endsWith(' missing') || header.endsWith(' ambiguous')) {
+        c.buf = c.buf.subarray(nl + 1)
+        c.pending.shift()?.resolve(undefined)
+        continue
+      }
+      const m = /^[0-9a-f]+ (\w+) (\d+)$/.exec(header)
+      if (!m) {
+        this.fail(c, new BranchReaderError(`unexpected git cat-file output: ${JSON.stringify(header.slice(0, 200))}`))
+        c.proc.kill()
+        return
+      }
+      const size = Number(m[2])
+      if (c.buf.length < nl + 1 + size + 1) return
+      const body = Buffer.from(c.buf.subarray(nl + 1, nl + 1 + size))
+      c.buf = c.buf.subarray(nl + 1 + size + 1)
+      // A path naming a directory (tree) is not a log file.
+      c.pending.shift()?.resolve(m[1] === 'blob' ? body : undefined)
+    }
+  }
+
+  private fail(c: Child, e: BranchReaderError): void {
+    if (this.child === c) this.child = undefined
+    for (const p of c.pending.splice(0)) p.reject(e)
+  }
+}

@@ -1,0 +1,83 @@
+// BranchReader against real repositories: the journal copy wins over the branch
+// (spec §7.2), private journal content is appended, missing files are undefined,
+// concurrent reads are answered in order, a killed cat-file is replaced, close() ends it.
+import assert from 'node:assert/strict'
+import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { parseKey } from '../../src/keys/key.js'
+import { journalFileName, locationLogPath, parseLocationLog } from '../../src/gateway/branch-logs.js'
+import { BranchReader } from '../../src/gateway/branch-reader.js'
+import { annex, defer, git, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
+
+test('journal overlay: the journal copy wins, the branch is read when there is none', async (t) => {
+  const dir = await tempDir(t)
+  const repo = await makeRepo(join(dir, 'r'), 'r')
+  const u = await repoUuid(repo)
+  const reader = await BranchReader.open(repo)
+  defer(t, () => reader.close())
+
+  assert.match(await reader.readText('uuid.log'), new RegExp(`^${u} r timestamp=`))
+  assert.equal(await reader.read('no-such.log'), undefined)
+  assert.equal(await reader.read('nothere/deeper/x.log'), undefined)
+  // A directory of the branch is not a log file.
+  await annex(repo, 'setpresentkey', 'SHA256E-s5--abc.txt', u, '1')
+  await annex(repo, 'merge')
+  const path = locationLogPath(parseKey('SHA256E-s5--abc.txt'))
+  assert.equal(await reader.read(path.split('/')[0]!), undefined)
+
+  // git annex merge committed the journal: the branch has it.
+  const committed = await reader.readText(path)
+  assert.equal(parseLocationLog(committed).get(u as never)?.status, 'present')
+  assert.deepEqual(await reader.readBranch(path), Buffer.from(committed))
+
+  // A change git-annex leaves in the journal is seen before it is committed…
+  await annex(repo, 'setpresentkey', 'SHA256E-s5--abc.txt', u, '0')
+  const journalled = join(reader.journalDir, journalFileName(path))
+  const seen = await reader.readText(path)
+  assert.equal(parseLocationLog(seen).get(u as never)?.status, 'missing')
+  assert.notEqual((await reader.readBranch(path))?.toString(), seen)
+
+  // …and a journal file wins even over a newer-looking branch line: it is the complete content.
+  await mkdir(reader.journalDir, { recursive: true })
+  await writeFile(`${journalled}.tmp`, `1s 1 ${u}\n`)
+  await rename(`${journalled}.tmp`, journalled)
+  assert.equal(await reader.readText(path), `1s 1 ${u}\n`)
+
+  // Journal names escape '_' (spec §7.2): a key with '_' is found under its escaped name.
+  const k2 = parseKey('WORM-s1-m1--a_b')
+  await annex(repo, 'setpresentkey', 'WORM-s1-m1--a_b', u, '1')
+  assert.equal(parseLocationLog(await reader.readText(locationLogPath(k2))).get(u as never)?.status, 'present')
+
+  // Private journal content is appended to what the journal or branch holds.
+  await mkdir(reader.privateJournalDir, { recursive: true })
+  await writeFile(join(reader.privateJournalDir, 'uuid.log'), 'private-uuid p timestamp=1s\n')
+  assert.match(await reader.readText('uuid.log'), new RegExp(`^${u} r timestamp=.*\\nprivate-uuid p timestamp=1s\\n$`, 's'))
+})
+
+test('reads are answered in order, a killed cat-file is replaced, close ends it', async (t) => {
+  const dir = await tempDir(t)
+  const repo = await makeRepo(join(dir, 'r'), 'r')
+  const u = await repoUuid(repo)
+  await annex(repo, 'describe', 'here', 'a description')
+  const reader = await BranchReader.open(repo)
+  defer(t, () => reader.close())
+  const paths = ['uuid.log', 'missing.log', 'difference.log', 'uuid.log', 'x/y.log']
+  const expected = await Promise.all(paths.map((p) => git(repo, 'cat-file', '-p', `git-annex:${p}`).then((r) => r.stdout, () => undefined)))
+  const got = await Promise.all(Array.from({ length: 40 }, (_, i) => reader.readBranch(paths[i % paths.length]!)))
+  got.forEach((b, i) => assert.equal(b?.toString(), expected[i % paths.length], `request ${i}`))
+  assert.match(expected[0]!, new RegExp(`${u} a description`))
+
+  // Kill the child under a burst of reads: every read still gets its answer.
+  const inner = reader as unknown as { child?: { proc: { kill(): void; pid: number } } }
+  await reader.readBranch('uuid.log')
+  const first = inner.child!.proc.pid
+  const burst = Array.from({ length: 10 }, () => reader.readBranch('uuid.log'))
+  inner.child!.proc.kill()
+  for (const b of await Promise.all(burst)) assert.equal(b?.toString(), expected[0])
+  assert.notEqual(inner.child?.proc.pid, first)
+
+  await reader.close()
+  assert.equal(inner.child, undefined)
+  await assert.rejects(reader.readBranch('uuid.log'), /closed/)
+})
