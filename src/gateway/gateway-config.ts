@@ -1,0 +1,430 @@
+// What a gateway serves (spec §3): a typed, frozen snapshot built from `git config --list`
+// and the git-annex branch logs (journal included), and a watcher that rebuilds it when
+// the git-annex branch, the journal or .git/config change, without a restart.
+import { EventEmitter } from 'node:events'
+import { watch, type FSWatcher } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { isAbsolute, join, resolve } from 'node:path'
+import { runGit } from '../remotes/local/git.js'
+import { asUuid, type Logger, type Uuid } from '../remotes/remote.js'
+import {
+  isClusterUuid,
+  LOG_FILES,
+  parseClusterLog,
+  parseExpressionLog,
+  parseGroupLog,
+  parseGroupPreferredContentLog,
+  parseMaxSizeLog,
+  parseProxyLog,
+  parseRemoteLog,
+  parseTrustLog,
+  parseUuidLog,
+  type ProxyEntry,
+  type TrustLevel,
+} from './branch-logs.js'
+import { BranchReader } from './branch-reader.js'
+
+/** Config/Cost.hs: a local git repository or directory remote is cheap, the rest expensive. */
+export const CHEAP_REMOTE_COST = 100
+export const EXPENSIVE_REMOTE_COST = 200
+
+export interface RemoteInfo {
+  /** The git remote name. */
+  readonly name: string
+  readonly uuid: Uuid
+  readonly url: string | undefined
+  readonly annexUrl: string | undefined
+  /** remote.<name>.annex-cost, else git-annex's default for its kind. */
+  readonly cost: number
+  /** remote.<name>.annex-proxy=true. */
+  readonly proxy: boolean
+  /** Cluster names from remote.<name>.annex-cluster-node. */
+  readonly clusterNode: readonly string[]
+  /** Cluster UUIDs from remote.<name>.annex-cluster-gateway. */
+  readonly clusterGateway: readonly Uuid[]
+  /** A special remote (no git url, or a remote.log type other than git). */
+  readonly special: boolean
+  /** Its remote.log settings (type=, name=, encryption=, …); empty for git remotes. */
+  readonly remoteConfig: ReadonlyMap<string, string>
+  /** Every remote.<name>.* git config setting, keys lower-cased after the name. */
+  readonly gitConfig: ReadonlyMap<string, string>
+}
+
+export interface ClusterNode {
+  readonly uuid: Uuid
+  /** The gateway's remote that reaches the node. */
+  readonly remote: string
+  /** 'node': a configured annex-cluster-node; 'gateway': the same cluster behind another gateway (§3.3 b). */
+  readonly via: 'node' | 'gateway'
+  readonly cost: number
+}
+
+export interface ClusterInfo {
+  readonly name: string
+  readonly uuid: Uuid
+  /** The node set of spec §3.3, sorted by cost (then remote name). */
+  readonly nodes: readonly ClusterNode[]
+}
+
+export type ServedTarget =
+  | { readonly kind: 'self'; readonly uuid: Uuid }
+  | { readonly kind: 'cluster'; readonly uuid: Uuid; readonly cluster: ClusterInfo }
+  | { readonly kind: 'remote'; readonly uuid: Uuid; readonly remote: RemoteInfo }
+  /** A remote another gateway (of one of our clusters) proxies, reached through that gateway. */
+  | { readonly kind: 'via-gateway'; readonly uuid: Uuid; readonly gateway: RemoteInfo; readonly name: string }
+
+export interface GatewaySnapshot {
+  readonly uuid: Uuid
+  /** Cluster name → cluster, for each annex.cluster.<name> in git config. */
+  readonly clusters: ReadonlyMap<string, ClusterInfo>
+  /** Configured remotes that have an annex-uuid, by name. */
+  readonly remotes: ReadonlyMap<string, RemoteInfo>
+  /** cluster.log, dead nodes removed. */
+  readonly clusterLog: ReadonlyMap<Uuid, ReadonlySet<Uuid>>
+  readonly proxyLog: ReadonlyMap<Uuid, readonly ProxyEntry[]>
+  readonly descriptions: ReadonlyMap<Uuid, string>
+  /** trust.log overridden by remote.<name>.annex-trustlevel. */
+  readonly trust: ReadonlyMap<Uuid, TrustLevel>
+  readonly groups: ReadonlyMap<Uuid, ReadonlySet<string>>
+  readonly preferredContent: ReadonlyMap<Uuid, string>
+  readonly requiredContent: ReadonlyMap<Uuid, string>
+  readonly groupPreferredContent: ReadonlyMap<string, string>
+  readonly maxSize: ReadonlyMap<Uuid, number>
+  /** What this gateway answers for: its own UUID plus proxy.log entries passing §3.2. */
+  readonly served: ReadonlyMap<Uuid, ServedTarget>
+  servedUuids(): ReadonlySet<Uuid>
+}
+
+/** `git config --list -z` → key → values (multi-valued keys keep every value, in order). */
+export function parseGitConfigList(z: string): Map<string, string[]> {
+  const m = new Map<string, string[]>()
+  for (const entry of z.split('\0')) {
+    if (entry === '') continue
+    const nl = entry.indexOf('\n')
+    const key = nl < 0 ? entry : entry.slice(0, nl)
+    const value = nl < 0 ? 'true' : entry.slice(nl + 1) // a bare `key` means true
+    const list = m.get(key)
+    if (list) list.push(value)
+    else m.set(key, [value])
+  }
+  return m
+}
+
+const isTrue = (v: string | undefined) => v !== undefined && /^(true|yes|on|1)$/i.test(v)
+
+/** Git config keys as `git config --list` prints them (section, variable lower-cased). */
+interface RemoteSection {
+  name: string
+  settings: Map<string, string>
+}
+
+function remoteSections(cfg: ReadonlyMap<string, string[]>): Map<string, RemoteSection> {
+  const out = new Map<string, RemoteSection>()
+  for (const [k, vs] of cfg) {
+    if (!k.startsWith('remote.')) continue
+    const last = k.lastIndexOf('.')
+    if (last <= 'remote.'.length) continue
+    const name = k.slice('remote.'.length, last)
+    const s = out.get(name) ?? { name, settings: new Map<string, string>() }
+    s.settings.set(k.slice(last + 1).toLowerCase(), vs[vs.length - 1]!)
+    out.set(name, s)
+  }
+  return out
+}
+
+/** A git url naming a path on this machine (git's rule: scp-like `host:path` has a colon before any slash). */
+function isLocalUrl(url: string): boolean {
+  if (url.startsWith('file://') || url.startsWith('/') || url.startsWith('.')) return true
+  const colon = url.indexOf(':')
+  const slash = url.indexOf('/')
+  return colon < 0 || (slash >= 0 && slash < colon)
+}
+
+function defaultCost(url: string | undefined, special: boolean, type: string | undefined): number {
+  if (special) return type === 'directory' ? CHEAP_REMOTE_COST : EXPENSIVE_REMOTE_COST
+  return url !== undefined && isLocalUrl(url) ? CHEAP_REMOTE_COST : EXPENSIVE_REMOTE_COST
+}
+
+export interface LogTexts {
+  uuid: string
+  remote: string
+  trust: string
+  group: string
+  preferredContent: string
+  requiredContent: string
+  groupPreferredContent: string
+  maxSize: string
+  cluster: string
+  proxy: string
+}
+
+/** Reads every log the snapshot needs, journal overlay included. */
+export async function readLogs(reader: BranchReader): Promise<LogTexts> {
+  const names = Object.keys(LOG_FILES) as (keyof typeof LOG_FILES)[]
+  const texts = await Promise.all(names.map((n) => reader.readText(LOG_FILES[n])))
+  return Object.fromEntries(names.map((n, i) => [n, texts[i]!])) as unknown as LogTexts
+}
+
+/** Builds the snapshot from `git config --list -z` output and the log texts. Pure. */
+export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot {
+  const cfg = parseGitConfigList(configZ)
+  const own = cfg.get('annex.uuid')?.at(-1)
+  if (!own) throw new Error('not a git-annex repository: annex.uuid is not set')
+  const uuid = asUuid(own)
+
+  const remoteLog = parseRemoteLog(logs.remote)
+  const remotes = new Map<string, RemoteInfo>()
+  for (const s of remoteSections(cfg).values()) {
+    const ru = s.settings.get('annex-uuid')
+    if (!ru) continue
+    const url = s.settings.get('url')
+    const rc = remoteLog.get(asUuid(ru)) ?? new Map<string, string>()
+    const type = rc.get('type')
+    const special = url === undefined || (type !== undefined && type !== 'git')
+    const costSetting = Number(s.settings.get('annex-cost'))
+    remotes.set(s.name, {
+      name: s.name,
+      uuid: asUuid(ru),
+      url,
+      annexUrl: s.settings.get('annexurl'),
+      cost: s.settings.has('annex-cost') && Number.isFinite(costSetting) ? costSetting : defaultCost(url, special, type),
+      proxy: isTrue(s.settings.get('annex-proxy')),
+      clusterNode: (s.settings.get('annex-cluster-node') ?? '').split(/\s+/).filter(Boolean),
+      clusterGateway: (s.settings.get('annex-cluster-gateway') ?? '').split(/\s+/).filter(Boolean).map(asUuid),
+      special,
+      remoteConfig: special ? rc : new Map(),
+      gitConfig: s.settings,
+    })
+  }
+
+  // Logs/Trust.hs trustMapLoad: a remote's annex-trustlevel overrides trust.log, even `dead`.
+  const trust = parseTrustLog(logs.trust)
+  for (const r of remotes.values()) {
+    const t = r.gitConfig.get('annex-trustlevel')
+    const level = t === undefined ? undefined : trustFromConfig(t)
+    if (level) trust.set(r.uuid, level)
+  }
+
+  const clusterLog = parseClusterLog(logs.cluster, trust)
+  const proxyLog = parseProxyLog(logs.proxy)
+  const byCost = (a: { cost: number; remote: string }, b: { cost: number; remote: string }) =>
+    a.cost - b.cost || (a.remote < b.remote ? -1 : a.remote > b.remote ? 1 : 0)
+
+  const clusters = new Map<string, ClusterInfo>()
+  for (const [k, vs] of cfg) {
+    if (!k.startsWith('annex.cluster.')) continue
+    const name = k.slice('annex.cluster.'.length)
+    const cu = asUuid(vs[vs.length - 1]!)
+    if (!isClusterUuid(cu)) continue
+    const logged = clusterLog.get(cu) ?? new Set<Uuid>()
+    const nodes: ClusterNode[] = []
+    for (const r of remotes.values()) {
+      // §3.3 (a): a configured node of this cluster name, listed in cluster.log for it.
+      if (r.clusterNode.includes(name) && logged.has(r.uuid)) nodes.push({ uuid: r.uuid, remote: r.name, via: 'node', cost: r.cost })
+      // §3.3 (b): the same cluster proxied by another gateway of it.
+      else if (r.clusterGateway.includes(cu) && (proxyLog.get(r.uuid) ?? []).some((p) => p.uuid === cu))
+        nodes.push({ uuid: cu, remote: r.name, via: 'gateway', cost: r.cost })
+    }
+    nodes.sort(byCost)
+    clusters.set(name, { name, uuid: cu, nodes })
+  }
+
+  const served = new Map<Uuid, ServedTarget>([[uuid, { kind: 'self', uuid }]])
+  const clusterByUuid = new Map([...clusters.values()].map((c) => [c.uuid, c]))
+  const clusterNames = new Set(clusters.keys())
+  const gatewayRemotes = [...remotes.values()].filter((r) => r.clusterGateway.length > 0)
+  const candidates: RemoteInfo[] = []
+  const viaGateway: Extract<ServedTarget, { kind: 'via-gateway' }>[] = []
+  for (const p of proxyLog.get(uuid) ?? []) {
+    if (served.has(p.uuid)) continue
+    if (isClusterUuid(p.uuid)) {
+      const c = clusterByUuid.get(p.uuid)
+      if (clusterLog.has(p.uuid) && c) served.set(p.uuid, { kind: 'cluster', uuid: p.uuid, cluster: c })
+      continue
+    }
+    const r = remotes.get(p.name)
+    if (r && r.uuid === p.uuid && (r.proxy || r.clusterNode.some((n) => clusterNames.has(n)))) {
+      candidates.push(r)
+      continue
+    }
+    // Proxied by a gateway of a cluster: the client-side name is `<gateway remote>-<its name>`.
+    for (const gr of gatewayRemotes) {
+      const q = (proxyLog.get(gr.uuid) ?? []).find((e) => e.uuid === p.uuid && `${gr.name}-${e.name}` === p.name)
+      if (q) viaGateway.push({ kind: 'via-gateway', uuid: p.uuid, gateway: gr, name: q.name })
+    }
+  }
+  // The lowest-cost matching remote is used (§3.2).
+  for (const r of candidates.sort((a, b) => byCost({ cost: a.cost, remote: a.name }, { cost: b.cost, remote: b.name })))
+    if (!served.has(r.uuid)) served.set(r.uuid, { kind: 'remote', uuid: r.uuid, remote: r })
+  for (const v of viaGateway.sort((a, b) => a.gateway.cost - b.gateway.cost)) if (!served.has(v.uuid)) served.set(v.uuid, v)
+
+  const servedSet: ReadonlySet<Uuid> = new Set(served.keys())
+  return Object.freeze({
+    uuid,
+    clusters,
+    remotes,
+    clusterLog,
+    proxyLog,
+    descriptions: parseUuidLog(logs.uuid),
+    trust,
+    groups: parseGroupLog(logs.group),
+    preferredContent: parseExpressionLog(logs.preferredContent),
+    requiredContent: parseExpressionLog(logs.requiredContent),
+    groupPreferredContent: parseGroupPreferredContentLog(logs.groupPreferredContent),
+    maxSize: parseMaxSizeLog(logs.maxSize),
+    served,
+    servedUuids: () => servedSet,
+  })
+}
+
+/** Types/TrustLevel.hs readTrustLevel. */
+function trustFromConfig(t: string): TrustLevel | undefined {
+  return t === 'trusted' || t === 'untrusted' || t === 'semitrusted' || t === 'dead' ? t : undefined
+}
+
+/** Reads git config and the branch logs of the reader's repository into a snapshot. */
+export async function loadSnapshot(reader: BranchReader): Promise<GatewaySnapshot> {
+  const [configZ, logs] = await Promise.all([runGit(reader.repo, ['config', '--list', '-z']), readLogs(reader)])
+  return buildSnapshot(configZ, logs)
+}
+
+// ---------------------------------------------------------------------------------------
+// Change detection
+
+export interface WatchOptions {
+  /** Fallback poll of the fingerprint, in ms (fs.watch may miss events on some filesystems). */
+  pollMs?: number
+  /** Quiet time after an event before re-reading, in ms. */
+  debounceMs?: number
+  log?: Logger
+}
+
+/**
+ * What a change to the served configuration touches: .git/config, the git-annex ref
+ * (loose or packed) and the journal directories (files are renamed in and deleted, so the
+ * directory mtime moves). Stat only; no subprocess.
+ */
+async function fingerprint(gitDir: string): Promise<string> {
+  const paths = ['config', 'packed-refs', 'refs/heads/git-annex', 'annex/journal', 'annex/journal-private']
+  const parts = await Promise.all(
+    paths.map((p) =>
+      stat(join(gitDir, p), { bigint: true }).then(
+        (s) => `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`,
+        () => '-',
+      ),
+    ),
+  )
+  return parts.join('|')
+}
+
+/**
+ * Keeps a current snapshot. Emits 'change' (snapshot) after a re-read that was caused by
+ * a change, and 'error' (err) when a re-read fails (the previous snapshot stays current).
+ */
+export class GatewayConfig extends EventEmitter {
+  private snap: GatewaySnapshot
+  private print: string
+  private readonly watchers: FSWatcher[] = []
+  private poll: NodeJS.Timeout | undefined
+  private debounce: NodeJS.Timeout | undefined
+  private running: Promise<void> | undefined
+  private again = false
+  private closed = false
+
+  private constructor(
+    readonly reader: BranchReader,
+    snap: GatewaySnapshot,
+    print: string,
+    private readonly opts: Required<Omit<WatchOptions, 'log'>> & { log?: Logger },
+  ) {
+    super()
+    this.snap = snap
+    this.print = print
+  }
+
+  /** Opens a reader on `repo`, loads the first snapshot and starts watching. */
+  static async open(repo: string, opts: WatchOptions = {}): Promise<GatewayConfig> {
+    const reader = await BranchReader.open(isAbsolute(repo) ? repo : resolve(repo))
+    try {
+      const print = await fingerprint(reader.gitDir)
+      const snap = await loadSnapshot(reader)
+      const g = new GatewayConfig(reader, snap, print, { pollMs: opts.pollMs ?? 2000, debounceMs: opts.debounceMs ?? 100, ...(opts.log ? { log: opts.log } : {}) })
+      g.start()
+      return g
+    } catch (e) {
+      await reader.close()
+      throw e
+    }
+  }
+
+  get current(): GatewaySnapshot {
+    return this.snap
+  }
+
+  /** Re-reads now if anything changed; resolves when the snapshot is current. */
+  async refresh(): Promise<void> {
+    if (this.running) {
+      this.again = true
+      return this.running
+    }
+    this.running = this.check().finally(() => {
+      this.running = undefined
+    })
+    return this.running
+  }
+
+  async close(): Promise<void> {
+    this.closed = true
+    for (const w of this.watchers.splice(0)) w.close()
+    if (this.poll) clearInterval(this.poll)
+    if (this.debounce) clearTimeout(this.debounce)
+    await this.running?.catch(() => undefined)
+    await this.reader.close()
+  }
+
+  private start(): void {
+    const dirs = [this.reader.gitDir, join(this.reader.gitDir, 'refs', 'heads'), join(this.reader.gitDir, 'annex'), this.reader.journalDir, this.reader.privateJournalDir]
+    for (const d of dirs) {
+      try {
+        const w = watch(d, { persistent: false }, () => this.kick())
+        w.on('error', () => w.close())
+        this.watchers.push(w)
+      } catch {
+        // Not there (yet): the poll covers it.
+      }
+    }
+    this.poll = setInterval(() => this.kick(), this.opts.pollMs)
+    this.poll.unref()
+  }
+
+  private kick(): void {
+    if (this.closed) return
+    if (this.debounce) clearTimeout(this.debounce)
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined
+      this.refresh().catch(() => undefined)
+    }, this.opts.debounceMs)
+    this.debounce.unref()
+  }
+
+  private async check(): Promise<void> {
+    do {
+      this.again = false
+      if (this.closed) return
+      const print = await fingerprint(this.reader.gitDir)
+      if (print === this.print) continue
+      try {
+        const snap = await loadSnapshot(this.reader)
+        // Something moved while we read: read again so we never keep a half-written state.
+        const after = await fingerprint(this.reader.gitDir)
+        if (after !== print) this.again = true
+        this.print = print
+        this.snap = snap
+        if (!this.closed) this.emit('change', snap)
+      } catch (e) {
+        this.opts.log?.warn({ err: e }, 'reloading the gateway configuration failed')
+        if (!this.closed && this.listenerCount('error') > 0) this.emit('error', e)
+      }
+    } while (this.again && !this.closed)
+  }
+}
