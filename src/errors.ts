@@ -18,6 +18,8 @@ export type Code =
   | 'ABORTED'
   | 'CONFIG'
   | 'OVERLOADED'
+  | 'ALL_TARGETS_FAILED'
+  | 'STALLED'
 
 export abstract class ProxyError extends Error {
   abstract readonly code: Code
@@ -77,4 +79,12 @@ export class ConfigError extends ProxyError {
 }
 export class OverloadedError extends ProxyError {
   readonly code = 'OVERLOADED'
+}
+/** Every branch of a fanout failed: the upload has nowhere left to go. */
+export class AllTargetsFailedError extends ProxyError {
+  readonly code = 'ALL_TARGETS_FAILED'
+}
+/** A consumer made no progress within its time limit and was dropped. */
+export class StalledError extends ProxyError {
+  readonly code = 'STALLED'
 }

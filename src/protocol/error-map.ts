@@ -25,6 +25,8 @@ const WIRE: Readonly<Record<Code, WireReply>> = {
   ABORTED: { http: 500, p2p: 'ERROR' },
   CONFIG: { http: 500, p2p: 'ERROR' },
   OVERLOADED: { http: 503, p2p: 'ERROR' },
+  ALL_TARGETS_FAILED: { http: 502, p2p: 'FAILURE' },
+  STALLED: { http: 504, p2p: 'ERROR' },
 }
 
 export interface HttpError {
