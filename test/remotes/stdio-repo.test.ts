@@ -1,0 +1,87 @@
+// StdioRepo: the Remote contract against real `git-annex-shell p2pstdio` on temp
+// repositories, then what is particular to a peer reached over stdio.
+import assert from 'node:assert/strict'
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { buffer } from 'node:stream/consumers'
+import { describe, test, type TestContext } from 'node:test'
+import { LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
+import { serializeKey } from '../../src/keys/key.js'
+import { openStdioRepo, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
+import { defer, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
+import { bodyOf, content, op, remoteContract, storeAll } from './contract.js'
+
+const CLIENT = '00000000-0000-4000-8000-0000000000c1'
+
+async function stdioRepo(t: TestContext, opts: Partial<StdioRepoOptions> = {}): Promise<{ repo: StdioRepo; dir: string }> {
+  const d = await tempDir(t)
+  const dir = await makeRepo(join(d, 'peer'), 'peer')
+  const repo = openStdioRepo({ uuid: await repoUuid(dir), clientUuid: CLIENT, dir, ...opts })
+  defer(t, () => repo.close())
+  return { repo, dir }
+}
+
+remoteContract('StdioRepo (git-annex-shell p2pstdio)', {
+  declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
+  make: async (t) => (await stdioRepo(t)).repo,
+})
+
+describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
+  test('stored content is logged by the peer and git-annex sees it there', async (t) => {
+    const { repo, dir } = await stdioRepo(t)
+    const c = content(5000)
+    await storeAll(repo, c)
+    assert.equal(await whereisHere(dir, serializeKey(c.key)), true)
+  })
+
+  test('sessions are reused: many requests, at most maxSessions processes', async (t) => {
+    const { repo } = await stdioRepo(t, { maxSessions: 2 })
+    const cs = Array.from({ length: 6 }, (_, i) => content(1000 + i))
+    await Promise.all(cs.map((c) => storeAll(repo, c)))
+    const present = await Promise.all(cs.map((c) => repo.checkPresent(c.key, op())))
+    assert.ok(present.every(Boolean))
+    // Internal count, to show the cap held: live sessions never exceed it.
+    assert.ok((repo as unknown as { live: number }).live <= 2)
+  })
+
+  test('removing locked content: the peer ends the session, we say LockedError and recover', async (t) => {
+    const { repo } = await stdioRepo(t)
+    const c = content(100)
+    await storeAll(repo, c)
+    const lock = await repo.lock(c.key, op())
+    assert.ok(lock)
+    await assert.rejects(repo.remove(c.key, op()), LockedError)
+    await assert.rejects(repo.removeBefore(c.key, Number.MAX_SAFE_INTEGER, op()), LockedError)
+    await lock.release()
+    assert.equal((await repo.remove(c.key, op())).removed, true)
+  })
+
+  test('a bad hash or an invalid verdict leaves no temp file on the peer', async (t) => {
+    const { repo, dir } = await stdioRepo(t)
+    const c = content(20_000)
+    await assert.rejects(repo.store(c.key, bodyOf(c.bytes), 0, { ...op(), senderValid: Promise.resolve(false) }))
+    const tmp = await readdir(join(dir, '.git/annex/tmp')).catch(() => [])
+    assert.deepEqual(tmp, [])
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+  })
+
+  test('a read-only peer (GIT_ANNEX_SHELL_READONLY) refuses stores with ReadOnlyError, still serves', async (t) => {
+    const { repo: rw, dir } = await stdioRepo(t)
+    const c = content(1000)
+    await storeAll(rw, c)
+    await rw.close()
+    const ro = openStdioRepo({ uuid: await repoUuid(dir), clientUuid: CLIENT, dir, env: { ...process.env, GIT_ANNEX_SHELL_READONLY: '1' } })
+    defer(t, () => ro.close())
+    await assert.rejects(ro.store(content(10).key, bodyOf(content(10).bytes), 0, op()), ReadOnlyError)
+    const got = await ro.retrieve(c.key, 0, op())
+    assert.deepEqual(await buffer(got.body), c.bytes)
+    assert.equal(await got.valid, true)
+  })
+
+  test('a wrong UUID is refused at the greeting', async (t) => {
+    const { dir } = await stdioRepo(t)
+    const wrong = openStdioRepo({ uuid: '11111111-2222-4333-8444-555555555555', clientUuid: CLIENT, dir })
+    defer(t, () => wrong.close())
+    await assert.rejects(wrong.checkPresent(content(1).key, op()), RemoteUnavailableError)
+  })
+})
