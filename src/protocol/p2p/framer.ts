@@ -137,7 +137,10 @@ export class FrameReader {
         })().catch((e: Error) => this.destroy(e))
       },
       destroy(err, cb) {
-        if (left > 0) reader.fail(err ?? new PeerClosedError(`a DATA payload was abandoned with ${left} of ${n} bytes unread`))
+        if (left > 0) {
+          const why = err instanceof RemoteUnavailableError ? err : new PeerClosedError(`a DATA payload was abandoned with ${left} of ${n} bytes unread`, { cause: err ?? undefined })
+          reader.fail(why)
+        }
         release()
         cb(err)
       },
