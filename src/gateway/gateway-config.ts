@@ -296,6 +296,8 @@ export interface WatchOptions {
   pollMs?: number
   /** Quiet time after an event before re-reading, in ms. */
   debounceMs?: number
+  /** Use fs.watch for prompt notice (default true); polling alone otherwise. */
+  fsWatch?: boolean
   log?: Logger
 }
 
@@ -324,7 +326,7 @@ async function fingerprint(gitDir: string): Promise<string> {
 export class GatewayConfig extends EventEmitter {
   private snap: GatewaySnapshot
   private print: string
-  private readonly watchers: FSWatcher[] = []
+  private readonly watchers = new Map<string, FSWatcher>()
   private poll: NodeJS.Timeout | undefined
   private debounce: NodeJS.Timeout | undefined
   private running: Promise<void> | undefined
@@ -348,7 +350,12 @@ export class GatewayConfig extends EventEmitter {
     try {
       const print = await fingerprint(reader.gitDir)
       const snap = await loadSnapshot(reader)
-      const g = new GatewayConfig(reader, snap, print, { pollMs: opts.pollMs ?? 2000, debounceMs: opts.debounceMs ?? 100, ...(opts.log ? { log: opts.log } : {}) })
+      const g = new GatewayConfig(reader, snap, print, {
+        pollMs: opts.pollMs ?? 2000,
+        debounceMs: opts.debounceMs ?? 100,
+        fsWatch: opts.fsWatch ?? true,
+        ...(opts.log ? { log: opts.log } : {}),
+      })
       g.start()
       return g
     } catch (e) {
@@ -375,7 +382,8 @@ export class GatewayConfig extends EventEmitter {
 
   async close(): Promise<void> {
     this.closed = true
-    for (const w of this.watchers.splice(0)) w.close()
+    for (const w of this.watchers.values()) w.close()
+    this.watchers.clear()
     if (this.poll) clearInterval(this.poll)
     if (this.debounce) clearTimeout(this.debounce)
     await this.running?.catch(() => undefined)
@@ -383,18 +391,28 @@ export class GatewayConfig extends EventEmitter {
   }
 
   private start(): void {
-    const dirs = [this.reader.gitDir, join(this.reader.gitDir, 'refs', 'heads'), join(this.reader.gitDir, 'annex'), this.reader.journalDir, this.reader.privateJournalDir]
-    for (const d of dirs) {
-      try {
-        const w = watch(d, { persistent: false }, () => this.kick())
-        w.on('error', () => w.close())
-        this.watchers.push(w)
-      } catch {
-        // Not there (yet): the poll covers it.
-      }
-    }
+    this.ensureWatchers()
     this.poll = setInterval(() => this.kick(), this.opts.pollMs)
     this.poll.unref()
+  }
+
+  /** Watches the directories whose entries change with the configuration; ones made later are added on the next check. */
+  private ensureWatchers(): void {
+    if (!this.opts.fsWatch || this.closed) return
+    const g = this.reader.gitDir
+    for (const d of [g, join(g, 'refs', 'heads'), join(g, 'annex'), this.reader.journalDir, this.reader.privateJournalDir]) {
+      if (this.watchers.has(d)) continue
+      try {
+        const w = watch(d, { persistent: false }, () => this.kick())
+        w.on('error', () => {
+          w.close()
+          this.watchers.delete(d)
+        })
+        this.watchers.set(d, w)
+      } catch {
+        // Not there (yet): the poll covers it until it appears.
+      }
+    }
   }
 
   private kick(): void {
@@ -408,6 +426,7 @@ export class GatewayConfig extends EventEmitter {
   }
 
   private async check(): Promise<void> {
+    this.ensureWatchers()
     do {
       this.again = false
       if (this.closed) return

@@ -4,6 +4,18 @@
 import { join } from 'node:path'
 import { annex, git, makeRepo, repoUuid, sh, tempDir, type After } from '../helpers/annex.js'
 
+const CLIENT = '00000000-0000-4000-8000-000000000001'
+
+/** Whether git-annex-shell at `gw` accepts a session for `uuid`: git-annex's own §3.2 check. */
+export async function shellAccepts(gw: string, uuid: string): Promise<boolean> {
+  try {
+    const { stdout } = await sh(gw, 'git-annex-shell', ['p2pstdio', gw, CLIENT, '--uuid', uuid])
+    return stdout.startsWith(`AUTH-SUCCESS ${uuid}`)
+  } catch {
+    return false
+  }
+}
+
 export interface Gateway {
   root: string
   gw: string

@@ -8,19 +8,7 @@ import { parseKey } from '../../src/keys/key.js'
 import { locationLogPath, presentUuids } from '../../src/gateway/branch-logs.js'
 import { buildSnapshot, GatewayConfig, parseGitConfigList } from '../../src/gateway/gateway-config.js'
 import { annex, defer, git, sh } from '../helpers/annex.js'
-import { makeGateway } from './fixture.js'
-
-const CLIENT = '00000000-0000-4000-8000-000000000001'
-
-/** Whether git-annex-shell at `gw` accepts a session for `uuid` (AUTH-SUCCESS uuid). */
-async function shellAccepts(gw: string, uuid: string): Promise<boolean> {
-  try {
-    const { stdout } = await sh(gw, 'git-annex-shell', ['p2pstdio', gw, CLIENT, '--uuid', uuid])
-    return stdout.startsWith(`AUTH-SUCCESS ${uuid}`)
-  } catch {
-    return false
-  }
-}
+import { makeGateway, shellAccepts } from './fixture.js'
 
 async function whereis(gw: string, key: string): Promise<string[]> {
   const out = await sh(gw, 'git', ['annex', 'whereis', '--json', '--key', key]).then(

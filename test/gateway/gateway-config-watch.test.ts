@@ -1,0 +1,87 @@
+// Change detection: a GatewayConfig left open notices `git annex updatecluster`,
+// `git annex wanted`, `git annex updateproxy` and .git/config edits made by real
+// git-annex, through fs.watch and through polling alone, without reopening its reader.
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { GatewayConfig, type GatewaySnapshot } from '../../src/gateway/gateway-config.js'
+import { annex, defer, git, makeRepo, repoUuid } from '../helpers/annex.js'
+import { makeGateway, shellAccepts } from './fixture.js'
+
+/** Resolves with the first snapshot satisfying `pred` (the current one or a later 'change'). */
+function waitFor(cfg: GatewayConfig, pred: (s: GatewaySnapshot) => boolean, what: string, timeoutMs = 20_000): Promise<GatewaySnapshot> {
+  if (pred(cfg.current)) return Promise.resolve(cfg.current)
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cfg.off('change', on)
+      reject(new Error(`no change with ${what} within ${timeoutMs} ms`))
+    }, timeoutMs)
+    const on = (s: GatewaySnapshot) => {
+      if (!pred(s)) return
+      clearTimeout(timer)
+      cfg.off('change', on)
+      resolve(s)
+    }
+    cfg.on('change', on)
+  })
+}
+
+for (const mode of ['fs.watch', 'polling'] as const) {
+  test(`changes made by git-annex are noticed (${mode})`, async (t) => {
+    const g = await makeGateway(t)
+    const cfg = await GatewayConfig.open(g.gw, mode === 'fs.watch' ? { pollMs: 600_000, debounceMs: 50 } : { fsWatch: false, pollMs: 200, debounceMs: 10 })
+    defer(t, () => cfg.close())
+    const reader = cfg.reader
+    const nodesOf = (s: GatewaySnapshot) => s.clusters.get('mycluster')!.nodes.map((n) => n.remote).sort().join(',')
+    assert.equal(nodesOf(cfg.current), 'n1,n2,n3')
+
+    // A new node: config alone does not make it one (cluster.log must list it), updatecluster does.
+    const n5 = await makeRepo(join(g.root, 'n5'), 'n5')
+    const n5uuid = await repoUuid(n5)
+    await git(g.gw, 'remote', 'add', 'n5', '../n5')
+    await git(g.gw, 'config', 'remote.n5.annex-cluster-node', 'mycluster')
+    // (n5 has no annex-uuid until git-annex first talks to it: updatecluster does.)
+    await git(g.gw, 'config', 'remote.n1.annex-cost', '42')
+    await waitFor(cfg, (s) => s.remotes.get('n1')?.cost === 42, '.git/config edit')
+    assert.equal(nodesOf(cfg.current), 'n1,n2,n3')
+    await annex(g.gw, 'updatecluster')
+    const s1 = await waitFor(cfg, (s) => nodesOf(s) === 'n1,n2,n3,n5', 'n5 in the cluster')
+    assert.ok(s1.clusterLog.get(g.cluster as never)?.has(n5uuid as never))
+
+    // wanted, and maxsize (new-style log) while the reader stays open.
+    await annex(g.gw, 'wanted', 'n1', 'include=*.txt')
+    await waitFor(cfg, (s) => s.preferredContent.get(g.nodes.n1 as never) === 'include=*.txt', 'wanted n1')
+    await annex(g.gw, 'maxsize', 'n2', '4096')
+    await waitFor(cfg, (s) => s.maxSize.get(g.nodes.n2 as never) === 4096, 'maxsize n2')
+
+    // updatecluster rewrote proxy.log without n4 (annex-proxy=false then). Allowing it
+    // again in .git/config is not enough (§3.2 needs proxy.log too); updateproxy is.
+    const listed = (s: GatewaySnapshot, name: string) => (s.proxyLog.get(g.uuid as never) ?? []).some((p) => p.name === name)
+    assert.ok(!listed(cfg.current, 'n4') && listed(cfg.current, 'n5'))
+    await git(g.gw, 'config', 'remote.n4.annex-proxy', 'true')
+    await waitFor(cfg, (s) => s.remotes.get('n4')?.proxy === true, 'n4 annex-proxy=true')
+    assert.ok(!cfg.current.servedUuids().has(g.nodes.n4 as never))
+    await annex(g.gw, 'updateproxy')
+    const s2 = await waitFor(cfg, (s) => s.servedUuids().has(g.nodes.n4 as never), 'n4 served after updateproxy')
+    for (const p of s2.proxyLog.get(g.uuid as never) ?? []) assert.equal(s2.servedUuids().has(p.uuid), await shellAccepts(g.gw, p.uuid), p.name)
+
+    assert.equal(cfg.reader, reader, 'the same reader throughout')
+  })
+}
+
+test('refresh() without changes keeps the snapshot; close() stops watching', async (t) => {
+  const g = await makeGateway(t)
+  const cfg = await GatewayConfig.open(g.gw, { pollMs: 50, debounceMs: 5 })
+  const before = cfg.current
+  let changes = 0
+  cfg.on('change', () => changes++)
+  await cfg.refresh()
+  await new Promise((r) => setTimeout(r, 200))
+  assert.equal(cfg.current, before)
+  assert.equal(changes, 0)
+  await cfg.close()
+  await annex(g.gw, 'wanted', 'n1', 'include=*.bin')
+  await new Promise((r) => setTimeout(r, 300))
+  assert.equal(changes, 0)
+  assert.equal(cfg.current, before)
+})
