@@ -81,3 +81,24 @@ test('reads are answered in order, a killed cat-file is replaced, close ends it'
   assert.equal(inner.child, undefined)
   await assert.rejects(reader.readBranch('uuid.log'), /closed/)
 })
+
+test('a private repository (annex.private): git-annex writes only journal-private, and we read it', async (t) => {
+  const dir = await tempDir(t)
+  await git(dir, 'init', '-q', '-b', 'main', 'p')
+  const repo = join(dir, 'p')
+  await git(repo, 'config', 'annex.private', 'true')
+  await annex(repo, 'init', '-q', 'privrepo')
+  const u = await repoUuid(repo)
+  await annex(repo, 'describe', 'here', 'my private')
+  await annex(repo, 'setpresentkey', 'SHA256E-s5--abc.txt', u, '1')
+  const reader = await BranchReader.open(repo)
+  defer(t, () => reader.close())
+  assert.equal(await reader.readBranch('uuid.log'), undefined, 'nothing private reaches the branch')
+  assert.match(await reader.readText('uuid.log'), new RegExp(`^${u} my private timestamp=\\S+\\n$`))
+  const info = JSON.parse((await annex(repo, 'info', '--json', 'here')).stdout) as { description: string }
+  assert.equal(info.description, 'my private [here]')
+  const text = await reader.readText(locationLogPath(parseKey('SHA256E-s5--abc.txt')))
+  assert.equal(parseLocationLog(text).get(u as never)?.status, 'present')
+  const whereis = JSON.parse((await annex(repo, 'whereis', '--json', '--key', 'SHA256E-s5--abc.txt')).stdout) as { whereis: { uuid: string }[] }
+  assert.deepEqual(whereis.whereis.map((w) => w.uuid), [u])
+})
