@@ -210,23 +210,27 @@ export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot 
   const byCost = (a: { cost: number; remote: string }, b: { cost: number; remote: string }) =>
     a.cost - b.cost || (a.remote < b.remote ? -1 : a.remote > b.remote ? 1 : 0)
 
+  /** The node set of spec §3.3; `name` undefined for a cluster not in annex.cluster.* (only gateway nodes). */
+  const nodesOf = (name: string | undefined, cu: Uuid): ClusterNode[] => {
+    const logged = clusterLog.get(cu) ?? new Set<Uuid>()
+    const nodes: ClusterNode[] = []
+    for (const r of remotes.values()) {
+      // (a): a configured node of this cluster name, listed in cluster.log for it.
+      if (name !== undefined && r.clusterNode.includes(name) && logged.has(r.uuid)) nodes.push({ uuid: r.uuid, remote: r.name, via: 'node', cost: r.cost })
+      // (b): the same cluster proxied by another gateway of it.
+      else if (r.clusterGateway.includes(cu) && (proxyLog.get(r.uuid) ?? []).some((p) => p.uuid === cu))
+        nodes.push({ uuid: cu, remote: r.name, via: 'gateway', cost: r.cost })
+    }
+    return nodes.sort(byCost)
+  }
+
   const clusters = new Map<string, ClusterInfo>()
   for (const [k, vs] of cfg) {
     if (!k.startsWith('annex.cluster.')) continue
     const name = k.slice('annex.cluster.'.length)
     const cu = asUuid(vs[vs.length - 1]!)
     if (!isClusterUuid(cu)) continue
-    const logged = clusterLog.get(cu) ?? new Set<Uuid>()
-    const nodes: ClusterNode[] = []
-    for (const r of remotes.values()) {
-      // §3.3 (a): a configured node of this cluster name, listed in cluster.log for it.
-      if (r.clusterNode.includes(name) && logged.has(r.uuid)) nodes.push({ uuid: r.uuid, remote: r.name, via: 'node', cost: r.cost })
-      // §3.3 (b): the same cluster proxied by another gateway of it.
-      else if (r.clusterGateway.includes(cu) && (proxyLog.get(r.uuid) ?? []).some((p) => p.uuid === cu))
-        nodes.push({ uuid: cu, remote: r.name, via: 'gateway', cost: r.cost })
-    }
-    nodes.sort(byCost)
-    clusters.set(name, { name, uuid: cu, nodes })
+    clusters.set(name, { name, uuid: cu, nodes: nodesOf(name, cu) })
   }
 
   const served = new Map<Uuid, ServedTarget>([[uuid, { kind: 'self', uuid }]])
@@ -238,8 +242,11 @@ export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot 
   for (const p of proxyLog.get(uuid) ?? []) {
     if (served.has(p.uuid)) continue
     if (isClusterUuid(p.uuid)) {
-      const c = clusterByUuid.get(p.uuid)
-      if (clusterLog.has(p.uuid) && c) served.set(p.uuid, { kind: 'cluster', uuid: p.uuid, cluster: c })
+      // §3.2: listed in cluster.log is enough (git-annex-shell accepts it even without
+      // annex.cluster.* configured; then only nodes behind other gateways can serve it).
+      if (!clusterLog.has(p.uuid)) continue
+      const c = clusterByUuid.get(p.uuid) ?? { name: p.name, uuid: p.uuid, nodes: nodesOf(undefined, p.uuid) }
+      served.set(p.uuid, { kind: 'cluster', uuid: p.uuid, cluster: c })
       continue
     }
     const r = remotes.get(p.name)

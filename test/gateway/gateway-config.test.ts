@@ -145,3 +145,21 @@ test('buildSnapshot: proxy.log authorization paths (spec §3.2)', () => {
   assert.equal(s.remotes.get('x')!.cost, 100)
   assert.deepEqual(parseGitConfigList('a.b\ntrue\0a.c\0a.b\nx\0').get('a.b'), ['true', 'x'])
 })
+
+test('a cluster in proxy.log and cluster.log is served even without annex.cluster.* (as git-annex-shell does)', async (t) => {
+  const g = await makeGateway(t)
+  await git(g.gw, 'config', '--unset', 'annex.cluster.mycluster')
+  const cfg = await GatewayConfig.open(g.gw, { fsWatch: false })
+  defer(t, () => cfg.close())
+  const s = cfg.current
+  assert.equal(s.clusters.size, 0)
+  assert.equal(await shellAccepts(g.gw, g.cluster), true)
+  const c = s.served.get(g.cluster as never)
+  assert.equal(c?.kind, 'cluster')
+  assert.deepEqual(c?.kind === 'cluster' ? c.cluster : undefined, { name: 'mycluster', uuid: g.cluster, nodes: [] })
+  // The nodes were authorised as nodes of one of our clusters; with none configured they are not.
+  for (const n of ['n1', 'n2', 'n3'] as const) {
+    assert.equal(await shellAccepts(g.gw, g.nodes[n]), false, n)
+    assert.equal(s.servedUuids().has(g.nodes[n] as never), false, n)
+  }
+})
