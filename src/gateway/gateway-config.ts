@@ -5,10 +5,12 @@ import { EventEmitter } from 'node:events'
 import { watch, type FSWatcher } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
+import type { Key } from '../keys/key.js'
 import { runGit } from '../remotes/local/git.js'
 import { asUuid, type Logger, type Uuid } from '../remotes/remote.js'
 import {
   isClusterUuid,
+  locationLogPath,
   LOG_FILES,
   parseClusterLog,
   parseExpressionLog,
@@ -19,6 +21,7 @@ import {
   parseRemoteLog,
   parseTrustLog,
   parseUuidLog,
+  presentUuids,
   type ProxyEntry,
   type TrustLevel,
 } from './branch-logs.js'
@@ -373,6 +376,17 @@ export class GatewayConfig extends EventEmitter {
 
   get current(): GatewaySnapshot {
     return this.snap
+  }
+
+  /**
+   * Who holds `key` by this repository's location log (journal included), as
+   * `git annex whereis` lists them: clusters derived from their live nodes (§3.6), dead
+   * repositories left out unless asked for. Sorted.
+   */
+  async locations(key: Key, opts: { includeDead?: boolean } = {}): Promise<Uuid[]> {
+    const s = this.snap
+    const all = presentUuids(await this.reader.readText(locationLogPath(key)), s.clusterLog)
+    return opts.includeDead ? all : all.filter((u) => s.trust.get(u) !== 'dead')
   }
 
   /** Re-reads now if anything changed; resolves when the snapshot is current. */

@@ -97,6 +97,7 @@ test('snapshot of a real gateway agrees with git-annex', async (t) => {
   for (const k of keys) {
     const text = await cfg.reader.readText(locationLogPath(parseKey(k)))
     assert.deepEqual(presentUuids(text, s.clusterLog), await whereis(gw, k), k)
+    assert.deepEqual(await cfg.locations(parseKey(k)), await whereis(gw, k), k)
   }
 
   // A dead node no longer makes the cluster a holder (spec §3.2, §3.6).
@@ -107,11 +108,10 @@ test('snapshot of a real gateway agrees with git-annex', async (t) => {
   assert.deepEqual([...after.clusterLog.get(g.cluster as never)!].sort(), [nodes.n1, nodes.n2].sort())
   const k5 = 'SHA256E-s8--k5.txt'
   await set(k5, nodes.n3, '1')
-  const live = (text: string) => presentUuids(text, after.clusterLog).filter((u) => after.trust.get(u) !== 'dead')
   for (const k of [...keys, k5]) {
-    const text = await cfg.reader.readText(locationLogPath(parseKey(k)))
-    assert.deepEqual(live(text), await whereis(gw, k), `${k} after n3 died`)
+    assert.deepEqual(await cfg.locations(parseKey(k)), await whereis(gw, k), `${k} after n3 died`)
   }
+  assert.deepEqual(await cfg.locations(parseKey(k5), { includeDead: true }), [nodes.n3])
   assert.deepEqual(after.clusters.get('mycluster')!.nodes.map((n) => n.remote), ['n1', 'n2'])
 })
 
