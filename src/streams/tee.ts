@@ -35,6 +35,7 @@ export function tee(n: number, opts: TeeOptions): Tee {
       if (!live.delete(i)) return
       // Closed before the input finished: its consumer gave up.
       if (!finished) detached.set(i, (b.errored as Error | null) ?? new AbortedError('consumer closed early'))
+      allGone()
     })
   })
 
@@ -43,6 +44,15 @@ export function tee(n: number, opts: TeeOptions): Tee {
     live.delete(i)
     detached.set(i, err)
     if (!branches[i]!.destroyed) branches[i]!.destroy(err)
+    allGone()
+  }
+
+  // With no branch left the upload has failed now, even if the source is idle (a
+  // stalled client would otherwise keep it waiting for a write that never comes).
+  const allGone = () => {
+    if (live.size === 0 && n > 0 && !finished && !input.destroyed) {
+      input.destroy(new AllTargetsFailedError('every target of the upload failed', { cause: firstCause(detached) }))
+    }
   }
 
   const input = new Writable({

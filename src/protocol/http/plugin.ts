@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import { Readable, pipeline } from 'node:stream'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { AbortedError, BadRequestError, HashMismatchError, LengthMismatchError, LockedError } from '../../errors.js'
+import { AbortedError, BadRequestError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError } from '../../errors.js'
 import { type Key, serializeKey } from '../../keys/key.js'
 import type { Lock, Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
@@ -230,7 +230,14 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
 
   async function lockContent(remote: Remote, key: Key, op: Op): Promise<Record<string, unknown>> {
     if (locks.size >= opts.maxLocks) return { locked: false }
-    const lock = await remote.lock(key, op)
+    let lock: Lock | undefined
+    try {
+      lock = await remote.lock(key, op)
+    } catch (err) {
+      // A cluster (spec §3.4) or a store without locks answers like absent content.
+      if (err instanceof NotSupportedError) return { locked: false }
+      throw err
+    }
     if (!lock) return { locked: false }
     const lockId = randomUUID()
     const held: HeldLock = { lock, timer: undefined }

@@ -1,0 +1,26 @@
+// Which holder serves a GET (issue: beyond the reference's random pick): configured
+// cost ranks first, then the node with the fewest transfers in flight, then the best
+// recent throughput. Pure, so the order is testable.
+
+export interface NodeLoad {
+  readonly uuid: string
+  readonly cost: number
+  readonly inFlight: number
+  /** Recent throughput in bytes/s (exponentially weighted); undefined until measured. */
+  readonly throughput: number | undefined
+}
+
+export function rankHolders<T extends NodeLoad>(nodes: readonly T[]): T[] {
+  return [...nodes].sort(
+    (a, b) =>
+      a.cost - b.cost ||
+      a.inFlight - b.inFlight ||
+      // Unmeasured nodes go first among equals, so every node gets measured.
+      (a.throughput ?? Infinity) > (b.throughput ?? Infinity) ? -1 : (a.throughput ?? Infinity) < (b.throughput ?? Infinity) ? 1 : a.uuid < b.uuid ? -1 : a.uuid > b.uuid ? 1 : 0,
+  )
+}
+
+/** Exponentially weighted moving average; `weight` is the share of the newest sample. */
+export function ewma(previous: number | undefined, sample: number, weight = 0.3): number {
+  return previous === undefined ? sample : previous * (1 - weight) + sample * weight
+}

@@ -1,0 +1,271 @@
+// A cluster as one Remote (spec §3.4), a composite of its nodes' Remotes:
+// - store: one pass over the body, teed to every target node concurrently and paced
+//   by the slowest; a node that fails or stalls is dropped without failing the rest;
+//   each node verifies before it commits, so nothing unverified lands anywhere;
+// - retrieve: from the best-ranked holder, failing over mid-stream to the next one
+//   and resuming at the byte reached;
+// - remove: from every node; lock: not supported (clients lock single nodes).
+import { type Readable, Readable as ReadableClass, pipeline } from 'node:stream'
+import { AbortedError, NotSupportedError, ProxyError } from '../errors.js'
+import type { Key } from '../keys/key.js'
+import { ewma, rankHolders } from '../placement/node-choice.js'
+import { skip } from '../streams/skip.js'
+import { tee } from '../streams/tee.js'
+import { monotonicSeconds } from './local/clock.js'
+import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
+
+export interface ClusterNode {
+  readonly remote: Remote
+  readonly cost: number
+}
+
+/** What the gateway knows and decides about a cluster (placement, location logs). */
+export interface ClusterPolicy {
+  readonly nodes: readonly ClusterNode[]
+  /** Nodes an upload of `key` goes to (spec §3.4: wanted, else not holding, else all). */
+  targets(key: Key, op: Op): Promise<readonly ClusterNode[]>
+  /** Nodes believed to hold `key`, to ask first. */
+  holders(key: Key, op: Op): Promise<readonly ClusterNode[]>
+  /** Records where content now is (present) or is not, in the gateway's location log. */
+  record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void>
+}
+
+export interface ClusterOptions {
+  /** Bytes buffered per node branch of an upload; memory per upload ≈ (nodes+1) × this. */
+  readonly highWaterMark: number
+  /** A node whose branch has not drained for this long is dropped from the upload. */
+  readonly stallMs: number
+}
+
+interface NodeStats {
+  inFlight: number
+  throughput: number | undefined
+}
+
+const everyNode = (nodes: readonly ClusterNode[], cap: Capability) => nodes.length > 0 && nodes.every((n) => n.remote.capabilities.has(cap))
+
+export class Cluster implements Remote {
+  readonly capabilities: ReadonlySet<Capability>
+  private readonly stats = new Map<string, NodeStats>()
+
+  constructor(
+    readonly uuid: Uuid,
+    private readonly policy: ClusterPolicy,
+    private readonly opts: ClusterOptions,
+  ) {
+    const caps: Capability[] = ['remove-before', 'timestamp']
+    if (everyNode(policy.nodes, 'retrieve-from-offset')) caps.push('retrieve-from-offset')
+    if (everyNode(policy.nodes, 'resume-store')) caps.push('resume-store')
+    this.capabilities = new Set(caps)
+  }
+
+  private statsOf(uuid: string): NodeStats {
+    let s = this.stats.get(uuid)
+    if (!s) this.stats.set(uuid, (s = { inFlight: 0, throughput: undefined }))
+    return s
+  }
+
+  private ranked(nodes: readonly ClusterNode[]): ClusterNode[] {
+    const loads = nodes.map((n) => ({ node: n, uuid: n.remote.uuid as string, cost: n.cost, ...this.statsOf(n.remote.uuid) }))
+    return rankHolders(loads).map((l) => l.node)
+  }
+
+  async checkPresent(key: Key, op: Op): Promise<boolean> {
+    for (const n of this.ranked(await this.policy.holders(key, op))) {
+      try {
+        if (await n.remote.checkPresent(key, op)) return true
+      } catch (err) {
+        op.log.warn({ node: n.remote.uuid, err }, 'cluster node failed checkpresent')
+      }
+    }
+    return false
+  }
+
+  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+    if (offset > 0 && !this.capabilities.has('retrieve-from-offset')) throw new NotSupportedError('a node of this cluster cannot retrieve from an offset')
+    const queue = this.ranked(await this.policy.holders(key, op))
+    const open = async (at: number): Promise<{ node: ClusterNode; r: Retrieved } | undefined> => {
+      while (queue.length > 0) {
+        const node = queue.shift()!
+        try {
+          const r = await node.remote.retrieve(key, at, op)
+          if (r.length > 0 || (key.size !== undefined && at >= key.size && (await node.remote.checkPresent(key, op)))) return { node, r }
+          r.body.destroy()
+        } catch (err) {
+          if (op.signal.aborted) throw err
+          op.log.warn({ node: node.remote.uuid, err }, 'cluster node failed to start a retrieve')
+        }
+      }
+      return undefined
+    }
+    const first = await open(offset)
+    if (!first) return { length: 0, body: ReadableClass.from([]), valid: Promise.resolve(false) }
+    const length = first.r.length
+    const end = offset + length
+    let settle!: (ok: boolean) => void
+    const valid = new Promise<boolean>((r) => (settle = r))
+    const self = this
+    async function* failover(): AsyncGenerator<Buffer> {
+      let cur = first!
+      let pos = offset
+      for (;;) {
+        const s = self.statsOf(cur.node.remote.uuid)
+        s.inFlight++
+        const started = performance.now()
+        const startPos = pos
+        try {
+          for await (const chunk of cur.r.body as AsyncIterable<Buffer>) {
+            // A node must not send more than it announced for this range.
+            const room = end - pos
+            const part = chunk.length > room ? chunk.subarray(0, room) : chunk
+            pos += part.length
+            if (part.length > 0) yield part
+          }
+          if (pos === end && (await cur.r.valid)) {
+            settle(true)
+            return
+          }
+          throw new AbortedError(`node ${cur.node.remote.uuid} ended after ${pos - offset} of ${length} bytes`)
+        } catch (err) {
+          if (op.signal.aborted) throw err
+          op.log.warn({ node: cur.node.remote.uuid, at: pos, err }, 'cluster node failed mid-retrieve; failing over')
+          cur.r.body.destroy()
+          const next = await open(pos)
+          if (!next || next.r.length !== end - pos) {
+            next?.r.body.destroy()
+            throw err
+          }
+          cur = next
+        } finally {
+          s.inFlight--
+          const secs = (performance.now() - started) / 1000
+          if (secs > 0.01 && pos > startPos) s.throughput = ewma(s.throughput, (pos - startPos) / secs)
+        }
+      }
+    }
+    const body = ReadableClass.from(failover(), { objectMode: false })
+    body.once('close', () => settle(false))
+    return { length, body, valid }
+  }
+
+  async startStore(key: Key, op: Op): Promise<StoreStart> {
+    const starts = await this.startAll(await this.policy.targets(key, op), key, op)
+    const pending = starts.filter((s) => s.start.kind === 'offset')
+    if (pending.length === 0 && starts.length > 0) return { kind: 'present', plusUuids: starts.map((s) => s.node.remote.uuid) }
+    const offsets = pending.map((s) => (s.start.kind === 'offset' ? s.start.offset : 0))
+    return { kind: 'offset', offset: offsets.length === 0 ? 0 : Math.min(...offsets) }
+  }
+
+  private async startAll(nodes: readonly ClusterNode[], key: Key, op: Op) {
+    const settled = await Promise.allSettled(nodes.map(async (node) => ({ node, start: await node.remote.startStore(key, op) })))
+    const out: Array<{ node: ClusterNode; start: StoreStart }> = []
+    settled.forEach((s, i) => {
+      if (s.status === 'fulfilled') out.push(s.value)
+      else op.log.warn({ node: nodes[i]!.remote.uuid, err: s.reason as unknown }, 'cluster node failed to start a store')
+    })
+    return out
+  }
+
+  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+    if (offset > 0 && !this.capabilities.has('resume-store')) throw new NotSupportedError('a node of this cluster cannot resume a store')
+    const targets = await this.policy.targets(key, op)
+    const starts = await this.startAll(targets, key, op)
+    const have = starts.filter((s) => s.start.kind === 'present').map((s) => s.node.remote.uuid)
+    const sending = starts.filter((s) => s.start.kind === 'offset')
+    if (sending.length === 0) {
+      body.resume()
+      if (have.length > 0) return { stored: true, plusUuids: have }
+      throw new AbortedError('no node of the cluster could take the upload')
+    }
+    const fan = tee(sending.length, { highWaterMark: this.opts.highWaterMark, stallMs: this.opts.stallMs })
+    const results = sending.map(({ node, start }, i) => {
+      const kept = start.kind === 'offset' ? start.offset : 0
+      // A node that keeps more than the body's start gets only what it lacks.
+      const from = Math.max(offset, kept)
+      const branch = from > offset ? pipeline(fan.branches[i]!, skip(from - offset), () => {}) : fan.branches[i]!
+      // A node that refuses before reading its branch must not hold the others back
+      // until the stall timeout: its branch is detached as soon as it gives up.
+      return node.remote.store(key, branch, from, op).catch((err: unknown) => {
+        fan.branches[i]!.destroy(err instanceof Error ? err : new AbortedError(String(err)))
+        throw err
+      })
+    })
+    const onAbort = () => fan.input.destroy(new AbortedError('upload aborted'))
+    op.signal.addEventListener('abort', onAbort, { once: true })
+    const piped = new Promise<void>((resolve, reject) => pipeline(body, fan.input, (err) => (err ? reject(err) : resolve()))).finally(() =>
+      op.signal.removeEventListener('abort', onAbort),
+    )
+    const [sent, ...stored] = await Promise.allSettled([piped, ...results])
+    const ok: Uuid[] = []
+    const failures: unknown[] = []
+    stored.forEach((r, i) => {
+      const node = sending[i]!.node
+      if (r.status === 'fulfilled' && r.value.stored) ok.push(node.remote.uuid, ...r.value.plusUuids)
+      else if (r.status === 'rejected') {
+        failures.push(r.reason)
+        op.log.warn({ node: node.remote.uuid, err: r.reason as unknown }, 'cluster node did not store')
+      }
+    })
+    if (ok.length === 0) {
+      // Every target failed: report the nodes' own reason (hash mismatch, short body, …).
+      throw failures.find((f) => f instanceof ProxyError) ?? (sent.status === 'rejected' ? sent.reason : new AbortedError('no node stored the content'))
+    }
+    await this.policy.record(key, ok, true)
+    return { stored: true, plusUuids: [...new Set([...ok, ...have])] }
+  }
+
+  async storePresent(key: Key, op: Op): Promise<Stored> {
+    const got = await Promise.allSettled(this.policy.nodes.map((n) => n.remote.storePresent(key, op).then((s) => (s.stored ? [n.remote.uuid, ...s.plusUuids] : []))))
+    const ok = got.flatMap((g) => (g.status === 'fulfilled' ? g.value : []))
+    if (ok.length > 0) await this.policy.record(key, ok, true)
+    return { stored: ok.length > 0, plusUuids: ok }
+  }
+
+  remove(key: Key, op: Op): Promise<Removed> {
+    return this.removeAll(key, op, (r) => r.remove(key, op))
+  }
+
+  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+    // Nodes on this host share the gateway's clock; translating deadlines for nodes
+    // elsewhere (spec §3.4 GETTIMESTAMP) comes with remote nodes.
+    return this.removeAll(key, op, (r) => r.removeBefore(key, deadline, op))
+  }
+
+  private async removeAll(key: Key, op: Op, each: (r: Remote) => Promise<Removed>): Promise<Removed> {
+    // Only nodes that held the content are reported gone, so clients log real changes.
+    const got = await Promise.allSettled(
+      this.policy.nodes.map(async (n) => {
+        const had = await n.remote.checkPresent(key, op).catch(() => true)
+        return { node: n, had, r: await each(n.remote) }
+      }),
+    )
+    const gone: Uuid[] = []
+    let allRemoved = true
+    let firstError: unknown
+    for (const g of got) {
+      if (g.status === 'rejected') {
+        allRemoved = false
+        firstError ??= g.reason
+        continue
+      }
+      if (!g.value.r.removed) allRemoved = false
+      else if (g.value.had) gone.push(g.value.node.remote.uuid)
+      gone.push(...g.value.r.plusUuids)
+    }
+    if (gone.length > 0) await this.policy.record(key, gone, false)
+    if (!allRemoved && gone.length === 0 && firstError !== undefined && !(firstError instanceof ProxyError)) throw firstError
+    return { removed: allRemoved, plusUuids: gone }
+  }
+
+  async timestamp(_op: Op): Promise<number> {
+    return monotonicSeconds()
+  }
+
+  async lock(_key: Key, _op: Op): Promise<Lock | undefined> {
+    // Spec §3.4: LOCKCONTENT to a cluster always fails; clients lock single nodes.
+    throw new NotSupportedError('a cluster cannot lock content; lock one of its nodes')
+  }
+
+  /** The nodes belong to the gateway, which may serve them on their own too: not closed here. */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,123 @@
+// Cluster: the Remote contract over three real local repositories, then what only a
+// fanout has to get right — one pass over the body, a failing node dropped without
+// failing the rest, and a GET that fails over mid-stream without starting again.
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { buffer } from 'node:stream/consumers'
+import { test, type TestContext } from 'node:test'
+import type { Key } from '../../src/keys/key.js'
+import { serializeKey } from '../../src/keys/key.js'
+import { Cluster, type ClusterNode, type ClusterPolicy } from '../../src/remotes/cluster.js'
+import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
+import { asUuid, type Uuid } from '../../src/remotes/remote.js'
+import { defer, makeRepo, tempDir } from '../helpers/annex.js'
+import { bodyOf, content, op, remoteContract } from './contract.js'
+
+const CLUSTER_UUID = asUuid('ac09ac21-6bb7-8ee3-959e-35f17b3d2701')
+
+interface Made {
+  cluster: Cluster
+  nodes: LocalRepo[]
+  log: Map<string, Set<string>>
+}
+
+/** Every node wants everything; the location log is kept in memory. */
+async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: number) => number } = {}): Promise<Made> {
+  const root = await tempDir(t)
+  const nodes: LocalRepo[] = []
+  for (let i = 0; i < n; i++) {
+    const dir = await makeRepo(join(root, `n${i}`), `n${i}`)
+    const repo = await openLocalRepo(dir, { logIdleMs: 100, ...(opts.diskReserve ? { diskReserve: opts.diskReserve(i) } : {}) })
+    defer(t, () => repo.close())
+    nodes.push(repo)
+  }
+  const log = new Map<string, Set<string>>()
+  const members: ClusterNode[] = nodes.map((remote, i) => ({ remote, cost: 100 + i }))
+  const policy: ClusterPolicy = {
+    nodes: members,
+    targets: async () => members,
+    holders: async (key: Key) => {
+      const held = log.get(serializeKey(key)) ?? new Set()
+      return [...members.filter((m) => held.has(m.remote.uuid)), ...members.filter((m) => !held.has(m.remote.uuid))]
+    },
+    record: async (key: Key, uuids: readonly Uuid[], present: boolean) => {
+      const k = serializeKey(key)
+      const held = log.get(k) ?? new Set<string>()
+      for (const u of uuids) present ? held.add(u) : held.delete(u)
+      log.set(k, held)
+    },
+  }
+  const cluster = new Cluster(CLUSTER_UUID, policy, { highWaterMark: 64 * 1024, stallMs: 10_000 })
+  return { cluster, nodes, log }
+}
+
+remoteContract('Cluster of three local repositories', {
+  declared: ['retrieve-from-offset', 'resume-store', 'remove-before', 'timestamp'],
+  composite: true,
+  make: async (t) => (await makeCluster(t)).cluster,
+})
+
+test('an upload reads the body once and lands verified on every node; the reply lists them', async (t) => {
+  const { cluster, nodes, log } = await makeCluster(t)
+  const c = content(3 * 1024 * 1024 + 5)
+  let pulled = 0
+  const body = Readable.from(
+    (function* () {
+      for (let i = 0; i < c.bytes.length; i += 64 * 1024) {
+        const part = c.bytes.subarray(i, i + 64 * 1024)
+        pulled += part.length
+        yield part
+      }
+    })(),
+  )
+  const r = await cluster.store(c.key, body, 0, op())
+  assert.equal(pulled, c.bytes.length, 'the body was read exactly once')
+  assert.deepEqual([...r.plusUuids].sort(), nodes.map((n) => n.uuid).sort())
+  for (const n of nodes) assert.deepEqual(await buffer((await n.retrieve(c.key, 0, op())).body), c.bytes)
+  assert.equal(log.get(serializeKey(c.key))?.size, 3)
+})
+
+test('a node that refuses or dies mid-upload is dropped; the others store and only they are listed', async (t) => {
+  // Node 1 refuses at once (its disk reserve cannot be met); node 2 is closed mid-upload.
+  const { cluster, nodes } = await makeCluster(t, 3, { diskReserve: (i) => (i === 1 ? Number.MAX_SAFE_INTEGER / 2 : 0) })
+  const c = content(4 * 1024 * 1024)
+  let sent = 0
+  const body = Readable.from(
+    (async function* () {
+      for (let i = 0; i < c.bytes.length; i += 256 * 1024) {
+        // The node goes away while the upload is under way (not awaited: it dies, the upload goes on).
+        if (sent === c.bytes.length / 2) void nodes[2]!.close()
+        sent += 256 * 1024
+        yield c.bytes.subarray(i, i + 256 * 1024)
+      }
+    })(),
+  )
+  const r = await cluster.store(c.key, body, 0, op())
+  assert.deepEqual(r.plusUuids, [nodes[0]!.uuid])
+  assert.equal(await nodes[0]!.checkPresent(c.key, op()), true)
+  assert.equal(await nodes[1]!.checkPresent(c.key, op()), false)
+})
+
+test('a GET whose node dies mid-stream fails over and resumes at the byte reached', async (t) => {
+  const { cluster, nodes } = await makeCluster(t, 2)
+  const c = content(8 * 1024 * 1024)
+  await cluster.store(c.key, bodyOf(c.bytes), 0, op())
+  const r = await cluster.retrieve(c.key, 0, op())
+  assert.equal(r.length, c.bytes.length)
+  const parts: Buffer[] = []
+  let got = 0
+  let killed = false
+  for await (const chunk of r.body as AsyncIterable<Buffer>) {
+    parts.push(chunk)
+    got += chunk.length
+    if (!killed && got > 1024 * 1024) {
+      killed = true
+      // The serving node (best ranked: lowest cost) goes away.
+      await nodes[0]!.close()
+    }
+  }
+  assert.ok(killed)
+  assert.deepEqual(Buffer.concat(parts), c.bytes)
+  assert.equal(await r.valid, true)
+})
