@@ -51,6 +51,10 @@ for (const mode of ['fs.watch', 'polling'] as const) {
     // wanted, and maxsize (new-style log) while the reader stays open.
     await annex(g.gw, 'wanted', 'n1', 'include=*.txt')
     await waitFor(cfg, (s) => s.preferredContent.get(g.nodes.n1 as never) === 'include=*.txt', 'wanted n1')
+    // With annex.alwayscommit=false git-annex leaves the change in the journal only.
+    await git(g.gw, '-c', 'annex.alwayscommit=false', 'annex', 'wanted', 'n3', 'include=*.jpg')
+    await waitFor(cfg, (s) => s.preferredContent.get(g.nodes.n3 as never) === 'include=*.jpg', 'wanted n3 (journal only)')
+    assert.ok((await reader.readBranch('preferred-content.log'))?.toString().includes('include=*.jpg') !== true, 'not in the branch yet')
     await annex(g.gw, 'maxsize', 'n2', '4096')
     await waitFor(cfg, (s) => s.maxSize.get(g.nodes.n2 as never) === 4096, 'maxsize n2')
 

@@ -33,6 +33,13 @@ test('snapshot of a real gateway agrees with git-annex', async (t) => {
   await annex(gw, 'untrust', 'dsr')
   await git(gw, 'config', 'remote.n2.annex-cost', '150.5')
   await git(gw, 'config', 'remote.n4.annex-trustlevel', 'trusted')
+  // Remotes that are not on this machine (never contacted: info --fast): default cost 200.
+  const far = { web: 'http://127.0.0.1:1/x', sshr: 'ssh://example.invalid/x', scp: 'host.invalid:x' }
+  for (const [i, [name, url]] of Object.entries(far).entries()) {
+    await git(gw, 'remote', 'add', name, url)
+    await git(gw, 'config', `remote.${name}.annex-uuid`, `11111111-2222-4333-8444-55555555555${i}`)
+  }
+  await git(gw, 'config', 'remote.web.annexUrl', 'annex+http://127.0.0.1:1/git-annex/')
   const keys = ['SHA256E-s5--k1.txt', 'SHA256E-s6--k2.txt', 'WORM-s1-m1--k_3', 'SHA256E-s7--k4.txt']
   const set = async (k: string, u: string, v: '1' | '0') => annex(gw, 'setpresentkey', k, u, v)
   await set(keys[0]!, nodes.n1, '1')
@@ -56,9 +63,10 @@ test('snapshot of a real gateway agrees with git-annex', async (t) => {
   assert.equal(s.descriptions.get(g.cluster as never), 'cluster mycluster')
 
   // Every configured remote: cost and trust as `git annex info --json <remote>` gives them.
-  assert.deepEqual([...s.remotes.keys()].sort(), ['dsr', 'n1', 'n2', 'n3', 'n4'])
+  assert.deepEqual([...s.remotes.keys()].sort(), ['dsr', 'n1', 'n2', 'n3', 'n4', 'scp', 'sshr', 'web'])
+  assert.equal(s.remotes.get('web')!.annexUrl, 'annex+http://127.0.0.1:1/git-annex/')
   for (const r of s.remotes.values()) {
-    const info = JSON.parse((await annex(gw, 'info', '--json', r.name)).stdout) as { uuid: string; cost: string; trust: string; type: string }
+    const info = JSON.parse((await annex(gw, 'info', '--fast', '--json', r.name)).stdout) as { uuid: string; cost: string; trust: string; type: string }
     assert.equal(r.uuid, info.uuid, r.name)
     assert.equal(r.cost, Number(info.cost), `${r.name} cost`)
     assert.equal(s.trust.get(r.uuid) ?? 'semitrusted', info.trust, `${r.name} trust`)
