@@ -4,6 +4,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
 import { parseKey } from '../../src/keys/key.js'
+import { evaluate, parse } from '../../src/placement/preferred-content.js'
 import {
   balancedPick,
   fullyBalancedCandidates,
@@ -33,6 +34,46 @@ describe('balancedPick', () => {
         for (const p of picks) assert.ok(candidates.includes(p))
         // stable: same inputs, same answer, whatever the order they come in
         assert.deepEqual(balancedPick([...members].reverse(), [...candidates].reverse(), key, n), picks)
+      }),
+    )
+  })
+})
+
+// Spec §7.5's observed check names its UUIDs only by prefix (33189…, 60c89…, e9c29…), so the
+// same check was run with git-annex 10.20250416 on UUIDs with those prefixes (three directory
+// special remotes created with `initremote … uuid=`, all in group g, `wanted fullybalanced=g`,
+// `find --want-get-by=<remote>`); test/placement/git-annex.test.ts repeats it live.
+describe('§7.5 observed check (fixed vector from git-annex)', () => {
+  const A = '33189000-0000-4000-8000-000000000001'
+  const B = '60c89000-0000-4000-8000-000000000002'
+  const C = 'e9c29000-0000-4000-8000-000000000003'
+  const groups = new Map([A, B, C].map((u) => [u, new Set(['g'])]))
+  const chooser = (key: string, maxSizes = new Map<string, number>()): string[] =>
+    [A, B, C].filter((uuid) => evaluate(parse('fullybalanced=g'), { uuid, key: parseKey(key), locations: new Set(), groups, maxSizes }))
+  test('no maxsize', () => {
+    assert.deepEqual(chooser('WORM--a'), [C])
+    assert.deepEqual(chooser('WORM--c'), [B])
+    assert.deepEqual(chooser('SHA256E-s5--abc.txt'), [C])
+    assert.deepEqual(chooser('WORM-s100--c'), [A])
+  })
+  test('maxsize 1000 on 33189…, 0 on e9c29…', () => {
+    const m = new Map([[A, 1000], [C, 0]])
+    assert.deepEqual(chooser('WORM--a', m), [C]) // an unsized key fits in maxsize 0
+    assert.deepEqual(chooser('WORM--c', m), [B])
+    assert.deepEqual(chooser('SHA256E-s5--abc.txt', m), [A])
+    assert.deepEqual(chooser('WORM-s100--c', m), [A])
+  })
+  test('balanced=g:N picks exactly min(N, candidates) members', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 5 }), fc.string({ minLength: 1, maxLength: 12 }), fc.subarray([A, B, C]), (n, name, full) => {
+        const key = parseKey(`WORM-s10--${name.replace(/\s/g, '_')}`)
+        const maxSizes = new Map(full.map((u) => [u, 5])) // too small for the key
+        for (const term of ['fullybalanced', 'balanced']) {
+          // balanced= is also `present or not copies=g:N`: with no copies anywhere, the same picks.
+          const wanting = [A, B, C].filter((uuid) => evaluate(parse(`${term}=g:${n}`), { uuid, key, locations: new Set(), groups, maxSizes }))
+          assert.equal(wanting.length, Math.min(n, 3 - full.length))
+          for (const u of wanting) assert.ok(!full.includes(u))
+        }
       }),
     )
   })
