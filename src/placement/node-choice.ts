@@ -11,13 +11,17 @@ export interface NodeLoad {
 }
 
 export function rankHolders<T extends NodeLoad>(nodes: readonly T[]): T[] {
-  return [...nodes].sort(
-    (a, b) =>
-      a.cost - b.cost ||
-      a.inFlight - b.inFlight ||
-      // Unmeasured nodes go first among equals, so every node gets measured.
-      (a.throughput ?? Infinity) > (b.throughput ?? Infinity) ? -1 : (a.throughput ?? Infinity) < (b.throughput ?? Infinity) ? 1 : a.uuid < b.uuid ? -1 : a.uuid > b.uuid ? 1 : 0,
-  )
+  return [...nodes].sort(compareLoad)
+}
+
+function compareLoad(a: NodeLoad, b: NodeLoad): number {
+  if (a.cost !== b.cost) return a.cost - b.cost
+  if (a.inFlight !== b.inFlight) return a.inFlight - b.inFlight
+  // Unmeasured nodes go first among equals, so every node gets measured.
+  const ta = a.throughput ?? Infinity
+  const tb = b.throughput ?? Infinity
+  if (ta !== tb) return ta > tb ? -1 : 1
+  return a.uuid < b.uuid ? -1 : a.uuid > b.uuid ? 1 : 0
 }
 
 /** Exponentially weighted moving average; `weight` is the share of the newest sample. */
