@@ -191,10 +191,12 @@ test('AssociatedFile encoding and decoding (spec §1.2)', () => {
     fc.property(fc.string({ maxLength: 30 }), (s) => {
       const enc = encodeAssociatedFile(s)
       assert.ok(![...enc].some((c) => /\s/u.test(c)), 'no whitespace on the wire')
-      const dec = decodeAssociatedFile(enc)
-      if (dec !== null && dec !== undefined) assert.equal([...dec].length, [...s].length)
+      // Without whitespace or control characters (and relative), a name survives the trip.
+      if (![...s].some((c) => /\s/u.test(c) || /\p{Cc}/u.test(c)) && !s.startsWith('/')) assert.equal(decodeAssociatedFile(enc), s === '' ? undefined : s)
     }),
   )
+  // The encoding is ambiguous: two spaces become `%%`, which decodes to a percent sign.
+  assert.equal(decodeAssociatedFile(encodeAssociatedFile('a  b')), 'a%b')
 })
 
 test('serialize refuses what no peer could parse back', () => {
