@@ -230,6 +230,31 @@ export function parseRemoteLog(text: string): Map<Uuid, ReadonlyMap<string, stri
   )
 }
 
+/** Annex/SpecialRemote/Config.hs sameasInherits: fields a sameas remote takes from its parent only. */
+export const SAMEAS_INHERITS: ReadonlySet<string> = new Set(['encryption', 'mac', 'cipher', 'cipherkeys', 'pubkeys', 'chunksize'])
+
+/**
+ * remote.log with sameas inheritance applied (Logs/Remote/Pure.hs calcRemoteConfigMap): a
+ * config with `sameas-uuid=P` takes the SAMEAS_INHERITS fields from P's config (and cannot
+ * set them itself).
+ */
+export function parseRemoteConfigs(text: string): Map<Uuid, ReadonlyMap<string, string>> {
+  const raw = parseRemoteLog(text)
+  const out = new Map<Uuid, ReadonlyMap<string, string>>()
+  for (const [u, c] of raw) {
+    const parent = c.get('sameas-uuid')
+    const pc = parent === undefined ? undefined : raw.get(asUuid(parent))
+    if (!pc) {
+      out.set(u, c)
+      continue
+    }
+    const merged = new Map([...c].filter(([k]) => !SAMEAS_INHERITS.has(k)))
+    for (const [k, v] of pc) if (SAMEAS_INHERITS.has(k)) merged.set(k, v)
+    out.set(u, merged)
+  }
+  return out
+}
+
 // ---------------------------------------------------------------------------------------
 // Clusters and proxies (spec §3.1, §3.2)
 

@@ -18,7 +18,7 @@ import {
   parseGroupPreferredContentLog,
   parseMaxSizeLog,
   parseProxyLog,
-  parseRemoteLog,
+  parseRemoteConfigs,
   parseTrustLog,
   parseUuidLog,
   presentUuids,
@@ -35,6 +35,8 @@ export interface RemoteInfo {
   /** The git remote name. */
   readonly name: string
   readonly uuid: Uuid
+  /** Where its remote.log settings live: annex-config-uuid for a sameas remote, else uuid. */
+  readonly configUuid: Uuid
   readonly url: string | undefined
   readonly annexUrl: string | undefined
   /** remote.<name>.annex-cost, else git-annex's default for its kind. */
@@ -47,7 +49,7 @@ export interface RemoteInfo {
   readonly clusterGateway: readonly Uuid[]
   /** A special remote (no git url, or a remote.log type other than git). */
   readonly special: boolean
-  /** Its remote.log settings (type=, name=, encryption=, …); empty for git remotes. */
+  /** Its remote.log settings (type=, name=, encryption=, …, sameas fields inherited); empty for git remotes. */
   readonly remoteConfig: ReadonlyMap<string, string>
   /** Every remote.<name>.* git config setting, keys lower-cased after the name. */
   readonly gitConfig: ReadonlyMap<string, string>
@@ -175,19 +177,22 @@ export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot 
   if (!own) throw new Error('not a git-annex repository: annex.uuid is not set')
   const uuid = asUuid(own)
 
-  const remoteLog = parseRemoteLog(logs.remote)
+  const remoteLog = parseRemoteConfigs(logs.remote)
   const remotes = new Map<string, RemoteInfo>()
   for (const s of remoteSections(cfg).values()) {
     const ru = s.settings.get('annex-uuid')
     if (!ru) continue
     const url = s.settings.get('url')
-    const rc = remoteLog.get(asUuid(ru)) ?? new Map<string, string>()
+    // A sameas remote shares its parent's UUID; its own settings are under annex-config-uuid.
+    const configUuid = asUuid(s.settings.get('annex-config-uuid') ?? ru)
+    const rc = remoteLog.get(configUuid) ?? new Map<string, string>()
     const type = rc.get('type')
     const special = url === undefined || (type !== undefined && type !== 'git')
     const costSetting = Number(s.settings.get('annex-cost'))
     remotes.set(s.name, {
       name: s.name,
       uuid: asUuid(ru),
+      configUuid,
       url,
       annexUrl: s.settings.get('annexurl'),
       cost: s.settings.has('annex-cost') && Number.isFinite(costSetting) ? costSetting : defaultCost(url, special, type),

@@ -23,6 +23,7 @@ import {
   parseNewLog,
   parseOldLog,
   parseProxyLog,
+  parseRemoteConfigs,
   parseRemoteLog,
   parseTrustLog,
   parseUuidLog,
@@ -128,6 +129,16 @@ describe('clock rules', () => {
     assert.equal(parseUuidLog(`${N1} new timestamp=1s\n${N1} old\n`).get(N1 as never), 'new')
     assert.equal(parseUuidLog(`${N1} only one\n`).get(N1 as never), 'only one')
   })
+})
+
+test('remote.log: a sameas remote inherits encryption/chunksize/… from its parent only (real lines)', () => {
+  const text = `${DSR} encryption=none name=dsr type=directory timestamp=1795626965s\n5d6ea7dc-ed60-4486-82d4-3462e89cef76 sameas-name=dsr2 sameas-uuid=${DSR} type=directory encryption=shared timestamp=1795627794s\n`
+  const m = parseRemoteConfigs(text)
+  assert.deepEqual(
+    m.get('5d6ea7dc-ed60-4486-82d4-3462e89cef76' as never),
+    new Map([['sameas-name', 'dsr2'], ['sameas-uuid', DSR], ['type', 'directory'], ['encryption', 'none']]),
+  )
+  assert.deepEqual(m.get(DSR as never), parseRemoteLog(text).get(DSR as never))
 })
 
 describe('odd lines', () => {

@@ -40,6 +40,8 @@ test('snapshot of a real gateway agrees with git-annex', async (t) => {
     await git(gw, 'config', `remote.${name}.annex-uuid`, `11111111-2222-4333-8444-55555555555${i}`)
   }
   await git(gw, 'config', 'remote.web.annexUrl', 'annex+http://127.0.0.1:1/git-annex/')
+  await sh(g.root, 'mkdir', ['d2'])
+  await annex(gw, 'initremote', 'dsr2', '--sameas=dsr', 'type=directory', `directory=${g.root}/d2`)
   const keys = ['SHA256E-s5--k1.txt', 'SHA256E-s6--k2.txt', 'WORM-s1-m1--k_3', 'SHA256E-s7--k4.txt']
   const set = async (k: string, u: string, v: '1' | '0') => annex(gw, 'setpresentkey', k, u, v)
   await set(keys[0]!, nodes.n1, '1')
@@ -63,18 +65,25 @@ test('snapshot of a real gateway agrees with git-annex', async (t) => {
   assert.equal(s.descriptions.get(g.cluster as never), 'cluster mycluster')
 
   // Every configured remote: cost and trust as `git annex info --json <remote>` gives them.
-  assert.deepEqual([...s.remotes.keys()].sort(), ['dsr', 'n1', 'n2', 'n3', 'n4', 'scp', 'sshr', 'web'])
+  assert.deepEqual([...s.remotes.keys()].sort(), ['dsr', 'dsr2', 'n1', 'n2', 'n3', 'n4', 'scp', 'sshr', 'web'])
   assert.equal(s.remotes.get('web')!.annexUrl, 'annex+http://127.0.0.1:1/git-annex/')
   for (const r of s.remotes.values()) {
-    const info = JSON.parse((await annex(gw, 'info', '--fast', '--json', r.name)).stdout) as { uuid: string; cost: string; trust: string; type: string }
+    const info = JSON.parse((await annex(gw, 'info', '--fast', '--json', r.name)).stdout) as { uuid: string; cost: string; trust: string; type: string; encryption?: string }
     assert.equal(r.uuid, info.uuid, r.name)
     assert.equal(r.cost, Number(info.cost), `${r.name} cost`)
     assert.equal(s.trust.get(r.uuid) ?? 'semitrusted', info.trust, `${r.name} trust`)
     assert.equal(r.special, info.type !== 'git', `${r.name} special`)
+    if (r.special) assert.equal(r.remoteConfig.get('type'), info.type, `${r.name} type`)
+    if (r.special) assert.equal(r.remoteConfig.get('encryption'), info.encryption, `${r.name} encryption`)
   }
   const dsr = s.remotes.get('dsr')!
   assert.equal(dsr.proxy, true)
   assert.equal(dsr.remoteConfig.get('type'), 'directory')
+  const dsr2 = s.remotes.get('dsr2')!
+  assert.equal(dsr2.uuid, g.dsr, 'a sameas remote shares the UUID')
+  assert.notEqual(dsr2.configUuid, g.dsr)
+  assert.equal(dsr2.remoteConfig.get('sameas-name'), 'dsr2')
+  assert.equal(dsr2.remoteConfig.get('encryption'), 'none', 'inherited from dsr')
   assert.equal(s.remotes.get('n4')!.proxy, false)
   assert.equal(s.remotes.get('n1')!.url, '../n1')
 
