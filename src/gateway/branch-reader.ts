@@ -28,6 +28,10 @@ interface Child {
   readonly proc: ChildProcessWithoutNullStreams
   readonly pending: Pending[]
   buf: Buffer
+  /** Output received since `buf` was last assembled, and how many bytes the current answer needs. */
+  more: Buffer[]
+  moreLength: number
+  need: number
   stderr: string
 }
 
@@ -127,13 +131,18 @@ export class BranchReader {
 
   private spawn(): Child {
     const proc = spawn('git', ['cat-file', '--batch'], { cwd: this.repo, env: repoEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
-    const child: Child = { proc, pending: [], buf: Buffer.alloc(0), stderr: '' }
+    const child: Child = { proc, pending: [], buf: Buffer.alloc(0), more: [], moreLength: 0, need: 0, stderr: '' }
     proc.stderr.setEncoding('utf8').on('data', (d: string) => {
       child.stderr = (child.stderr + d).slice(-STDERR_KEEP)
     })
     proc.stdin.on('error', () => undefined)
     proc.stdout.on('data', (d: Buffer) => {
-      child.buf = child.buf.length === 0 ? d : Buffer.concat([child.buf, d])
+      child.more.push(d)
+      child.moreLength += d.length
+      // A large blob arrives in many pieces: assemble it once, when all of it is here.
+      if (child.buf.length + child.moreLength < child.need) return
+      child.buf = Buffer.concat([child.buf, ...child.more.splice(0)])
+      child.moreLength = 0
       this.drain(child)
     })
     proc.once('error', (e) => this.fail(child, new BranchReaderError(`cannot run git cat-file: ${e.message}`, { cause: e })))
@@ -144,6 +153,7 @@ export class BranchReader {
   /** Answers: `<sha> <type> <size>\n<content>\n`, or `<name> missing\n` / `ambiguous`. */
   private drain(c: Child): void {
     for (;;) {
+      c.need = 0
       const nl = c.buf.indexOf(10)
       if (nl < 0) return
       const header = c.buf.toString('utf8', 0, nl)
@@ -159,7 +169,10 @@ export class BranchReader {
         return
       }
       const size = Number(m[2])
-      if (c.buf.length < nl + 1 + size + 1) return
+      if (c.buf.length < nl + 1 + size + 1) {
+        c.need = nl + 1 + size + 1
+        return
+      }
       const body = Buffer.from(c.buf.subarray(nl + 1, nl + 1 + size))
       c.buf = c.buf.subarray(nl + 1 + size + 1)
       // A path naming a directory (tree) is not a log file.

@@ -8,7 +8,7 @@ import { test } from 'node:test'
 import { parseKey } from '../../src/keys/key.js'
 import { journalFileName, locationLogPath, parseLocationLog } from '../../src/gateway/branch-logs.js'
 import { BranchReader } from '../../src/gateway/branch-reader.js'
-import { annex, defer, git, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
+import { annex, defer, git, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
 
 test('journal overlay: the journal copy wins, the branch is read when there is none', async (t) => {
   const dir = await tempDir(t)
@@ -101,4 +101,32 @@ test('a private repository (annex.private): git-annex writes only journal-privat
   assert.equal(parseLocationLog(text).get(u as never)?.status, 'present')
   const whereis = JSON.parse((await annex(repo, 'whereis', '--json', '--key', 'SHA256E-s5--abc.txt')).stdout) as { whereis: { uuid: string }[] }
   assert.deepEqual(whereis.whereis.map((w) => w.uuid), [u])
+})
+
+test('large and binary blobs, names with spaces, interleaved with small reads', async (t) => {
+  const dir = await tempDir(t)
+  const repo = await makeRepo(join(dir, 'r'), 'r')
+  const big = Buffer.alloc(3 << 20)
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7919) & 0xff
+  await writeFile(join(dir, 'big'), big)
+  const blob = (await git(repo, 'hash-object', '-w', join(dir, 'big'))).stdout.trim()
+  const small = (await sh(repo, 'git', ['hash-object', '-w', '--stdin'], { input: 'a b\n' })).stdout.trim()
+  const tree = (await sh(repo, 'git', ['mktree'], { input: `100644 blob ${blob}\tbig file.bin\n100644 blob ${small}\tsmall.log\n` })).stdout.trim()
+  const commit = (await git(repo, 'commit-tree', tree, '-m', 'side')).stdout.trim()
+  await git(repo, 'update-ref', 'refs/heads/side', commit)
+  const reader = await BranchReader.open(repo, { branch: 'side' })
+  defer(t, () => reader.close())
+  const reads = await Promise.all([
+    reader.readBranch('big file.bin'),
+    reader.readBranch('small.log'),
+    reader.readBranch('big file.bin'),
+    reader.readBranch('nope'),
+    reader.readBranch('small.log'),
+  ])
+  assert.ok(reads[0]!.equals(big))
+  assert.ok(reads[2]!.equals(big))
+  assert.equal(reads[1]!.toString(), 'a b\n')
+  assert.equal(reads[3], undefined)
+  assert.equal(reads[4]!.toString(), 'a b\n')
+  await assert.rejects(reader.readBranch('a\nb'), /invalid branch path/)
 })
