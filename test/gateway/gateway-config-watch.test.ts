@@ -55,6 +55,9 @@ for (const mode of ['fs.watch', 'polling'] as const) {
     await git(g.gw, '-c', 'annex.alwayscommit=false', 'annex', 'wanted', 'n3', 'include=*.jpg')
     await waitFor(cfg, (s) => s.preferredContent.get(g.nodes.n3 as never) === 'include=*.jpg', 'wanted n3 (journal only)')
     assert.ok((await reader.readBranch('preferred-content.log'))?.toString().includes('include=*.jpg') !== true, 'not in the branch yet')
+    // A second journal-only change replaces the same journal file (rename over it).
+    await git(g.gw, '-c', 'annex.alwayscommit=false', 'annex', 'wanted', 'n3', 'include=*.png')
+    await waitFor(cfg, (s) => s.preferredContent.get(g.nodes.n3 as never) === 'include=*.png', 'wanted n3 again (journal only)')
     await annex(g.gw, 'maxsize', 'n2', '4096')
     await waitFor(cfg, (s) => s.maxSize.get(g.nodes.n2 as never) === 4096, 'maxsize n2')
 
