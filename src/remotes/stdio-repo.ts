@@ -10,6 +10,9 @@
 // with 10.20250416). So the held byte goes out flipped: the peer's verification fails, it
 // deletes its temp file and answers FAILURE. Bodies that end short or break off close the
 // connection instead; the peer keeps what arrived, which is what resume needs.
+// A resumed store (the peer holds a prefix we did not send now) cannot be vouched for here,
+// so it ends with INVALID, which makes the peer verify the whole file even with
+// annex.verify=false (where a fresh PUT ending VALID is committed unchecked, observed).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
 import { PassThrough, type Readable, type Writable } from 'node:stream'
@@ -353,7 +356,12 @@ export class StdioRepo implements Remote {
       const complete = seen >= skip + n
       if (!failure) {
         out.end(held === undefined ? undefined : Buffer.of(held))
-        verdict(true)
+        // VALID lets the peer skip its own check when annex.verify=false (observed: a fresh
+        // PUT with VALID then commits whatever arrived), so it is only said of content
+        // verified here. A resumed store, whose prefix we did not send now, says INVALID:
+        // the peer verifies the whole file (10.20250416 re-hashes a resumed prefix anyway;
+        // this does not depend on that).
+        verdict(verifier !== undefined && skip === 0)
         const r = await sending
         if (r.ok) return { stored: true, plusUuids: r.plusUuids.map(asUuid) }
         throw new HashMismatchError(`${this.opts.dir} refused the content of ${id} (its verification failed)`)

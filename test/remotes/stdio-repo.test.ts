@@ -1,14 +1,14 @@
 // StdioRepo: the Remote contract against real `git-annex-shell p2pstdio` on temp
 // repositories, then what is particular to a peer reached over stdio.
 import assert from 'node:assert/strict'
-import { readdir } from 'node:fs/promises'
+import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
-import { LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
+import { HashMismatchError, LengthMismatchError, LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
 import { serializeKey } from '../../src/keys/key.js'
 import { openStdioRepo, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
-import { defer, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
+import { defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract, storeAll } from './contract.js'
 
 const CLIENT = '00000000-0000-4000-8000-0000000000c1'
@@ -63,6 +63,27 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     const tmp = await readdir(join(dir, '.git/annex/tmp')).catch(() => [])
     assert.deepEqual(tmp, [])
     assert.equal(await repo.checkPresent(c.key, op()), false)
+  })
+
+  test('a peer with annex.verify=false still refuses bad bytes, fresh or resumed', async (t) => {
+    const { repo, dir } = await stdioRepo(t)
+    await git(dir, 'config', 'annex.verify', 'false')
+    const c = content(30_000)
+    const bad = Buffer.from(c.bytes)
+    bad[25_000]! ^= 1
+    await assert.rejects(repo.store(c.key, bodyOf(bad), 0, op()), HashMismatchError)
+    await assert.rejects(repo.store(c.key, bodyOf(c.bytes.subarray(0, 10_000)), 0, op()), LengthMismatchError)
+    // The peer keeps the good prefix; the bad tail is only caught by its full verification.
+    await assert.rejects(repo.store(c.key, bodyOf(bad.subarray(10_000)), 10_000, op()), HashMismatchError)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    await assert.rejects(repo.store(c.key, bodyOf(c.bytes.subarray(0, 10_000)), 0, op()), LengthMismatchError)
+    assert.equal((await repo.store(c.key, bodyOf(c.bytes.subarray(10_000)), 10_000, op())).stored, true)
+    // A corrupt prefix left in the peer's temp file: our whole body verifies here, but the
+    // peer resumes after its own bad bytes, so only its full verification can catch them.
+    const d = content(30_000)
+    await writeFile(join(dir, '.git/annex/tmp', serializeKey(d.key)), Buffer.alloc(10_000, 7))
+    await assert.rejects(repo.store(d.key, bodyOf(d.bytes), 0, op()), HashMismatchError)
+    assert.equal(await repo.checkPresent(d.key, op()), false)
   })
 
   test('a read-only peer (GIT_ANNEX_SHELL_READONLY) refuses stores with ReadOnlyError, still serves', async (t) => {
