@@ -452,6 +452,22 @@ export class StdioRepo implements Remote {
   }
 }
 
+/** POSIX shell quoting: each word in single quotes, embedded quotes as '\''. */
+export function shellQuote(words: readonly string[]): string {
+  return words.map((w) => `'${w.replaceAll("'", "'\\''")}'`).join(' ')
+}
+
+/**
+ * `command` for a peer over ssh (spec §1.4): the remote side gets one shell-quoted string,
+ * `git-annex-shell 'p2pstdio' '<dir>' '<client-uuid>' '--uuid' '<uuid>'`. `ssh` and its
+ * options (port, identity, BatchMode…) come first.
+ */
+export function sshCommand(host: string, ssh: readonly string[] = ['ssh', '-o', 'BatchMode=yes']): (shellArgs: readonly string[]) => readonly [string, ...string[]] {
+  const [cmd, ...opts] = ssh
+  if (!cmd) throw new TypeError('sshCommand needs a program')
+  return (shellArgs) => [cmd, ...opts, '--', host, `git-annex-shell ${shellQuote(shellArgs)}`]
+}
+
 export function openStdioRepo(opts: StdioRepoOptions): StdioRepo {
   return new StdioRepo(opts)
 }

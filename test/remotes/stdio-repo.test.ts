@@ -7,7 +7,7 @@ import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
 import { HashMismatchError, LengthMismatchError, LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
 import { serializeKey } from '../../src/keys/key.js'
-import { openStdioRepo, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
+import { openStdioRepo, shellQuote, sshCommand, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
 import { defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract, storeAll } from './contract.js'
 
@@ -97,6 +97,54 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     const got = await ro.retrieve(c.key, 0, op())
     assert.deepEqual(await buffer(got.body), c.bytes)
     assert.equal(await got.valid, true)
+  })
+
+  test('a remote command line (as ssh hands it to a shell) reaches a directory with a space and a quote', async (t) => {
+    const d = await tempDir(t)
+    const dir = await makeRepo(join(d, "peer dir's"), 'peer')
+    const repo = openStdioRepo({
+      uuid: await repoUuid(dir),
+      clientUuid: CLIENT,
+      dir,
+      // What sshd does with the string sshCommand sends: the login shell runs it.
+      command: (a) => ['sh', '-c', sshCommand('host')(a).at(-1)!],
+    })
+    defer(t, () => repo.close())
+    const c = content(3000)
+    await storeAll(repo, c)
+    const got = await repo.retrieve(c.key, 0, op())
+    assert.deepEqual(await buffer(got.body), c.bytes)
+    assert.deepEqual(sshCommand('me@host', ['ssh', '-p', '2222'])(['p2pstdio', "/~/a'b", 'u1', '--uuid', 'u2']), [
+      'ssh',
+      '-p',
+      '2222',
+      '--',
+      'me@host',
+      "git-annex-shell 'p2pstdio' '/~/a'\\''b' 'u1' '--uuid' 'u2'",
+    ])
+    assert.equal(shellQuote(['a b', '']), "'a b' ''")
+  })
+
+  test('a command that cannot run is RemoteUnavailableError', async (t) => {
+    const { dir } = await stdioRepo(t)
+    const broken = openStdioRepo({ uuid: await repoUuid(dir), clientUuid: CLIENT, dir, command: (a) => ['/nonexistent/git-annex-shell', ...a] })
+    defer(t, () => broken.close())
+    await assert.rejects(broken.checkPresent(content(1).key, op()), RemoteUnavailableError)
+  })
+
+  test('a retrieve abandoned half-way costs its session, not the repository', async (t) => {
+    const { repo } = await stdioRepo(t, { maxSessions: 1 })
+    const c = content(2_000_000)
+    await storeAll(repo, c)
+    const got = await repo.retrieve(c.key, 0, op())
+    for await (const _ of got.body) break
+    assert.equal(await got.valid, false)
+    assert.equal(await repo.checkPresent(c.key, op()), true)
+    const ac = new AbortController()
+    const again = await repo.retrieve(c.key, 1000, op(ac.signal))
+    ac.abort()
+    await assert.rejects(buffer(again.body))
+    assert.deepEqual(await buffer((await repo.retrieve(c.key, 1_999_000, op())).body), c.bytes.subarray(1_999_000))
   })
 
   test('a wrong UUID is refused at the greeting', async (t) => {
