@@ -164,9 +164,12 @@ export function parseUuidLog(text: string): Map<Uuid, string> {
 
 export type TrustLevel = 'trusted' | 'semitrusted' | 'untrusted' | 'dead'
 
-/** Logs/Trust/Pure.hs: one character (`1`, `0`, `X`, anything else semitrusted) or nothing. */
+/**
+ * Logs/Trust/Pure.hs trustLevelParser: one character (`1`, `0`, `X`, anything else
+ * semitrusted), or nothing, which means trusted (the log once listed only trusted repos).
+ */
 export function parseTrustValue(v: string): TrustLevel | undefined {
-  if (v === '') return 'semitrusted'
+  if (v === '') return 'trusted'
   if ([...v].length !== 1) return undefined
   return v === '1' ? 'trusted' : v === '0' ? 'untrusted' : v === 'X' ? 'dead' : 'semitrusted'
 }

@@ -81,6 +81,8 @@ describe('real git-annex lines', () => {
     assert.deepEqual(g.get(N3 as never), new Set())
     const trust = parseTrustLog(`${N3} X timestamp=1795626970s\n`)
     assert.equal(trust.get(N3 as never), 'dead')
+    // Old trust.log lines listed trusted repositories without a value; unknown levels are semitrusted.
+    assert.deepEqual(parseTrustLog(`${N1}\n${N2} timestamp=1s\n${DSR} ? timestamp=1s\n${GW} Z timestamp=1s\n${N3} 10 timestamp=1s\n`), new Map([[N1, 'trusted'], [N2, 'trusted'], [DSR, 'semitrusted'], [GW, 'semitrusted']]))
     // Readers drop dead nodes from clusters, and the cluster then derives only from live ones.
     assert.deepEqual(parseClusterLog(REAL.cluster, trust).get(CLUSTER as never), new Set([N2, N1]))
     const clusters = parseClusterLog(REAL.cluster, trust)
