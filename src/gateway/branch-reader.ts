@@ -37,9 +37,12 @@ interface Child {
 
 const STDERR_KEEP = 4096
 
-/** The absolute git directory of `repo` (a work tree or a bare repository). */
+/**
+ * The absolute git directory of `repo` (a work tree or a bare repository). For a linked
+ * work tree that is the common directory: git-annex keeps annex/ (and the journal) there.
+ */
 export async function gitDirOf(repo: string): Promise<string> {
-  const d = (await runGit(repo, ['rev-parse', '--absolute-git-dir'])).trim()
+  const d = (await runGit(repo, ['rev-parse', '--path-format=absolute', '--git-common-dir'])).trim()
   return isAbsolute(d) ? d : join(repo, d)
 }
 
