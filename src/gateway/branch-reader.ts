@@ -112,6 +112,27 @@ export class BranchReader {
     return p
   }
 
+  /**
+   * Fetched `refs/remotes/<r>/git-annex` branches not yet merged into the local branch.
+   * git-annex merges these before it reads the branch (Annex/Branch.hs update); this
+   * reader does not write, so a caller that wants their content runs `git annex merge`.
+   */
+  async unmergedRemoteBranches(): Promise<string[]> {
+    const refs = (await runGit(this.repo, ['for-each-ref', '--format=%(objectname) %(refname)', `refs/remotes/*/${this.branch}`]))
+      .split('\n')
+      .filter(Boolean)
+    const out: string[] = []
+    for (const line of refs) {
+      const [sha, ref] = line.split(' ') as [string, string]
+      const merged = await runGit(this.repo, ['merge-base', '--is-ancestor', sha, `refs/heads/${this.branch}`]).then(
+        () => true,
+        () => false,
+      )
+      if (!merged) out.push(ref)
+    }
+    return out
+  }
+
   /** Stops the cat-file child; later reads fail. */
   async close(): Promise<void> {
     this.closed = true
