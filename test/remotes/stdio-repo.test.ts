@@ -8,7 +8,7 @@ import { describe, test, type TestContext } from 'node:test'
 import { HashMismatchError, LengthMismatchError, LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
 import { serializeKey } from '../../src/keys/key.js'
 import { openStdioRepo, shellQuote, sshCommand, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
-import { defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
+import { annex, defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract, storeAll } from './contract.js'
 
 const CLIENT = '00000000-0000-4000-8000-0000000000c1'
@@ -145,6 +145,42 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     ac.abort()
     await assert.rejects(buffer(again.body))
     assert.deepEqual(await buffer((await repo.retrieve(c.key, 1_999_000, op())).body), c.bytes.subarray(1_999_000))
+  })
+
+  test('a cluster gateway behind git-annex-shell: -PLUS uuids of the nodes, bad bytes refused by all', async (t) => {
+    const d = await tempDir(t)
+    const gw = await makeRepo(join(d, 'gw'), 'gw')
+    const nodes: string[] = []
+    for (const n of ['n1', 'n2']) {
+      const dir = await makeRepo(join(d, n), n)
+      nodes.push(await repoUuid(dir))
+      await git(gw, 'remote', 'add', n, `../${n}`)
+      await git(gw, 'config', `remote.${n}.annex-cluster-node`, 'mycluster')
+    }
+    await annex(gw, 'initcluster', 'mycluster')
+    await annex(gw, 'updatecluster')
+    const cluster = (await git(gw, 'config', 'annex.cluster.mycluster')).stdout.trim()
+    const repo = openStdioRepo({ uuid: cluster, clientUuid: CLIENT, dir: gw, bypass: ['99999999-9999-4999-8999-999999999999'] })
+    defer(t, () => repo.close())
+    nodes.sort()
+    const c = content(5000)
+    const bad = Buffer.from(c.bytes)
+    bad[10]! ^= 1
+    await assert.rejects(repo.store(c.key, bodyOf(bad), 0, op()), HashMismatchError)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    const r = await repo.store(c.key, bodyOf(c.bytes), 0, op())
+    assert.deepEqual({ ...r, plusUuids: [...r.plusUuids].sort() }, { stored: true, plusUuids: nodes })
+    const again = await repo.startStore(c.key, op())
+    assert.ok(again.kind === 'present')
+    assert.deepEqual([...again.plusUuids].sort(), nodes)
+    const got = await repo.retrieve(c.key, 100, op())
+    assert.deepEqual(await buffer(got.body), c.bytes.subarray(100))
+    assert.equal(await got.valid, true)
+    // The reference gateway does not lock through a cluster (spec §1.6).
+    assert.equal(await repo.lock(c.key, op()), undefined)
+    const gone = await repo.remove(c.key, op())
+    assert.deepEqual({ ...gone, plusUuids: [...gone.plusUuids].sort() }, { removed: true, plusUuids: nodes })
+    assert.equal(await repo.checkPresent(c.key, op()), false)
   })
 
   test('a wrong UUID is refused at the greeting', async (t) => {
