@@ -212,14 +212,22 @@ export class StdioRepo implements Remote {
     return new RemoteUnavailableError(`session to ${this.opts.dir} failed: ${String(e)}${why}`, { cause: e })
   }
 
-  /** Runs one request on a pooled session. */
+  /**
+   * Runs one request on a pooled session. An abort mid-request costs the session: there is
+   * no way to cancel a request in the protocol, so the connection is closed.
+   */
   private async request<T>(op: Op, fn: (s: ClientSession) => Promise<T>): Promise<T> {
     const p = await this.acquire(op.signal)
+    const onAbort = () => p.s.destroy(new AbortedError('operation aborted'))
+    op.signal.addEventListener('abort', onAbort, { once: true })
     try {
       return await fn(p.s)
     } catch (e) {
-      throw await this.explain(p, e)
+      const err = await this.explain(p, e)
+      op.log.debug({ err, dir: this.opts.dir }, 'p2pstdio request failed')
+      throw err
     } finally {
+      op.signal.removeEventListener('abort', onAbort)
       await this.release(p)
     }
   }
@@ -377,6 +385,8 @@ export class StdioRepo implements Remote {
       await sending.catch(() => undefined)
       throw failure
     } catch (e) {
+      // A body never read (the peer refused before DATA) is drained, not left hanging.
+      if (!body.destroyed && !body.readableEnded) body.resume()
       throw await this.explain(p, e)
     } finally {
       await this.release(p)

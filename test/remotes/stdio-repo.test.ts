@@ -5,7 +5,7 @@ import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
-import { HashMismatchError, LengthMismatchError, LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
+import { AbortedError, HashMismatchError, LengthMismatchError, LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
 import { serializeKey } from '../../src/keys/key.js'
 import { openStdioRepo, shellQuote, sshCommand, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
 import { annex, defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
@@ -42,6 +42,21 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     assert.ok(present.every(Boolean))
     // Internal count, to show the cap held: live sessions never exceed it.
     assert.ok((repo as unknown as { live: number }).live <= 2)
+  })
+
+  test('a request waiting for a free session can be aborted; a held lock keeps its session', async (t) => {
+    const { repo } = await stdioRepo(t, { maxSessions: 1 })
+    const c = content(100)
+    await storeAll(repo, c)
+    const lock = await repo.lock(c.key, op())
+    assert.ok(lock)
+    const ac = new AbortController()
+    const waiting = repo.checkPresent(c.key, op(ac.signal))
+    ac.abort()
+    await assert.rejects(waiting, AbortedError)
+    const later = repo.checkPresent(c.key, op())
+    await lock.release()
+    assert.equal(await later, true)
   })
 
   test('removing locked content: the peer ends the session, we say LockedError and recover', async (t) => {

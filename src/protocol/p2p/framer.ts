@@ -120,7 +120,6 @@ export class FrameReader {
     this.busy = new Promise<void>((r) => (release = r)).then(() => {
       this.busy = undefined
     })
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
     const reader = this
     return new Readable({
       read() {
