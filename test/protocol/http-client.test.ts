@@ -1,0 +1,197 @@
+// P2PHttpClient against a real `git annex p2phttp`: version fallback (404 and the
+// reference's own `400 bad version`), basic auth after a 401, aborts mid-transfer.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import * as http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { buffer } from 'node:stream/consumers'
+import { test, type TestContext } from 'node:test'
+import { AbortedError, ConfigError, RemoteUnavailableError } from '../../src/errors.js'
+import { NoVersionError, P2PHttpClient, parseAnnexUrl, PermissionDeniedError, type HttpClientOptions } from '../../src/protocol/http/client.js'
+import { defer, freePort, makeRepo, repoUuid, tempDir, waitForPort, type After } from '../helpers/annex.js'
+import { content, stallingBody } from '../remotes/contract.js'
+
+const CLIENT = '00000000-0000-4000-8000-0000000000c2'
+
+async function startReference(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<number> {
+  const port = await freePort()
+  const child = spawn('git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '8', ...flags], {
+    cwd: repo,
+    env: { ...process.env, ...env },
+    stdio: 'ignore',
+  })
+  defer(t, async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const closed = new Promise((r) => child.once('close', r))
+    child.kill('SIGTERM')
+    await closed
+  })
+  await waitForPort(port, 30_000, child)
+  return port
+}
+
+async function served(t: TestContext, flags?: string[], env?: NodeJS.ProcessEnv): Promise<{ port: number; uuid: string }> {
+  const d = await tempDir(t)
+  const dir = await makeRepo(join(d, 'up'), 'up')
+  return { port: await startReference(t, dir, flags, env), uuid: await repoUuid(dir) }
+}
+
+function client(t: TestContext, port: number, opts: Partial<HttpClientOptions> = {}): P2PHttpClient {
+  const c = new P2PHttpClient(`annex+http://127.0.0.1:${port}/git-annex/`, { clientUuid: CLIENT, ...opts })
+  defer(t, () => c.close())
+  return c
+}
+
+/** A reverse proxy that rewrites or answers requests by their version segment, logging the paths it saw. */
+async function versionProxy(t: TestContext, upstream: number, rule: (v: number) => number | 'not-found'): Promise<{ port: number; seen: string[] }> {
+  const seen: string[] = []
+  const server = http.createServer((req, res) => {
+    const m = /^(\/git-annex\/[^/]+\/)v([0-9]+)(\/.*)$/.exec(req.url ?? '')
+    seen.push(req.url ?? '')
+    let url = req.url ?? ''
+    if (m) {
+      const to = rule(Number(m[2]))
+      if (to === 'not-found') {
+        req.resume()
+        return res.writeHead(404).end()
+      }
+      url = `${m[1]}v${to}${m[3]}`
+    }
+    const up = http.request({ host: '127.0.0.1', port: upstream, method: req.method, path: url, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode ?? 502, ur.headers)
+      ur.pipe(res)
+    })
+    up.on('error', () => res.destroy())
+    req.pipe(up)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  defer(t, () => new Promise((r) => server.close(r)))
+  defer(t, () => server.closeAllConnections())
+  return { port: (server.address() as AddressInfo).port, seen }
+}
+
+const signal = () => new AbortController().signal
+
+test('parseAnnexUrl: default port, /git-annex base path rule (spec §2.1)', () => {
+  assert.deepEqual(parseAnnexUrl('annex+http://h/git-annex'), { origin: 'http://h:9417', basePath: '' })
+  assert.deepEqual(parseAnnexUrl('annex+http://h:8080/git-annex/'), { origin: 'http://h:8080', basePath: '' })
+  assert.deepEqual(parseAnnexUrl('annex+https://h/foo/git-annex'), { origin: 'https://h:9417', basePath: '/foo/git-annex' })
+  assert.deepEqual(parseAnnexUrl('annex+http://h/prefix/'), { origin: 'http://h:9417', basePath: '/prefix' })
+  assert.deepEqual(parseAnnexUrl('http://h:1/'), { origin: 'http://h:1', basePath: '' })
+  assert.throws(() => parseAnnexUrl('ssh://h/x'), ConfigError)
+})
+
+test('every endpoint at v4 against the reference', async (t) => {
+  const up = await served(t)
+  const c = client(t, up.port)
+  const k = content(5000)
+  assert.deepEqual(await c.putOffset(up.uuid, k.key, { signal: signal() }), { kind: 'offset', offset: 0 })
+  assert.deepEqual(await c.put(up.uuid, k.key, Readable.from([k.bytes]), { signal: signal(), length: k.bytes.length }), { stored: true, plusUuids: [] })
+  assert.equal(await c.checkPresent(up.uuid, k.key, { signal: signal() }), true)
+  const g = await c.get(up.uuid, k.key, { signal: signal(), offset: 1000 })
+  assert.equal(g.length, 4000)
+  assert.deepEqual(await buffer(g.body), k.bytes.subarray(1000))
+  assert.equal(await g.complete, true)
+  const ts = await c.getTimestamp(up.uuid, { signal: signal() })
+  const l = await c.lockContent(up.uuid, k.key, { signal: signal() })
+  assert.equal(l.locked, true)
+  const held = c.keepLocked(up.uuid, l.lockId!, { signal: signal() })
+  await held.release()
+  assert.deepEqual(await c.removeBefore(up.uuid, k.key, ts + 60, { signal: signal() }), { removed: true, plusUuids: [] })
+  assert.equal(c.version, 4)
+})
+
+test('404 for v4 and v3 (an older server): calls fall back to v2, remove-before and gettimestamp have no version left', async (t) => {
+  const up = await served(t)
+  const proxy = await versionProxy(t, up.port, (v) => (v >= 3 ? 'not-found' : v))
+  const c = client(t, proxy.port)
+  const k = content(3000)
+  assert.equal(await c.checkPresent(up.uuid, k.key, { signal: signal() }), false)
+  assert.equal(c.version, 2)
+  assert.deepEqual(
+    proxy.seen.map((u) => u.split('/')[3]),
+    ['v4', 'v3', 'v2'],
+  )
+  // put streams once, at the version learned.
+  assert.deepEqual(await c.putOffset(up.uuid, k.key, { signal: signal() }), { kind: 'offset', offset: 0 })
+  assert.equal((await c.put(up.uuid, k.key, Readable.from([k.bytes]), { signal: signal(), length: k.bytes.length })).stored, true)
+  await assert.rejects(c.getTimestamp(up.uuid, { signal: signal() }), NoVersionError)
+  await assert.rejects(c.removeBefore(up.uuid, k.key, 1e9, { signal: signal() }), NoVersionError)
+  assert.deepEqual(await c.remove(up.uuid, k.key, { signal: signal() }), { removed: true, plusUuids: [] })
+})
+
+test("the reference's own `400 bad version` counts as try-lower (its v2 and v1 gettimestamp)", async (t) => {
+  const up = await served(t)
+  // Every request goes to the reference two versions lower: its real answers for v1/v0
+  // remove-before and gettimestamp, v0 putoffset, are `400 bad version`.
+  const proxy = await versionProxy(t, up.port, (v) => Math.max(0, v - 2))
+  const c = client(t, proxy.port)
+  const k = content(3000)
+  // gettimestamp: v4→v2 and v3→v1 both `bad version`.
+  await assert.rejects(c.getTimestamp(up.uuid, { signal: signal() }), NoVersionError)
+  assert.deepEqual(
+    proxy.seen.map((u) => u.split('/')[3]),
+    ['v4', 'v3'],
+  )
+  // putoffset v4→v2 works (the offset shape is the same).
+  assert.deepEqual(await c.putOffset(up.uuid, k.key, { signal: signal() }), { kind: 'offset', offset: 0 })
+  assert.equal(c.version, 4)
+})
+
+test('putoffset at a v0-only server answers offset 0 (git-annex skips it at v0)', async (t) => {
+  const up = await served(t)
+  const proxy = await versionProxy(t, up.port, (v) => (v >= 1 ? 'not-found' : v))
+  const c = client(t, proxy.port)
+  const k = content(2000)
+  assert.deepEqual(await c.putOffset(up.uuid, k.key, { signal: signal() }), { kind: 'offset', offset: 0 })
+  assert.equal(await c.checkPresent(up.uuid, k.key, { signal: signal() }), false)
+  assert.equal(c.version, 0)
+  assert.deepEqual(await c.put(up.uuid, k.key, Readable.from([k.bytes]), { signal: signal(), length: k.bytes.length }), { stored: true, plusUuids: [] })
+})
+
+test('basic auth: 401 without credentials; with them a retry succeeds; a wrong password stays 401', async (t) => {
+  const up = await served(t, ['--authenv-http'], { GIT_ANNEX_P2PHTTP_PASSWORD_alice: 'pa:ss' })
+  const k = content(100)
+  const anon = client(t, up.port)
+  await assert.rejects(anon.checkPresent(up.uuid, k.key, { signal: signal() }), (e) => e instanceof PermissionDeniedError && e.status === 401)
+  const alice = client(t, up.port, { credentials: { user: 'alice', password: 'pa:ss' } })
+  assert.equal(await alice.checkPresent(up.uuid, k.key, { signal: signal() }), false)
+  // Credentials are sent from then on: a streamed put (which cannot be retried) works.
+  assert.equal((await alice.put(up.uuid, k.key, Readable.from([k.bytes]), { signal: signal(), length: 100 })).stored, true)
+  const wrong = client(t, up.port, { credentials: { user: 'alice', password: 'nope' } })
+  await assert.rejects(wrong.checkPresent(up.uuid, k.key, { signal: signal() }), (e) => e instanceof PermissionDeniedError && e.status === 401)
+})
+
+test('abort mid-put: AbortedError and no object upstream', async (t) => {
+  const up = await served(t)
+  const c = client(t, up.port)
+  const k = content(200_000)
+  const ac = new AbortController()
+  const { body, consumed } = stallingBody(k.bytes.subarray(0, 50_000))
+  const p = c.put(up.uuid, k.key, body, { signal: ac.signal, length: k.bytes.length })
+  await consumed
+  ac.abort()
+  await assert.rejects(p, AbortedError)
+  assert.equal(await c.checkPresent(up.uuid, k.key, { signal: signal() }), false)
+})
+
+test('abort mid-get: the body fails with AbortedError', async (t) => {
+  const up = await served(t)
+  const c = client(t, up.port)
+  const k = content(4 * 1024 * 1024)
+  assert.equal((await c.put(up.uuid, k.key, Readable.from([k.bytes]), { signal: signal(), length: k.bytes.length })).stored, true)
+  const ac = new AbortController()
+  const g = await c.get(up.uuid, k.key, { signal: ac.signal })
+  assert.equal(g.length, k.bytes.length)
+  ac.abort()
+  await assert.rejects(buffer(g.body), AbortedError)
+  assert.equal(await g.complete, false)
+})
+
+test('connection refused is RemoteUnavailableError', async (t) => {
+  const port = await freePort()
+  const c = client(t, port)
+  await assert.rejects(c.checkPresent('00000000-0000-4000-8000-000000000000', content(1).key, { signal: signal() }), RemoteUnavailableError)
+})
