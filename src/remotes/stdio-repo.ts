@@ -328,7 +328,14 @@ export class StdioRepo implements Remote {
       let verdict!: (ok: boolean) => void
       const valid = new Promise<boolean>((r) => (verdict = r))
       const sending = start.sendData(out, n, valid)
-      sending.catch((e: Error) => out.destroy(e))
+      // If the session dies while sending (the peer gave up: disk full, a concurrent
+      // transfer), that is the story to tell, not the stalled body.
+      let sendError: Error | undefined
+      let decided = false
+      sending.catch((e: Error) => {
+        if (!decided) sendError = e
+        out.destroy(e)
+      })
       let seen = 0
       let held: number | undefined
       const signal = op.signal
@@ -362,6 +369,7 @@ export class StdioRepo implements Remote {
         failure = signal.aborted ? new AbortedError('store aborted', { cause: e }) : e instanceof ProxyError ? e : new AbortedError('upload interrupted', { cause: e })
       }
       const complete = seen >= skip + n
+      decided = true
       if (!failure) {
         out.end(held === undefined ? undefined : Buffer.of(held))
         // VALID lets the peer skip its own check when annex.verify=false (observed: a fresh
@@ -383,7 +391,7 @@ export class StdioRepo implements Remote {
       }
       verdict(false)
       await sending.catch(() => undefined)
-      throw failure
+      throw sendError && !signal.aborted ? sendError : failure
     } catch (e) {
       // A body never read (the peer refused before DATA) is drained, not left hanging.
       if (!body.destroyed && !body.readableEnded) body.resume()

@@ -198,6 +198,23 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     assert.equal(await repo.checkPresent(c.key, op()), false)
   })
 
+  test('a peer that goes away mid-DATA: RemoteUnavailableError, and what arrived is kept for resume', async (t) => {
+    const d = await tempDir(t)
+    const dir = await makeRepo(join(d, 'peer'), 'peer')
+    // The connection breaks after 300 kB, as a dropped ssh link would.
+    const repo = openStdioRepo({
+      uuid: await repoUuid(dir),
+      clientUuid: CLIENT,
+      dir,
+      command: (a) => ['sh', '-c', `dd iflag=count_bytes count=300000 bs=65536 status=none | git-annex-shell ${shellQuote(a)}`],
+    })
+    defer(t, () => repo.close())
+    const c = content(2_000_000)
+    await assert.rejects(repo.store(c.key, bodyOf(c.bytes), 0, op()), RemoteUnavailableError)
+    const start = await repo.startStore(c.key, op())
+    assert.ok(start.kind === 'offset' && start.offset > 0 && start.offset < 300_000, JSON.stringify(start))
+  })
+
   test('a wrong UUID is refused at the greeting', async (t) => {
     const { dir } = await stdioRepo(t)
     const wrong = openStdioRepo({ uuid: '11111111-2222-4333-8444-555555555555', clientUuid: CLIENT, dir })
