@@ -48,6 +48,8 @@ export interface StdioRepoOptions {
   readonly command?: (shellArgs: readonly string[]) => readonly [string, ...string[]]
   /** Most sessions (processes) at once; default 4. */
   readonly maxSessions?: number
+  /** An idle session is ended after this long (ms); default 60 000. */
+  readonly idleMs?: number
   /** Environment for the process; default process.env (GIT_ANNEX_SHELL_READONLY etc. apply). */
   readonly env?: NodeJS.ProcessEnv
   /** Gateways the peer must not route through (sent as BYPASS). */
@@ -63,6 +65,8 @@ const STDERR_KEEP = 16 * 1024
 class Peer {
   private stderr = ''
   readonly exited: Promise<void>
+  /** Ends the session once it has been idle too long (set while in the pool). */
+  idleTimer: NodeJS.Timeout | undefined
 
   private constructor(
     readonly child: ChildProcessWithoutNullStreams,
@@ -156,6 +160,7 @@ export class StdioRepo implements Remote {
       if (signal.aborted) throw new AbortedError('operation aborted')
       let p: Peer | undefined
       while ((p = this.idle.pop())) {
+        clearTimeout(p.idleTimer)
         if (!p.broken) return p
         this.live--
         void p.end()
@@ -195,7 +200,20 @@ export class StdioRepo implements Remote {
     if (p.broken || this.closing) {
       await p.end()
       this.live--
-    } else this.idle.push(p)
+    } else {
+      this.idle.push(p)
+      p.idleTimer = setTimeout(() => void this.retire(p), this.opts.idleMs ?? 60_000).unref()
+    }
+    this.wake()
+  }
+
+  /** Ends an idle session that nobody took in time. */
+  private async retire(p: Peer): Promise<void> {
+    const i = this.idle.indexOf(p)
+    if (i < 0) return
+    this.idle.splice(i, 1)
+    await p.end()
+    this.live--
     this.wake()
   }
 
@@ -464,6 +482,7 @@ export class StdioRepo implements Remote {
     while (this.live > this.idle.length) await new Promise<void>((r) => this.waiters.push(r))
     this.closing = true
     const all = this.idle.splice(0)
+    for (const p of all) clearTimeout(p.idleTimer)
     await Promise.all(all.map((p) => p.end()))
     this.live -= all.length
     for (const w of this.waiters.splice(0)) w()

@@ -9,7 +9,7 @@ import { AbortedError, HashMismatchError, LengthMismatchError, LockedError, Read
 import { serializeKey } from '../../src/keys/key.js'
 import { openStdioRepo, shellQuote, sshCommand, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
 import { annex, defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
-import { bodyOf, content, op, remoteContract, storeAll } from './contract.js'
+import { bodyOf, content, eventually, op, remoteContract, storeAll } from './contract.js'
 
 const CLIENT = '00000000-0000-4000-8000-0000000000c1'
 
@@ -42,6 +42,18 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     assert.ok(present.every(Boolean))
     // Internal count, to show the cap held: live sessions never exceed it.
     assert.ok((repo as unknown as { live: number }).live <= 2)
+  })
+
+  test('idle sessions end after idleMs; the next request starts a new one', async (t) => {
+    const { repo } = await stdioRepo(t, { idleMs: 50 })
+    const c = content(100)
+    await storeAll(repo, c)
+    const pool = repo as unknown as { live: number; idle: { child: { exitCode: number | null } }[] }
+    assert.equal(pool.live, 1)
+    const first = pool.idle[0]!
+    await eventually(async () => pool.live === 0 && first.child.exitCode !== null, 'the idle session to end')
+    assert.equal(await repo.checkPresent(c.key, op()), true)
+    assert.equal(pool.live, 1)
   })
 
   test('a request waiting for a free session can be aborted; a held lock keeps its session', async (t) => {
