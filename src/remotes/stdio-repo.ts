@@ -10,6 +10,11 @@
 // with 10.20250416). So the held byte goes out flipped: the peer's verification fails, it
 // deletes its temp file and answers FAILURE. Bodies that end short or break off close the
 // connection instead; the peer keeps what arrived, which is what resume needs.
+// Limits: a key without a size cannot be stored (DATA needs its length first:
+// NotSupportedError); a key with no hash (WORM, URL) that must be refused after all its
+// bytes arrived can only be refused by closing the connection, so the peer keeps all but
+// the last byte; a retrieve holds its session until its body is consumed or destroyed,
+// and a held lock holds one until released (close() waits for both).
 // A resumed store (the peer holds a prefix we did not send now) cannot be vouched for here,
 // so it ends with INVALID, which makes the peer verify the whole file even with
 // annex.verify=false (where a fresh PUT ending VALID is committed unchecked, observed).
