@@ -5,8 +5,8 @@ import { readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
-import { AbortedError, HashMismatchError, LengthMismatchError, LockedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
-import { serializeKey } from '../../src/keys/key.js'
+import { AbortedError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError, ReadOnlyError, RemoteUnavailableError } from '../../src/errors.js'
+import { parseKey, serializeKey } from '../../src/keys/key.js'
 import { openStdioRepo, shellQuote, sshCommand, type StdioRepo, type StdioRepoOptions } from '../../src/remotes/stdio-repo.js'
 import { annex, defer, git, makeRepo, repoUuid, tempDir, whereisHere } from '../helpers/annex.js'
 import { bodyOf, content, eventually, op, remoteContract, storeAll } from './contract.js'
@@ -111,6 +111,21 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     await writeFile(join(dir, '.git/annex/tmp', serializeKey(d.key)), Buffer.alloc(10_000, 7))
     await assert.rejects(repo.store(d.key, bodyOf(d.bytes), 0, op()), HashMismatchError)
     assert.equal(await repo.checkPresent(d.key, op()), false)
+  })
+
+  test('keys without a hash: stored by length; an invalid verdict closes the connection instead', async (t) => {
+    const { repo } = await stdioRepo(t)
+    const bytes = Buffer.from('worm content\n')
+    const key = parseKey(`WORM-s${bytes.length}-m1700000000--some%file.txt`)
+    await assert.rejects(repo.store(key, bodyOf(bytes), 0, { ...op(), senderValid: Promise.resolve(false) }), AbortedError)
+    assert.equal(await repo.checkPresent(key, op()), false)
+    // All but the last byte stay with the peer, as after any dropped connection.
+    assert.deepEqual(await repo.startStore(key, op()), { kind: 'offset', offset: bytes.length - 1 })
+    assert.equal((await repo.store(key, bodyOf(bytes.subarray(bytes.length - 1)), bytes.length - 1, op())).stored, true)
+    const got = await repo.retrieve(key, 0, op())
+    assert.deepEqual(await buffer(got.body), bytes)
+    const sizeless = parseKey('WORM-m1700000000--nosize')
+    await assert.rejects(repo.store(sizeless, bodyOf(bytes), 0, op()), NotSupportedError)
   })
 
   test('a read-only peer (GIT_ANNEX_SHELL_READONLY) refuses stores with ReadOnlyError, still serves', async (t) => {
