@@ -291,7 +291,8 @@ const POSIX_CLASSES: Readonly<Record<string, string>> = {
 }
 
 const classChar = (c: string): string => (/[\\\]\[^\-]/.test(c) ? `\\${c}` : c)
-const litChar = (c: string): string => (/[\^$\\.*+?()[\]{}|\/\-]/.test(c) ? `\\${c}` : c)
+// Outside a class, with the u flag, only syntax characters may be escaped ('-' may not).
+const litChar = (c: string): string => (/[\^$\\.*+?()[\]{}|\/]/.test(c) ? `\\${c}` : c)
 
 /** Reads the POSIX ERE that wildToRegex produces, as regex-tdfa does, into JS source. */
 function posixToJs(re: string, glob: string): string {

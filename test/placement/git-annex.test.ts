@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { after, before, describe, test, type TestContext } from 'node:test'
 import fc from 'fast-check'
 import { parseKey, serializeKey, type Key } from '../../src/keys/key.js'
-import { evaluate, parse, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
+import { evaluate, parse, PreferredContentParseError, readSize, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
 import { annex, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
 
 const REMOTES = {
@@ -238,5 +238,89 @@ describe('preferred content decisions match git-annex find --want-get-by', () =>
       ['fullysizebalanced=g:2', ['A', 'B', 'C']],
       ['sizebalanced=h', ['C', 'D']],
     ])
+  })
+})
+
+// Globs and sizes, the two places where git-annex's reading of an expression is least obvious:
+// generated globs against generated file names, and size words against keys whose sizes sit
+// on either side of what we read them as. Same method as above (`wanted`, then
+// `find --want-get-by`), in a repository of its own.
+describe('globs and sizes match git-annex', () => {
+  let repo = ''
+  const cleanup: Array<() => unknown> = []
+  const SIZE_WORDS = ['1kb', '1KiB', '0.5kb', '2.5', '3.5', '1e3', '1k', '1Ki', '0x10', '1mbit', '2kilobits', '4.mb', '7!', '1.5KB', '12B', '3bytes']
+  const component = fc.stringMatching(/^[ab.\[\]!\\é:x+-]{1,4}$/).filter((c) => c !== '.' && c !== '..')
+  const files = [...new Set(fc.sample(fc.array(component, { minLength: 1, maxLength: 3 }).map((cs) => cs.join('/')), { numRuns: 80, seed: 42 }))]
+    // a path that is also a directory of another path cannot be created
+    .filter((f, _, all) => !all.some((g) => g.startsWith(`${f}/`)))
+  const globs = [
+    '*', '*.x', 'a*', '*/*', 'a/*', '?', '??', '[ab]*', '[!ab]*', '[a-b]*', '*[]]*', '*[!]]*', '*\\*', '[[:punct:]]*',
+    '*[[:alpha:]]', 'é*', '*.[ab]', '[.]*', 'a/b', '*b/*', '*+*', '[b-a]', '[ab', ...fc.sample(fc.stringMatching(/^[ab*?\[\]!\/\\.é-]{1,5}$/), { numRuns: 15, seed: 7 }),
+    // globs made from the names themselves, so that more of them match something
+    ...fc.sample(fc.tuple(fc.constantFrom(...files), fc.array(fc.tuple(fc.nat(), fc.constantFrom('*', '?', '[', '')), { maxLength: 3 })), { numRuns: 25, seed: 9 }).map(([f, edits]) => {
+      const cs = [...f]
+      for (const [at, to] of edits) {
+        const i = at % cs.length
+        cs[i] = to === '[' ? `[${cs[i]}]` : to === '' ? cs[i]! : to
+      }
+      return cs.join('')
+    }),
+  ]
+  const sized = SIZE_WORDS.flatMap((w) => {
+    const v = readSize(w)!
+    return [v - 1, v, v + 1].filter((s) => s >= 0)
+  })
+  const keys = [
+    ...files.map((f, i) => ({ key: parseKey(`WORM-s${i}--g${i}`), file: f })),
+    ...sized.map((s, i) => ({ key: parseKey(`WORM-s${s}--z${i}`), file: `sizes/${i}` })),
+    { key: parseKey('URL--http://example.com/unsized'), file: 'sizes/unsized' },
+  ]
+
+  before(async () => {
+    const work = await tempDir({ after: (fn) => cleanup.push(fn) })
+    repo = await makeRepo(join(work, 'repo'), 'globs')
+    await annex(repo, 'initremote', 'R', 'type=directory', `directory=${work}`, 'encryption=none')
+    await sh(repo, 'git', ['annex', 'fromkey', '--force', '--batch'], { input: keys.map((k) => `${serializeKey(k.key)} ${k.file}\n`).join('') })
+  })
+  after(async () => {
+    for (const fn of cleanup) await fn()
+  })
+
+  async function check(t: TestContext, exprs: string[]): Promise<void> {
+    const bad: string[] = []
+    for (const expr of exprs) {
+      let ast
+      try {
+        ast = parse(expr)
+      } catch (e) {
+        if (!(e instanceof PreferredContentParseError)) throw e
+        // We refuse it up front; git-annex accepts it in `wanted` but fails when it evaluates
+        // it (and `find --want-get-by` then hangs, 10.20250416), so ask matchexpression.
+        const r = await sh(repo, 'git', ['annex', 'matchexpression', expr, '--file=x', '--key=WORM--x'], { timeoutMs: 30_000 }).then(
+          (x) => x.stderr,
+          (e: Error) => e.message,
+        )
+        if (!/failed to compile regex/.test(r)) bad.push(`${JSON.stringify(expr)}: we refuse it, git-annex evaluates it`)
+        continue
+      }
+      await annex(repo, 'wanted', 'R', expr)
+      const { stdout } = await sh(repo, 'git', ['annex', 'find', '--want-get-by=R', '--format=${key}\\n'], { timeoutMs: 60_000 })
+      const theirs = new Set(stdout.split('\n').filter((l) => l !== ''))
+      let yes = 0
+      for (const k of keys) {
+        const ours = evaluate(ast, { uuid: 'R', key: k.key, file: k.file, locations: new Set(), groups: new Map() })
+        if (ours) yes++
+        if (ours !== theirs.has(serializeKey(k.key))) bad.push(`${JSON.stringify(expr)} on ${JSON.stringify(k.file)} (${serializeKey(k.key)}): ours=${ours}`)
+      }
+      t.diagnostic(`${expr}: ${yes} of ${keys.length}`)
+    }
+    assert.deepEqual(bad.slice(0, 20), [], `${bad.length} disagreements`)
+  }
+
+  test('include= over generated globs and file names', async (t) => {
+    await check(t, [...new Set(globs)].map((g) => `include=${g}`))
+  })
+  test('largerthan= and smallerthan= size words', async (t) => {
+    await check(t, SIZE_WORDS.flatMap((w) => [`largerthan=${w}`, `smallerthan=${w}`]))
   })
 })

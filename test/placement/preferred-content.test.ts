@@ -126,6 +126,8 @@ describe('globs (Utility/Glob.hs)', () => {
     ['a+b(c)', 'a+b(c)', true],
     ['é*', 'éa', true],
     ['[a-c]', 'b', true],
+    ['a-b', 'a-b', true],
+    ['*-', 'x-', true],
   ]
   for (const [glob, file, want] of cases) test(`${JSON.stringify(glob)} vs ${JSON.stringify(file)}`, () => assert.equal(matchGlob(glob, file), want))
   test('without an associated file include= fails and exclude= matches', () => {
