@@ -10,7 +10,17 @@
 //   `a or b and c` is `(a or b) and c`; two terms side by side are joined by `and`;
 // * `not` applies to the next term or parenthesised group only;
 // * a missing `)` closes at the end, a stray `)` is ignored, an operator with nothing after
-//   it leaves an always-true operand (`a or` matches everything).
+//   it leaves an always-true operand (`a or` matches everything);
+// * inside parentheses no `and` is inserted, so a nested group continues from what precedes
+//   it: `( x ( b or c ) )` is `(x and b) or c` (observed with git-annex).
+//
+// Where we differ from git-annex, on purpose:
+// * `metadata=` is refused (PreferredContentParseError): we have no metadata log;
+// * a glob git-annex cannot compile (`include=[abc`) is refused when parsed; git-annex accepts
+//   it and fails (or, in `find`, hangs) when it evaluates it;
+// * `securehash` is false for external (X…) and VURL backends, whose security git-annex asks
+//   the backend about.
+// test/placement/git-annex.test.ts checks the rest against the real git-annex.
 import { ConfigError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { balancedPick, fullyBalancedCandidates, fullySizeBalancedCandidates, type SizeView } from './balanced.js'
@@ -520,7 +530,10 @@ export interface EvalContext {
   readonly groupWanted?: ReadonlyMap<string, string> | undefined
   /** trust.log; absent means semitrusted. */
   readonly trust?: ReadonlyMap<string, TrustLevel> | undefined
-  /** annex.numcopies (default 1), for lackingcopies. */
+  /**
+   * annex.numcopies (default 1), for lackingcopies / approxlackingcopies. git-annex takes
+   * lackingcopies' value from .gitattributes for the file when it has one; pass that here.
+   */
   readonly numCopies?: number | undefined
   readonly maxSizes?: ReadonlyMap<string, number> | undefined
   /** Live repository sizes in bytes (missing = 0), in-flight additions included. */
