@@ -6,7 +6,8 @@ import type { ServeConfig } from './config/config.js'
 import { Registry } from './gateway/registry.js'
 import { WorkerPool } from './gateway/worker-pool.js'
 import { type Authorize, p2pHttp } from './protocol/http/plugin.js'
-import { openLocalRepo } from './remotes/local-repo.js'
+import { Gateway } from './gateway/gateway.js'
+import { nodeWants } from './placement/wants.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
 
@@ -40,7 +41,8 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,
-    open: (dir) => openLocalRepo(dir, { hasher: cfg.hasher, log }),
+    open: (dir) =>
+      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, wants: nodeWants }),
     log,
   })
   await registry.start()

@@ -16,6 +16,10 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly privatekeyfile: string | undefined
   readonly chainfile: string | undefined
   readonly lockedfiles: number
+  /** Bytes buffered per node of a cluster upload: memory per upload ≈ (nodes + 1) × this. */
+  readonly fanoutHighWaterMark: number
+  /** A cluster node that takes no bytes for this many seconds is dropped from an upload. */
+  readonly fanoutStallSeconds: number
   /** Seconds a lock lives without a keeplocked request (spec §2.6: 600). */
   readonly lockExpirySeconds: number
   readonly hasher: HasherKind
@@ -46,6 +50,8 @@ const OPTIONS = {
   chainfile: { type: 'string' },
   lockedfiles: { type: 'string' },
   'lock-expiry': { type: 'string' },
+  'fanout-buffer': { type: 'string' },
+  'fanout-stall': { type: 'string' },
   hasher: { type: 'string' },
   'log-level': { type: 'string' },
   'shutdown-grace': { type: 'string' },
@@ -98,6 +104,8 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     chainfile: o.chainfile,
     lockedfiles: int('lockedfiles', o.lockedfiles, 100, 0),
     lockExpirySeconds: int('lock-expiry', o['lock-expiry'], 600, 1),
+    fanoutHighWaterMark: int('fanout-buffer', o['fanout-buffer'], 1024 * 1024, 16 * 1024),
+    fanoutStallSeconds: int('fanout-stall', o['fanout-stall'], 60, 1),
     hasher,
     logLevel: o['log-level'] ?? 'info',
     shutdownGraceSeconds: int('shutdown-grace', o['shutdown-grace'], 10, 0),

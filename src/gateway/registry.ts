@@ -6,16 +6,26 @@ import { execFile } from 'node:child_process'
 import { access, readdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
+import { RemoteUnavailableError } from '../errors.js'
 import type { Logger, Remote } from '../remotes/remote.js'
 
 const run = promisify(execFile)
 
-export type OpenRepo = (dir: string) => Promise<Remote>
+/** One served repository: its own UUID and, for a gateway, the clusters and remotes it proxies. */
+export interface ServedRepo {
+  readonly uuid: string
+  serves(uuid: string): boolean
+  lookup(uuid: string): Promise<Remote | undefined>
+  uuids(): string[]
+  close(): Promise<void>
+}
+
+export type OpenRepo = (dir: string) => Promise<ServedRepo>
 
 interface Entry {
   readonly dir: string
   readonly gitDir: string
-  readonly remote: Remote
+  readonly repo: ServedRepo
 }
 
 const exists = (p: string) =>
@@ -67,7 +77,6 @@ export interface RegistryOptions {
 }
 
 export class Registry {
-  private readonly byUuid = new Map<string, Entry>()
   private readonly byDir = new Map<string, Entry>()
   private scanning: Promise<void> | undefined
   private closed = false
@@ -76,26 +85,36 @@ export class Registry {
 
   async start(): Promise<void> {
     await this.scan()
-    if (this.opts.directories.length === 0 && this.byUuid.size === 0) {
+    if (this.opts.directories.length === 0 && this.byDir.size === 0) {
       throw new Error(`not a git-annex repository: ${this.opts.repos.join(', ')}`)
     }
   }
 
   get uuids(): string[] {
-    return [...this.byUuid.keys()]
+    return [...this.byDir.values()].flatMap((e) => e.repo.uuids())
   }
 
+  private find(uuid: string): Entry | undefined {
+    for (const e of this.byDir.values()) if (e.repo.serves(uuid)) return e
+    return undefined
+  }
+
+  /** The Remote for `uuid`; undefined when nothing here serves it (404). */
   async lookup(uuid: string): Promise<Remote | undefined> {
-    let e = this.byUuid.get(uuid)
+    let e = this.find(uuid)
     if (e && !(await exists(join(e.gitDir, 'config')))) {
       await this.forget(e)
       e = undefined
     }
     if (!e && this.opts.directories.length > 0) {
       await this.scan()
-      e = this.byUuid.get(uuid)
+      e = this.find(uuid)
     }
-    return e?.remote
+    if (!e) return undefined
+    const remote = await e.repo.lookup(uuid)
+    // Served by configuration, but not reachable from here (spec §2.7: 502).
+    if (!remote) throw new RemoteUnavailableError(`cannot proxy to repository ${uuid}: it cannot be reached from this gateway`)
+    return remote
   }
 
   private scan(): Promise<void> {
@@ -111,11 +130,9 @@ export class Registry {
       const gitDir = await annexGitDir(dir)
       if (!gitDir) continue
       try {
-        const remote = await this.opts.open(dir)
-        const entry = { dir, gitDir, remote }
-        this.byDir.set(dir, entry)
-        this.byUuid.set(remote.uuid, entry)
-        this.opts.log.info({ repo: dir, uuid: remote.uuid }, 'serving repository')
+        const repo = await this.opts.open(dir)
+        this.byDir.set(dir, { dir, gitDir, repo })
+        this.opts.log.info({ repo: dir, uuids: repo.uuids() }, 'serving repository')
       } catch (err) {
         this.opts.log.warn({ repo: dir, err }, 'cannot serve repository')
       }
@@ -123,18 +140,16 @@ export class Registry {
   }
 
   private async forget(e: Entry): Promise<void> {
-    this.byUuid.delete(e.remote.uuid)
     this.byDir.delete(e.dir)
     this.opts.log.info({ repo: e.dir }, 'repository gone; no longer served')
-    await e.remote.close().catch(() => {})
+    await e.repo.close().catch(() => {})
   }
 
   async close(): Promise<void> {
     this.closed = true
     await this.scanning
-    await Promise.all([...this.byDir.values()].map((e) => e.remote.close()))
+    await Promise.all([...this.byDir.values()].map((e) => e.repo.close()))
     this.byDir.clear()
-    this.byUuid.clear()
   }
 }
 

@@ -1,0 +1,185 @@
+// What one served repository answers for (spec §2.9, §3): its own UUID, and — when it
+// is a gateway — each cluster and proxied remote that proxy.log lists and the §3.2
+// check allows. Each UUID resolves to a Remote: the repository itself, a Cluster over
+// node remotes, or a proxied node. Configuration comes from the repository (git config
+// and git-annex branch, re-read on change), so updatecluster or a new `wanted` takes
+// effect without a restart.
+import { isAbsolute, resolve } from 'node:path'
+import type { Key } from '../keys/key.js'
+import { serializeKey } from '../keys/key.js'
+import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy } from '../remotes/cluster.js'
+import { LocationLog } from '../remotes/local/location-log.js'
+import { openLocalRepo, type LocalRepo } from '../remotes/local-repo.js'
+import { Recorded } from '../remotes/recorded.js'
+import type { Logger, Op, Remote, Uuid } from '../remotes/remote.js'
+import { openStdioRepo, sshCommand } from '../remotes/stdio-repo.js'
+import type { HasherKind } from '../streams/verify.js'
+import { isClusterUuid } from './branch-logs.js'
+import { GatewayConfig, type ClusterInfo, type GatewaySnapshot, type RemoteInfo } from './gateway-config.js'
+
+export interface GatewayOptions {
+  readonly hasher: HasherKind
+  readonly log: Logger
+  /** Bytes buffered per node branch of a cluster upload. */
+  readonly fanoutHighWaterMark: number
+  /** A node that takes no bytes for this long is dropped from a cluster upload. */
+  readonly fanoutStallMs: number
+  /** Decides whether a node wants a key (preferred content); default: every node wants everything. */
+  readonly wants?: Wants
+}
+
+/** Whether node `uuid` wants `key` (its preferred content), given the gateway's view. */
+export type Wants = (snapshot: GatewaySnapshot, uuid: Uuid, key: Key, associatedFile: string | undefined, holders: readonly Uuid[]) => boolean
+
+export class Gateway {
+  private readonly nodes = new Map<string, Promise<Remote | undefined>>()
+  private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
+  private closed = false
+
+  private constructor(
+    readonly dir: string,
+    readonly self: LocalRepo,
+    private readonly config: GatewayConfig,
+    private readonly locationLog: LocationLog,
+    private readonly opts: GatewayOptions,
+  ) {}
+
+  static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
+    const self = await openLocalRepo(dir, { hasher: opts.hasher, log: opts.log })
+    try {
+      const config = await GatewayConfig.open(dir, { log: opts.log })
+      config.on('error', (err: unknown) => opts.log.warn({ repo: dir, err }, 'gateway configuration could not be re-read; keeping the last one'))
+      return new Gateway(dir, self, config, new LocationLog(dir, { log: opts.log }), opts)
+    } catch (err) {
+      await self.close()
+      throw err
+    }
+  }
+
+  get uuid(): Uuid {
+    return this.self.uuid
+  }
+
+  /** Every UUID answered for right now. */
+  uuids(): Uuid[] {
+    return [this.self.uuid, ...[...this.config.current.servedUuids()].filter((u) => u !== this.self.uuid)]
+  }
+
+  serves(uuid: string): boolean {
+    return uuid === this.self.uuid || this.config.current.servedUuids().has(uuid as Uuid)
+  }
+
+  async lookup(uuid: string): Promise<Remote | undefined> {
+    if (uuid === this.self.uuid) return this.self
+    const snap = this.config.current
+    const target = snap.served.get(uuid as Uuid)
+    if (!target) return undefined
+    switch (target.kind) {
+      case 'self':
+        return this.self
+      case 'cluster':
+        return this.cluster(snap, target.cluster)
+      case 'remote': {
+        const r = await this.node(target.remote)
+        return r ? new Recorded(r, (k, us, p) => this.record(k, us, p)) : undefined
+      }
+      case 'via-gateway':
+        // Multi-gateway clusters route through the other gateway: not yet served.
+        return undefined
+    }
+  }
+
+  private async cluster(snap: GatewaySnapshot, info: ClusterInfo): Promise<Cluster | undefined> {
+    const members: NodeRemote[] = []
+    for (const n of info.nodes) {
+      const remoteInfo = snap.remotes.get(n.remote)
+      if (n.via !== 'node' || !remoteInfo) continue
+      const r = await this.node(remoteInfo)
+      if (r) members.push({ remote: r, cost: n.cost })
+    }
+    const signature = members.map((m) => `${m.remote.uuid}@${m.cost}`).join(',')
+    const cached = this.clusters.get(info.uuid)
+    if (cached && cached.signature === signature) return cached.cluster
+    const policy: ClusterPolicy = {
+      nodes: members,
+      targets: (key, op) => this.targets(info, members, key, op),
+      holders: (key) => this.holders(members, key),
+      record: (key, uuids, present) => this.record(key, uuids, present),
+    }
+    const cluster = new Cluster(info.uuid, policy, { highWaterMark: this.opts.fanoutHighWaterMark, stallMs: this.opts.fanoutStallMs })
+    this.clusters.set(info.uuid, { signature, cluster })
+    return cluster
+  }
+
+  /** Spec §3.4: nodes not holding the key that want it; else all not holding it; else all. */
+  private async targets(_info: ClusterInfo, members: readonly NodeRemote[], key: Key, op: Op): Promise<NodeRemote[]> {
+    const held = new Set<string>(await this.config.locations(key))
+    const lacking = members.filter((m) => !held.has(m.remote.uuid))
+    const wants = this.opts.wants
+    const snap = this.config.current
+    const holders = [...held] as Uuid[]
+    const wanting = wants ? lacking.filter((m) => wants(snap, m.remote.uuid, key, op.associatedFile, holders)) : lacking
+    if (wanting.length > 0) return wanting
+    if (lacking.length > 0) return lacking
+    return [...members]
+  }
+
+  /** Nodes the location log says hold the key first; the rest after, so a stale log costs a lookup, not a false "absent". */
+  private async holders(members: readonly NodeRemote[], key: Key): Promise<NodeRemote[]> {
+    const held = new Set<string>(await this.config.locations(key))
+    return [...members.filter((m) => held.has(m.remote.uuid)), ...members.filter((m) => !held.has(m.remote.uuid))]
+  }
+
+  private async record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void> {
+    for (const u of new Set(uuids)) {
+      // Cluster UUIDs are never written to location logs (spec §3.6).
+      if (isClusterUuid(u) || u === this.self.uuid) continue
+      try {
+        await this.locationLog.record(key, u, present)
+      } catch (err) {
+        this.opts.log.warn({ key: serializeKey(key), uuid: u, err }, 'could not record location in the gateway')
+      }
+    }
+  }
+
+  /** The Remote for one of the gateway's git remotes, opened once and reused. */
+  private node(info: RemoteInfo): Promise<Remote | undefined> {
+    const id = `${info.name} ${info.uuid} ${info.url ?? ''} ${info.annexUrl ?? ''}`
+    let p = this.nodes.get(id)
+    if (!p) {
+      p = this.openNode(info).catch((err: unknown) => {
+        this.opts.log.warn({ remote: info.name, err }, 'cannot reach proxied remote')
+        this.nodes.delete(id)
+        return undefined
+      })
+      this.nodes.set(id, p)
+    }
+    return p
+  }
+
+  private async openNode(info: RemoteInfo): Promise<Remote | undefined> {
+    if (info.special || !info.url) return undefined
+    const url = info.url
+    const ssh = /^ssh:\/\/([^/]+)(\/.*)$/.exec(url) ?? /^([^/:]+@?[^/:]*):(.+)$/.exec(url)
+    if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !url.startsWith('file://') && !url.startsWith('ssh://')) return undefined
+    if (ssh && !url.startsWith('file://') && !isAbsolute(url) && !url.startsWith('.')) {
+      const [, host, path] = ssh
+      return openStdioRepo({ uuid: info.uuid, clientUuid: this.self.uuid, dir: path!, command: sshCommand(host!), bypass: [this.self.uuid] })
+    }
+    const path = resolve(this.dir, url.startsWith('file://') ? url.slice('file://'.length) : url)
+    const repo = await openLocalRepo(path, { hasher: this.opts.hasher, log: this.opts.log })
+    if (repo.uuid !== info.uuid) {
+      await repo.close()
+      throw new Error(`remote ${info.name} at ${path} has UUID ${repo.uuid}, expected ${info.uuid}`)
+    }
+    return repo
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.config.close()
+    const nodes = await Promise.all(this.nodes.values())
+    await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close())])
+  }
+}

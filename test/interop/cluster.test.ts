@@ -1,0 +1,157 @@
+// The tips/clusters recipe (gateway + 3 local nodes) served by annex-proxy, driven by the
+// real client, compared with the reference gateway doing the same steps. The reference's
+// p2phttp stalls for good on cluster copies (protocol.md §9.19, seen here even without
+// -J), so its gateway is reached the other way it is served: git-annex-shell over a
+// stand-in ssh (recipes.md), which runs the same cluster code.
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { test, type TestContext } from 'node:test'
+import { annex, findKeysHere, freePort, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
+
+interface Client {
+  readonly dir: string
+  run(...args: string[]): Promise<string>
+}
+
+async function makeGateway(root: string): Promise<string> {
+  const gw = await makeRepo(join(root, 'gw'), 'gw')
+  for (const [i, n] of ['n1', 'n2', 'n3'].entries()) {
+    // Fixed node UUIDs: balanced placement hashes over them, and the runs compared must agree.
+    await sh(root, 'git', ['init', '-q', '-b', 'main', n])
+    await git(join(root, n), 'config', 'annex.uuid', `11111111-1111-4111-8111-00000000000${i + 1}`)
+    await annex(join(root, n), 'init', '-q', n)
+    await git(join(root, n), 'commit', '-q', '--allow-empty', '-m', 'init')
+    await git(gw, 'remote', 'add', n, `../${n}`)
+    await git(gw, 'config', `remote.${n}.annex-cluster-node`, 'mycluster')
+  }
+  await annex(gw, 'initcluster', 'mycluster')
+  await annex(gw, 'updatecluster')
+  return gw
+}
+
+/** A client of annex-proxy serving `gw` over annex+http. */
+async function httpClient(t: TestContext, root: string, gw: string): Promise<Client> {
+  const served = await startAnnexProxy(t, gw)
+  const dir = await makeClient(gw, join(root, 'client'), served.port)
+  return { dir, run: async (...args) => (await sh(dir, 'git', args)).stdout }
+}
+
+const FAKE_SSH = `#!/bin/bash
+# ssh stand-in (recipes.md): skip options, answer git's -G probe with 1, drop the host, run the command here.
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -G) exit 1 ;;
+    -o|-p|-i|-l|-F|-S) shift 2 ;;
+    --) shift; break ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+shift
+exec sh -c "$*"
+`
+
+/** A client of the reference gateway: git-annex-shell on `gw`, reached through the ssh stand-in. */
+async function sshClient(root: string, gw: string): Promise<Client> {
+  const bin = join(root, 'bin')
+  await sh(root, 'mkdir', ['-p', bin])
+  await writeFile(join(bin, 'ssh'), FAKE_SSH)
+  await chmod(join(bin, 'ssh'), 0o755)
+  const env = { PATH: `${bin}:${process.env.PATH ?? ''}`, GIT_SSH_COMMAND: join(bin, 'ssh'), GIT_SSH_VARIANT: 'simple', GIT_ANNEX_USE_GIT_SSH: '1' }
+  const dir = join(root, 'client')
+  await sh(root, 'git', ['clone', '-q', `ssh://localhost${gw}`, dir], { env })
+  const run = async (...args: string[]) => (await sh(dir, 'git', args, { env })).stdout
+  await run('annex', 'init', '-q', 'client')
+  await run('annex', 'sync', '-q', '--no-content', '--no-push')
+  return { dir, run }
+}
+
+/** file → sorted descriptions of the repositories `whereis` lists for it. */
+async function whereis(c: Client, files: string[]): Promise<Record<string, string[]>> {
+  const stdout = await c.run('annex', 'whereis', '--json', ...files).catch((e: Error) => /(\{.*\}\n?)+/s.exec(e.message)?.[0] ?? '')
+  const out: Record<string, string[]> = {}
+  for (const line of stdout.split('\n').filter(Boolean)) {
+    const j = JSON.parse(line) as { file: string; whereis: { description: string }[] }
+    out[j.file] = j.whereis.map((w) => w.description.replace(/ \[.*\]$/, '').replace(/^\[(.*)\]$/, '$1')).sort()
+  }
+  return out
+}
+
+async function steps(root: string, c: Client) {
+  assert.match(await c.run('annex', 'info', 'origin'), /gateway to cluster: origin-mycluster/)
+  await writeFile(join(c.dir, 'a.txt'), 'hello\n')
+  await writeFile(join(c.dir, 'b.bin'), randomBytes(2_000_003))
+  await writeFile(join(c.dir, 'c.bin'), randomBytes(300_000))
+  await c.run('annex', 'add', '-q', 'a.txt', 'b.bin', 'c.bin')
+  await c.run('commit', '-q', '-m', 'add')
+  const bytes = await readFile(join(c.dir, 'b.bin'))
+  await c.run('annex', 'copy', '--to', 'origin-mycluster', 'a.txt', 'b.bin')
+  await c.run('annex', 'copy', '--to', 'origin-n2', 'c.bin')
+  for (const n of ['n1', 'n2', 'n3']) await annex(join(root, n), 'fsck', '-q', '--all')
+  await c.run('annex', 'drop', 'b.bin')
+  await c.run('annex', 'get', '--from', 'origin-mycluster', 'b.bin')
+  assert.deepEqual(await readFile(join(c.dir, 'b.bin')), bytes)
+  await c.run('annex', 'drop', '--from', 'origin-mycluster', 'a.txt')
+  await c.run('annex', 'move', '--to', 'origin-mycluster', 'b.bin')
+  return whereis(c, ['a.txt', 'b.bin', 'c.bin'])
+}
+
+test('cluster gateway: copy/get/drop/move via origin-mycluster and origin-n2 leave the same whereis as the reference', async (t) => {
+  const oursRoot = await tempDir(t)
+  const ours = await steps(oursRoot, await httpClient(t, oursRoot, await makeGateway(oursRoot)))
+  const refRoot = await tempDir(t)
+  const ref = await steps(refRoot, await sshClient(refRoot, await makeGateway(refRoot)))
+  assert.deepEqual(ours, ref)
+  // And what they agree on is what the steps did (nodes are known by their proxied names;
+  // a cluster is listed wherever one of its nodes holds the key, spec §3.6).
+  assert.deepEqual(ours['b.bin'], ['cluster mycluster', 'origin-n1', 'origin-n2', 'origin-n3'])
+  assert.deepEqual(ours['c.bin'], ['client', 'cluster mycluster', 'origin-n2'])
+  assert.deepEqual(ours['a.txt'], ['client'])
+})
+
+test('cluster gateway: git annex testremote origin-mycluster --fast passes every test', async (t) => {
+  const root = await tempDir(t)
+  const c = await httpClient(t, root, await makeGateway(root))
+  const out = join(root, 'testremote.out')
+  await sh(c.dir, 'bash', ['-c', `timeout 600 git annex testremote origin-mycluster --fast > ${out} 2>&1`]).catch(async (e: Error) => {
+    throw new Error(`${e.message}\n${(await readFile(out, 'utf8')).slice(-4000)}`)
+  })
+  assert.match(await readFile(out, 'utf8'), /All \d+ tests passed/)
+  // testremote removes what it stored: no node keeps anything, and each node's log agrees.
+  for (const n of ['n1', 'n2', 'n3']) assert.deepEqual(await findKeysHere(join(root, n)), [], n)
+})
+
+test('cluster placement by preferred content (include=, largerthan=, balanced=g:2): 200 files land where the reference puts them', async (t) => {
+  const place = async (connect: (root: string, gw: string) => Promise<Client>) => {
+    const root = await tempDir(t)
+    const gw = await makeGateway(root)
+    for (const n of ['n1', 'n2', 'n3']) await annex(gw, 'group', n, 'g')
+    await annex(gw, 'wanted', 'n1', 'include=*.txt or balanced=g:2')
+    await annex(gw, 'wanted', 'n2', 'largerthan=20kb or balanced=g:2')
+    await annex(gw, 'wanted', 'n3', 'balanced=g:2')
+    const c = await connect(root, gw)
+    const files: string[] = []
+    for (let i = 0; i < 200; i++) {
+      const name = `f${i}.${i % 3 === 0 ? 'txt' : 'bin'}`
+      // Deterministic content, so both runs have the same keys.
+      await writeFile(join(c.dir, name), Buffer.alloc(i % 5 === 0 ? 30_000 + i : 100 + i, i))
+      files.push(name)
+    }
+    await c.run('annex', 'add', '-q', '.')
+    await c.run('commit', '-q', '-m', 'files')
+    // Sequential: with -J4 the reference gateway (git-annex-shell) fails on its sqlite reposize db.
+    await c.run('annex', 'copy', '--to', 'origin-mycluster', ...files)
+    return whereis(c, files)
+  }
+  const ours = await place((root, gw) => httpClient(t, root, gw))
+  const ref = await place((root, gw) => sshClient(root, gw))
+  assert.equal(Object.keys(ours).length, 200)
+  const differ = Object.keys(ref).filter((f) => JSON.stringify(ours[f]) !== JSON.stringify(ref[f]))
+  assert.deepEqual(differ.map((f) => `${f}: ours ${ours[f]!.join(',')} ref ${ref[f]!.join(',')}`), [])
+  // The expressions did choose: not every file went to every node.
+  assert.ok(Object.values(ours).some((w) => !w.includes('origin-n1') || !w.includes('origin-n3')))
+})
+
+void freePort
