@@ -1,0 +1,207 @@
+// HttpRepo: the Remote contract against a real `git annex p2phttp` and against annex-proxy,
+// each serving a real temp repository; then what only an HTTP upstream has to get right.
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { buffer } from 'node:stream/consumers'
+import { after, describe, test, type TestContext } from 'node:test'
+import { AbortedError, HashMismatchError, LengthMismatchError, TransferInProgressError } from '../../src/errors.js'
+import { HttpRepo } from '../../src/remotes/http-repo.js'
+import { spawn } from 'node:child_process'
+import { defer, freePort, makeRepo, repoUuid, startAnnexProxy, tempDir, waitForPort, type After } from '../helpers/annex.js'
+import { bodyOf, content, op, remoteContract, stallingBody, storeAll } from './contract.js'
+
+const CLIENT_UUID = '00000000-0000-4000-8000-0000000000c1'
+
+const suiteScope: After = { after: (fn) => after(fn) }
+
+interface Upstream {
+  readonly dir: string
+  readonly uuid: string
+  readonly served: { readonly port: number }
+}
+
+/**
+ * `git annex p2phttp` with 16 jobs: startReference's 4 serve only 2 requests at once and
+ * every held lock takes one of them (transcripts/08), which the two-lock test would wedge.
+ */
+async function startReferenceJobs(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<{ port: number; output(): string }> {
+  const port = await freePort()
+  const child = spawn('git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '16', ...flags], {
+    cwd: repo,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  const keep = (d: Buffer) => void (out = (out + d.toString('utf8')).slice(-100_000))
+  child.stdout.on('data', keep)
+  child.stderr.on('data', keep)
+  defer(t, async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const closed = new Promise((r) => child.once('close', r))
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await closed
+    clearTimeout(timer)
+  })
+  await waitForPort(port, 30_000, child)
+  return { port, output: () => out }
+}
+
+/** One served temp repository for the whole file (keys are random, so tests do not meet). */
+async function startUpstream(_kind: 'annex-proxy'): Promise<Upstream> {
+  const d = await tempDir(suiteScope)
+  const dir = await makeRepo(join(d, 'upstream'), 'upstream')
+  return { dir, uuid: await repoUuid(dir), served: await startAnnexProxy(suiteScope, dir) }
+}
+
+// Started at load time: hooks registered from inside a running test would belong to that test.
+const shared = await startUpstream('annex-proxy')
+const annexProxy = async () => shared
+
+/**
+ * A fresh reference server and repository per test: broken puts (cut, short, scrubbed)
+ * seem to leave the reference's workers busy, and a shared server wedged after ~10 of
+ * them (its -J16 serves 8 requests at once).
+ */
+async function reference(t: TestContext): Promise<Upstream> {
+  const d = await tempDir(t)
+  const dir = await makeRepo(join(d, 'upstream'), 'upstream')
+  return { dir, uuid: await repoUuid(dir), served: await startReferenceJobs(t, dir) }
+}
+
+function httpRepo(t: TestContext, up: Upstream, opts: Partial<ConstructorParameters<typeof HttpRepo>[1]> = {}): HttpRepo {
+  const repo = new HttpRepo(`annex+http://127.0.0.1:${up.served.port}/git-annex/`, { uuid: up.uuid, clientUuid: CLIENT_UUID, ...opts })
+  defer(t, () => repo.close())
+  return repo
+}
+
+const ALL = ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'] as const
+
+remoteContract('HttpRepo → annex-proxy', { declared: ALL, make: async (t) => httpRepo(t, await annexProxy()) })
+
+// The whole contract against the reference fails where the reference itself differs:
+// it holds a put's bytes in memory until the body ends or breaks, so "wait until the
+// store holds the first bytes, then cut" never sees them (and the stalled test hangs the
+// suite). HTTP_REPO_REFERENCE_CONTRACT=1 runs it anyway; by default the cases below run.
+if (process.env.HTTP_REPO_REFERENCE_CONTRACT === '1') {
+  remoteContract('HttpRepo → git annex p2phttp', { declared: ALL, make: async (t) => httpRepo(t, await reference(t)) })
+}
+
+describe('HttpRepo → git annex p2phttp', { timeout: 120_000 }, () => {
+  test('store → checkPresent → retrieve (also from an offset); absent and empty keys', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(200_000)
+    assert.deepEqual(await repo.startStore(c.key, op()), { kind: 'offset', offset: 0 })
+    assert.deepEqual(await repo.store(c.key, bodyOf(c.bytes), 0, op()), { stored: true, plusUuids: [] })
+    assert.equal(await repo.checkPresent(c.key, op()), true)
+    assert.equal((await repo.startStore(c.key, op())).kind, 'present')
+    const r = await repo.retrieve(c.key, 12_345, op())
+    assert.equal(r.length, c.bytes.length - 12_345)
+    assert.deepEqual(await buffer(r.body), c.bytes.subarray(12_345))
+    assert.equal(await r.valid, true)
+    const absent = await repo.retrieve(content(10).key, 0, op())
+    assert.deepEqual([absent.length, (await buffer(absent.body)).length, await absent.valid], [0, 0, false])
+    const empty = content(0)
+    await storeAll(repo, empty)
+    const e = await repo.retrieve(empty.key, 0, op())
+    assert.deepEqual([e.length, (await buffer(e.body)).length, await e.valid], [0, 0, true])
+    assert.equal((await repo.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+    assert.equal((await repo.storePresent(c.key, op())).stored, true)
+    assert.equal((await repo.storePresent(content(10).key, op())).stored, false)
+  })
+
+  test('bad hash: sent one byte short, nothing committed, the prefix scrubbed, a good store right after commits', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(50_000)
+    const bad = Buffer.from(c.bytes)
+    bad[777]! ^= 1
+    await assert.rejects(repo.store(c.key, bodyOf(bad), 0, op()), HashMismatchError)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    assert.deepEqual(await repo.startStore(c.key, op()), { kind: 'offset', offset: 0 })
+    assert.equal((await repo.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+  })
+
+  test('too long, short, sender-invalid bodies commit nothing; a short body resumes', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(50_000)
+    await assert.rejects(repo.store(c.key, bodyOf(Buffer.concat([c.bytes, Buffer.from('x')])), 0, op()), LengthMismatchError)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    await assert.rejects(repo.store(c.key, bodyOf(c.bytes), 0, { ...op(), senderValid: Promise.resolve(false) }), HashMismatchError)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    const d = content(50_000)
+    await assert.rejects(repo.store(d.key, bodyOf(d.bytes.subarray(0, 20_000)), 0, op()), LengthMismatchError)
+    assert.equal(await repo.checkPresent(d.key, op()), false)
+    assert.deepEqual(await repo.startStore(d.key, op()), { kind: 'offset', offset: 20_000 })
+    await assert.rejects(repo.store(d.key, bodyOf(d.bytes.subarray(30_000)), 30_000, op()), LengthMismatchError)
+    assert.equal((await repo.store(d.key, bodyOf(d.bytes.subarray(20_000)), 20_000, op())).stored, true)
+  })
+
+  test('abort mid-store: AbortedError, no object; the kept prefix resumes', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(300_000)
+    const ac = new AbortController()
+    const { body, consumed } = stallingBody(c.bytes.subarray(0, 120_000))
+    const p = repo.store(c.key, body, 0, op(ac.signal))
+    await consumed
+    ac.abort()
+    await assert.rejects(p, AbortedError)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    // While the reference still winds down the cut put it holds the key's transfer lock,
+    // and a putoffset then gets NO answer ("transfer already in progress, or unable to
+    // take transfer lock" in its log): ask again with a timeout until it answers.
+    let s: Awaited<ReturnType<typeof repo.startStore>> | undefined
+    for (let i = 0; i < 15 && !s; i++) s = await repo.startStore(c.key, op(AbortSignal.timeout(2000))).catch((e) => (e instanceof AbortedError ? undefined : Promise.reject(e)))
+    assert.ok(s && s.kind === 'offset' && s.offset <= 120_000, JSON.stringify(s))
+    const offset = s.kind === 'offset' ? s.offset : 0
+    assert.equal((await repo.store(c.key, bodyOf(c.bytes.subarray(offset)), offset, op())).stored, true)
+    const r = await repo.retrieve(c.key, 0, op())
+    assert.deepEqual(await buffer(r.body), c.bytes)
+  })
+
+  test('a second concurrent store of the key is refused locally; different keys all commit', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(100_000)
+    const { body, consumed, finish } = stallingBody(c.bytes.subarray(0, 30_000))
+    const first = repo.store(c.key, body, 0, op())
+    await consumed
+    await assert.rejects(repo.store(c.key, bodyOf(c.bytes), 0, op()), TransferInProgressError)
+    finish(c.bytes.subarray(30_000))
+    assert.equal((await first).stored, true)
+    const cs = Array.from({ length: 6 }, (_, i) => content(10_000 + i))
+    const rs = await Promise.all(cs.map((x) => repo.store(x.key, bodyOf(x.bytes, 1000), 0, op())))
+    assert.ok(rs.every((r) => r.stored))
+  })
+
+  // Removing locked content is not asserted here: the reference gives such a remove no
+  // answer at all (it hung past 115 s), so only the lock's life cycle is checked.
+  test('lock: lockcontent + keeplocked held, both released, then removal works; absent content yields no lock', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(1000)
+    await storeAll(repo, c)
+    const a = await repo.lock(c.key, op())
+    const b = await repo.lock(c.key, op())
+    assert.ok(a && b)
+    try {
+      assert.equal(await repo.checkPresent(c.key, op()), true)
+    } finally {
+      await a.release()
+      await b.release()
+      await a.release() // idempotent
+    }
+    assert.equal((await repo.remove(c.key, op())).removed, true)
+    assert.equal(await repo.checkPresent(c.key, op()), false)
+    assert.equal(await repo.lock(content(10).key, op()), undefined)
+  })
+
+  test('timestamp and removeBefore', async (t) => {
+    const repo = httpRepo(t, await reference(t))
+    const c = content(1000)
+    await storeAll(repo, c)
+    const now = await repo.timestamp(op())
+    assert.ok(Number.isSafeInteger(now) && now >= 0)
+    assert.equal((await repo.removeBefore(c.key, now, op())).removed, false)
+    assert.equal(await repo.checkPresent(c.key, op()), true)
+    assert.equal((await repo.removeBefore(c.key, now + 60, op())).removed, true)
+    assert.deepEqual(await repo.remove(content(10).key, op()), { removed: true, plusUuids: [] })
+  })
+})
