@@ -7,6 +7,7 @@
 // the whole content verified is the file renamed into the object store, frozen and
 // logged. A dropped connection keeps the partial tmp file (its size is the next
 // resume offset); bad content deletes it.
+import { untilAborted } from './until-aborted.js'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
@@ -157,15 +158,6 @@ function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException | undefined)?.code
 }
 
-/** Settles with `p`, or rejects when `signal` aborts first; never leaves a listener behind. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new AbortedError('store aborted'))
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortedError('store aborted'))
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
-  })
-}
 
 class HeldLock implements Lock {
   private released = false

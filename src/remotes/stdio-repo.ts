@@ -18,6 +18,7 @@
 // A resumed store (the peer holds a prefix we did not send now) cannot be vouched for here,
 // so it ends with INVALID, which makes the peer verify the whole file even with
 // annex.verify=false (where a fresh PUT ending VALID is committed unchecked, observed).
+import { untilAborted } from './until-aborted.js'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { once } from 'node:events'
 import { PassThrough, type Readable, type Writable } from 'node:stream'
@@ -545,12 +546,3 @@ async function drained(w: Writable, signal: AbortSignal): Promise<void> {
   }
 }
 
-/** Settles with `p`, or rejects when `signal` aborts first; never leaves a listener behind. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(new AbortedError('store aborted'))
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortedError('store aborted'))
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
-  })
-}
