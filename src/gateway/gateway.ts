@@ -10,6 +10,7 @@ import { serializeKey } from '../keys/key.js'
 import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy } from '../remotes/cluster.js'
 import { LocationLog } from '../remotes/local/location-log.js'
 import { openLocalRepo, type LocalRepo } from '../remotes/local-repo.js'
+import { HttpRepo } from '../remotes/http-repo.js'
 import { Recorded } from '../remotes/recorded.js'
 import type { Logger, Op, Remote, Uuid } from '../remotes/remote.js'
 import { openStdioRepo, sshCommand } from '../remotes/stdio-repo.js'
@@ -158,7 +159,10 @@ export class Gateway {
   }
 
   private async openNode(info: RemoteInfo): Promise<Remote | undefined> {
-    if (info.special || !info.url) return undefined
+    if (info.special) return undefined
+    // annex+http nodes (spec §9.20: a capability the reference gateway lacks).
+    if (info.annexUrl) return new HttpRepo(info.annexUrl, { uuid: info.uuid, clientUuid: this.self.uuid, bypass: [this.self.uuid] })
+    if (!info.url) return undefined
     const url = info.url
     const ssh = /^ssh:\/\/([^/]+)(\/.*)$/.exec(url) ?? /^([^/:]+@?[^/:]*):(.+)$/.exec(url)
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !url.startsWith('file://') && !url.startsWith('ssh://')) return undefined

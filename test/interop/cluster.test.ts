@@ -155,3 +155,28 @@ test('cluster placement by preferred content (include=, largerthan=, balanced=g:
 })
 
 void freePort
+
+test('a cluster node reached over annex+http gets its share in the same one-pass upload', async (t) => {
+  const root = await tempDir(t)
+  const gw = await makeGateway(root)
+  // n3 is served over HTTP (by another annex-proxy; the reference stalls, §9.19) and the
+  // gateway reaches it by its annexUrl.
+  const n3 = await startAnnexProxy(t, join(root, 'n3'))
+  await git(gw, 'config', 'remote.n3.annexUrl', `annex+http://127.0.0.1:${n3.port}/git-annex/`)
+  const c = await httpClient(t, root, gw)
+  const big = randomBytes(3_000_001)
+  await writeFile(join(c.dir, 'big.bin'), big)
+  await c.run('annex', 'add', '-q', 'big.bin')
+  await c.run('commit', '-q', '-m', 'big')
+  await c.run('annex', 'copy', '--to', 'origin-mycluster', 'big.bin')
+  for (const n of ['n1', 'n2', 'n3']) await annex(join(root, n), 'fsck', '-q', '--all')
+  assert.deepEqual((await whereis(c, ['big.bin']))['big.bin'], ['client', 'cluster mycluster', 'origin-n1', 'origin-n2', 'origin-n3'])
+  // Only n3 left: the GET comes over HTTP from it.
+  await annex(join(root, 'n1'), 'drop', '--force', '--key', (await c.run('annex', 'lookupkey', 'big.bin')).trim())
+  await annex(join(root, 'n2'), 'drop', '--force', '--key', (await c.run('annex', 'lookupkey', 'big.bin')).trim())
+  await c.run('annex', 'drop', 'big.bin')
+  await c.run('annex', 'get', '--from', 'origin-mycluster', 'big.bin')
+  assert.deepEqual(await readFile(join(c.dir, 'big.bin')), big)
+  await c.run('annex', 'drop', '--from', 'origin-mycluster', 'big.bin')
+  assert.deepEqual(await findKeysHere(join(root, 'n3')), [])
+})
