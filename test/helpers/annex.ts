@@ -184,8 +184,8 @@ export async function startReference(t: After, repo: string, flags: string[] = [
 export const PROJECT_ROOT = new URL('../../../', import.meta.url).pathname
 
 /** annex-proxy serving `repo` (or whatever `flags` name) through its real CLI. */
-export async function startAnnexProxy(t: After, cwd: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<Served> {
-  const port = await freePort()
+export async function startAnnexProxy(t: After, cwd: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}, opts: { port?: number } = {}): Promise<Served> {
+  const port = opts.port ?? (await freePort())
   return startProcess(t, cwd, process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(port), ...flags], port, env)
 }
 
