@@ -10,7 +10,7 @@
 // keeps a worker per held lock for 600 s and would stop answering (transcripts/08).
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import * as net from 'node:net'
 import { join } from 'node:path'
@@ -18,7 +18,7 @@ import { test, type TestContext } from 'node:test'
 import { promisify } from 'node:util'
 import { Agent, request, type Dispatcher } from 'undici'
 import { type AuthEndpoint, authConfigFromFlags, decide } from '../../src/protocol/http/auth.js'
-import { startAnnexProxy, startReference, tempDir, type Served } from '../helpers/annex.js'
+import { annex, git, makeRepo, sha256Key as keyOf, startAnnexProxy, startReference, tempDir, type Served } from '../helpers/annex.js'
 import {
   HEADER_ENV,
   HEADER_VECTORS,
@@ -55,29 +55,15 @@ interface Observed {
   readonly locked?: boolean
 }
 
-const sha256Key = (data: Buffer) => `SHA256E-s${data.length}--${createHash('sha256').update(data).digest('hex')}`
-
 const run = promisify(execFile)
 
-// Plain execFile rather than the helpers' sh(): that one writes to the child's stdin and an
-// EPIPE from a git that already exited surfaces as an uncaught exception in this process.
 async function makeServedRepo(root: string, name: string): Promise<Repo> {
-  const dir = join(root, name)
-  const env = {
-    ...process.env,
-    GIT_AUTHOR_NAME: 'annex-proxy test',
-    GIT_AUTHOR_EMAIL: 'test@annex-proxy.invalid',
-    GIT_COMMITTER_NAME: 'annex-proxy test',
-    GIT_COMMITTER_EMAIL: 'test@annex-proxy.invalid',
-    GIT_CONFIG_NOSYSTEM: '1',
-  }
-  const git = async (...args: string[]) => (await run('git', args, { cwd: dir, env })).stdout.trim()
-  await run('git', ['init', '-q', '-b', 'main', dir], { env })
-  await git('annex', 'init', '-q', name)
+  const dir = await makeRepo(join(root, name), name)
   await writeFile(join(dir, 'hello.txt'), 'hello\n')
-  await git('annex', 'add', '-q', 'hello.txt')
-  await git('commit', '-q', '-m', 'add hello')
-  return { dir, uuid: await git('config', 'annex.uuid'), present: await git('annex', 'lookupkey', 'hello.txt') }
+  await annex(dir, 'add', '-q', 'hello.txt')
+  await git(dir, 'commit', '-q', '-m', 'add hello')
+  const out = async (p: Promise<{ stdout: string }>) => (await p).stdout.trim()
+  return { dir, uuid: await out(git(dir, 'config', 'annex.uuid')), present: await out(annex(dir, 'lookupkey', 'hello.txt')) }
 }
 
 async function send(
@@ -120,7 +106,7 @@ async function probe(target: Target, endpoint: AuthEndpoint, authorization: stri
 async function probeOnce(target: Target, endpoint: AuthEndpoint, authorization: string | undefined, tag: string): Promise<Observed> {
   const b = `/git-annex/${target.repo.uuid}/v4`
   const present = target.repo.present
-  const absent = sha256Key(Buffer.from(`never stored ${tag}`))
+  const absent = keyOf(Buffer.from(`never stored ${tag}`), '')
   switch (endpoint) {
     case 'checkpresent':
       return send(target, 'POST', `${b}/checkpresent?key=${present}&${CLIENT}`, authorization)
@@ -128,7 +114,7 @@ async function probeOnce(target: Target, endpoint: AuthEndpoint, authorization: 
       return send(target, 'GET', `${b}/key/${present}?${CLIENT}`, authorization)
     case 'put': {
       const content = Buffer.from(`fresh content ${tag} ${target.name} ${randomUUID()}\n`)
-      return send(target, 'POST', `${b}/put?key=${sha256Key(content)}&${CLIENT}`, authorization, {
+      return send(target, 'POST', `${b}/put?key=${keyOf(content, '')}&${CLIENT}`, authorization, {
         headers: { 'x-git-annex-data-length': String(content.length), 'content-type': 'application/octet-stream' },
         body: content,
       })
@@ -276,7 +262,7 @@ test('authentication: annex-proxy answers like git annex p2phttp', { timeout: 90
     for (const v of HEADER_VECTORS) {
       for (const [action, path] of [
         ['read', (x: Target) => `/git-annex/${x.repo.uuid}/v4/gettimestamp?${CLIENT}`],
-        ['write', (x: Target) => `/git-annex/${x.repo.uuid}/v4/putoffset?key=${sha256Key(Buffer.from('absent'))}&${CLIENT}`],
+        ['write', (x: Target) => `/git-annex/${x.repo.uuid}/v4/putoffset?key=${keyOf(Buffer.from('absent'), '')}&${CLIENT}`],
       ] as const) {
         const portOf = (x: Target) => Number(new URL(x.base).port)
         const where = `${v.label} ${action}`
