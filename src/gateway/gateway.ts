@@ -70,36 +70,57 @@ export class Gateway {
     return uuid === this.self.uuid || this.config.current.servedUuids().has(uuid as Uuid)
   }
 
-  async lookup(uuid: string): Promise<Remote | undefined> {
+  /**
+   * The Remote answering for `uuid`. `bypass` lists gateways already on the request's
+   * path: a cluster never routes back through them or through us (spec §3.3).
+   */
+  async lookup(uuid: string, bypass: readonly string[] = []): Promise<Remote | undefined> {
     if (uuid === this.self.uuid) return this.self
     const snap = this.config.current
     const target = snap.served.get(uuid as Uuid)
     if (!target) return undefined
+    const path = this.pathOf(snap, bypass)
     switch (target.kind) {
       case 'self':
         return this.self
       case 'cluster':
-        return this.cluster(snap, target.cluster)
+        return this.cluster(snap, target.cluster, path)
       case 'remote': {
         const r = await this.node(target.remote)
         return r ? new Recorded(r, (k, us, p) => this.record(k, us, p)) : undefined
       }
-      case 'via-gateway':
-        // Multi-gateway clusters route through the other gateway: not yet served.
-        return undefined
+      case 'via-gateway': {
+        if (path.includes(target.gateway.uuid)) return undefined
+        const r = await this.through(target.gateway, target.uuid, path)
+        return r ? new Recorded(r, (k, us, p) => this.record(k, us, p)) : undefined
+      }
     }
   }
 
-  private async cluster(snap: GatewaySnapshot, info: ClusterInfo): Promise<Cluster | undefined> {
+  /**
+   * The gateways a request relayed from here has passed: ours, plus those of the client's
+   * bypass that proxy something (proxy.log). Other UUIDs cannot change any gateway's
+   * routing, so dropping them keeps the set of distinct paths (and connections) small.
+   */
+  private pathOf(snap: GatewaySnapshot, bypass: readonly string[]): Uuid[] {
+    const known = bypass.filter((u) => u !== this.self.uuid && snap.proxyLog.has(u as Uuid)) as Uuid[]
+    return [this.self.uuid, ...new Set(known)].sort()
+  }
+
+  private async cluster(snap: GatewaySnapshot, info: ClusterInfo, path: readonly Uuid[]): Promise<Cluster | undefined> {
     const members: NodeRemote[] = []
     for (const n of info.nodes) {
       const remoteInfo = snap.remotes.get(n.remote)
-      if (n.via !== 'node' || !remoteInfo) continue
-      const r = await this.node(remoteInfo)
+      if (!remoteInfo) continue
+      let r: Remote | undefined
+      if (n.via === 'node') r = await this.node(remoteInfo)
+      // The same cluster behind another gateway, unless that gateway is already on the path.
+      else if (!path.includes(remoteInfo.uuid)) r = await this.through(remoteInfo, info.uuid, path)
       if (r) members.push({ remote: r, cost: n.cost })
     }
-    const signature = members.map((m) => `${m.remote.uuid}@${m.cost}`).join(',')
-    const cached = this.clusters.get(info.uuid)
+    const signature = members.map((m) => `${m.remote.uuid}@${m.cost}`).join(',') + `|${path.join(',')}`
+    const cacheKey = `${info.uuid}|${path.join(',')}`
+    const cached = this.clusters.get(cacheKey)
     if (cached && cached.signature === signature) return cached.cluster
     const policy: ClusterPolicy = {
       nodes: members,
@@ -108,7 +129,7 @@ export class Gateway {
       record: (key, uuids, present) => this.record(key, uuids, present),
     }
     const cluster = new Cluster(info.uuid, policy, { highWaterMark: this.opts.fanoutHighWaterMark, stallMs: this.opts.fanoutStallMs })
-    this.clusters.set(info.uuid, { signature, cluster })
+    this.clusters.set(cacheKey, { signature, cluster })
     return cluster
   }
 
@@ -145,11 +166,20 @@ export class Gateway {
 
   /** The Remote for one of the gateway's git remotes, opened once and reused. */
   private node(info: RemoteInfo): Promise<Remote | undefined> {
-    const id = `${info.name} ${info.uuid} ${info.url ?? ''} ${info.annexUrl ?? ''}`
+    return this.opened(info, info.uuid, [this.self.uuid])
+  }
+
+  /** `uuid` as served by another gateway `gw` (a cluster or a remote it proxies), asked to bypass `path`. */
+  private through(gw: RemoteInfo, uuid: Uuid, path: readonly Uuid[]): Promise<Remote | undefined> {
+    return this.opened(gw, uuid, path)
+  }
+
+  private opened(info: RemoteInfo, uuid: Uuid, bypass: readonly Uuid[]): Promise<Remote | undefined> {
+    const id = `${info.name} ${info.uuid} ${info.url ?? ''} ${info.annexUrl ?? ''} ${uuid} ${bypass.join(',')}`
     let p = this.nodes.get(id)
     if (!p) {
-      p = this.openNode(info).catch((err: unknown) => {
-        this.opts.log.warn({ remote: info.name, err }, 'cannot reach proxied remote')
+      p = this.open(info, uuid, bypass).catch((err: unknown) => {
+        this.opts.log.warn({ remote: info.name, uuid, err }, 'cannot reach proxied remote')
         this.nodes.delete(id)
         return undefined
       })
@@ -158,19 +188,26 @@ export class Gateway {
     return p
   }
 
-  private async openNode(info: RemoteInfo): Promise<Remote | undefined> {
+  /**
+   * Reaches `uuid` through git remote `info`: itself when `uuid` is the remote's own UUID,
+   * or something it proxies. A local path is opened directly for the remote itself, and
+   * through a local git-annex-shell for what it proxies (only git-annex-shell routes it).
+   */
+  private async open(info: RemoteInfo, uuid: Uuid, bypass: readonly Uuid[]): Promise<Remote | undefined> {
     if (info.special) return undefined
+    const base = { uuid, clientUuid: this.self.uuid, bypass }
     // annex+http nodes (spec §9.20: a capability the reference gateway lacks).
-    if (info.annexUrl) return new HttpRepo(info.annexUrl, { uuid: info.uuid, clientUuid: this.self.uuid, bypass: [this.self.uuid] })
+    if (info.annexUrl) return new HttpRepo(info.annexUrl, base)
     if (!info.url) return undefined
     const url = info.url
     const ssh = /^ssh:\/\/([^/]+)(\/.*)$/.exec(url) ?? /^([^/:]+@?[^/:]*):(.+)$/.exec(url)
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !url.startsWith('file://') && !url.startsWith('ssh://')) return undefined
     if (ssh && !url.startsWith('file://') && !isAbsolute(url) && !url.startsWith('.')) {
       const [, host, path] = ssh
-      return openStdioRepo({ uuid: info.uuid, clientUuid: this.self.uuid, dir: path!, command: sshCommand(host!), bypass: [this.self.uuid] })
+      return openStdioRepo({ ...base, dir: path!, command: sshCommand(host!) })
     }
     const path = resolve(this.dir, url.startsWith('file://') ? url.slice('file://'.length) : url)
+    if (uuid !== info.uuid) return openStdioRepo({ ...base, dir: path })
     const repo = await openLocalRepo(path, { hasher: this.opts.hasher, log: this.opts.log })
     if (repo.uuid !== info.uuid) {
       await repo.close()

@@ -15,7 +15,8 @@ const run = promisify(execFile)
 export interface ServedRepo {
   readonly uuid: string
   serves(uuid: string): boolean
-  lookup(uuid: string): Promise<Remote | undefined>
+  /** `bypass`: gateways already on the request's path (spec §3.3). */
+  lookup(uuid: string, bypass?: readonly string[]): Promise<Remote | undefined>
   uuids(): string[]
   close(): Promise<void>
 }
@@ -100,7 +101,7 @@ export class Registry {
   }
 
   /** The Remote for `uuid`; undefined when nothing here serves it (404). */
-  async lookup(uuid: string): Promise<Remote | undefined> {
+  async lookup(uuid: string, bypass: readonly string[] = []): Promise<Remote | undefined> {
     let e = this.find(uuid)
     if (e && !(await exists(join(e.gitDir, 'config')))) {
       await this.forget(e)
@@ -111,7 +112,7 @@ export class Registry {
       e = this.find(uuid)
     }
     if (!e) return undefined
-    const remote = await e.repo.lookup(uuid)
+    const remote = await e.repo.lookup(uuid, bypass)
     // Served by configuration, but not reachable from here (spec §2.7: 502).
     if (!remote) throw new RemoteUnavailableError(`cannot proxy to repository ${uuid}: it cannot be reached from this gateway`)
     return remote

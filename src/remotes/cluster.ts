@@ -151,7 +151,7 @@ export class Cluster implements Remote {
   async startStore(key: Key, op: Op): Promise<StoreStart> {
     const starts = await this.startAll(await this.policy.targets(key, op), key, op)
     const pending = starts.filter((s) => s.start.kind === 'offset')
-    if (pending.length === 0 && starts.length > 0) return { kind: 'present', plusUuids: starts.map((s) => s.node.remote.uuid) }
+    if (pending.length === 0 && starts.length > 0) return { kind: 'present', plusUuids: this.holding(starts) }
     const offsets = pending.map((s) => (s.start.kind === 'offset' ? s.start.offset : 0))
     return { kind: 'offset', offset: offsets.length === 0 ? 0 : Math.min(...offsets) }
   }
@@ -170,7 +170,7 @@ export class Cluster implements Remote {
     if (offset > 0 && !this.capabilities.has('resume-store')) throw new NotSupportedError('a node of this cluster cannot resume a store')
     const targets = await this.policy.targets(key, op)
     const starts = await this.startAll(targets, key, op)
-    const have = starts.filter((s) => s.start.kind === 'present').map((s) => s.node.remote.uuid)
+    const have = this.holding(starts)
     const sending = starts.filter((s) => s.start.kind === 'offset')
     if (sending.length === 0) {
       body.resume()
@@ -211,14 +211,14 @@ export class Cluster implements Remote {
       throw failures.find((f) => f instanceof ProxyError) ?? (sent.status === 'rejected' ? sent.reason : new AbortedError('no node stored the content'))
     }
     await this.policy.record(key, ok, true)
-    return { stored: true, plusUuids: [...new Set([...ok, ...have])] }
+    return { stored: true, plusUuids: this.others([...ok, ...have]) }
   }
 
   async storePresent(key: Key, op: Op): Promise<Stored> {
     const got = await Promise.allSettled(this.policy.nodes.map((n) => n.remote.storePresent(key, op).then((s) => (s.stored ? [n.remote.uuid, ...s.plusUuids] : []))))
     const ok = got.flatMap((g) => (g.status === 'fulfilled' ? g.value : []))
     if (ok.length > 0) await this.policy.record(key, ok, true)
-    return { stored: ok.length > 0, plusUuids: ok }
+    return { stored: ok.length > 0, plusUuids: this.others(ok) }
   }
 
   remove(key: Key, op: Op): Promise<Removed> {
@@ -254,7 +254,20 @@ export class Cluster implements Remote {
     }
     if (gone.length > 0) await this.policy.record(key, gone, false)
     if (!allRemoved && gone.length === 0 && firstError !== undefined && !(firstError instanceof ProxyError)) throw firstError
-    return { removed: allRemoved, plusUuids: gone }
+    return { removed: allRemoved, plusUuids: this.others(gone) }
+  }
+
+  /** The repositories that answered "present" before an upload: nodes and what they report holding. */
+  private holding(starts: ReadonlyArray<{ node: ClusterNode; start: StoreStart }>): Uuid[] {
+    return this.others(starts.flatMap((s) => (s.start.kind === 'present' ? [s.node.remote.uuid, ...s.start.plusUuids] : [])))
+  }
+
+  /**
+   * Distinct UUIDs to report, without this cluster's own: a node that is this cluster
+   * behind another gateway answers for its nodes, and a cluster is never listed (spec §3.4).
+   */
+  private others(uuids: readonly Uuid[]): Uuid[] {
+    return [...new Set(uuids)].filter((u) => u !== this.uuid)
   }
 
   async timestamp(_op: Op): Promise<number> {

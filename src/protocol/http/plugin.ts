@@ -33,7 +33,8 @@ import {
 export type Authorize = (req: AuthRequest, action: Action) => Decision
 
 export interface RepoLookup {
-  lookup(uuid: string): Promise<Remote | undefined>
+  /** `bypass`: gateways already on the request's path, which a cluster must not route back through (spec §3.3). */
+  lookup(uuid: string, bypass: readonly string[]): Promise<Remote | undefined>
 }
 
 export interface P2pHttpOptions {
@@ -129,7 +130,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
         return sendError(reply, status, text)
       }
       if (!decision.ok && decision.status === 400) return refuse(400, decision.body, decision.headers)
-      const remote = await opts.repos.lookup(route.serverUuid)
+      const remote = await opts.repos.lookup(route.serverUuid, params.bypass ?? [])
       if (!remote) return refuse(404, '')
       if (!decision.ok) return refuse(decision.status, decision.body, decision.headers)
 
