@@ -396,3 +396,18 @@ export function presentUuids(text: string, clusters?: ReadonlyMap<Uuid, Readonly
 export function journalFileName(branchPath: string): string {
   return branchPath.replace(/_/g, '__').replace(/\//g, '_')
 }
+
+/**
+ * The location log path a journal file stands for, or undefined when it is another log.
+ * journalFileName is not invertible in general (`a/_b` and `a_/b` both give `a___b`), but a
+ * location log's path is two hash directories and a key file, which never holds a `/`.
+ */
+export function locationLogOfJournal(name: string): string | undefined {
+  const m = /^([0-9a-f]{3})_([0-9a-f]{3})_((?:[^_]|__)+)\.log$/.exec(name)
+  return m ? `${m[1]}/${m[2]}/${m[3]!.replace(/__/g, '_')}.log` : undefined
+}
+
+/** A key's location log path (`abc/def/<keyFile>.log`): the key file name, else undefined. */
+export function locationLogKeyFile(branchPath: string): string | undefined {
+  return /^[0-9a-f]{3}\/[0-9a-f]{3}\/([^/]+)\.log$/.exec(branchPath)?.[1]
+}

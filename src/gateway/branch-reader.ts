@@ -99,17 +99,27 @@ export class BranchReader {
 
   /** The file at `path` in the branch itself, ignoring the journal. */
   readBranch(path: string): Promise<Buffer | undefined> {
-    if (this.closed) return Promise.reject(new BranchReaderError('branch reader is closed'))
     if (/[\n\r]/.test(path)) return Promise.reject(new BranchReaderError(`invalid branch path ${JSON.stringify(path)}`))
+    return this.readObject(`${this.branch}:${path}`)
+  }
+
+  /** Any object git names `name` (a blob sha, `<commit>:<path>`), as git cat-file reads it; undefined when missing or not a blob. */
+  readObject(name: string): Promise<Buffer | undefined> {
+    if (this.closed) return Promise.reject(new BranchReaderError('branch reader is closed'))
+    if (/[\n\r]/.test(name)) return Promise.reject(new BranchReaderError(`invalid object name ${JSON.stringify(name)}`))
     const run = () =>
-      this.ask(`${this.branch}:${path}\n`).catch((e: unknown) => {
-        // A reader killed or crashed mid-answer: reading is idempotent, so ask a fresh one once.
+      this.ask(`${name}\n`).catch((e: unknown) => {
         if (!(e instanceof ChildGone) || this.closed) throw e
-        return this.ask(`${this.branch}:${path}\n`)
+        return this.ask(`${name}\n`)
       })
     const p = this.queue.then(run, run)
     this.queue = p.catch(() => undefined)
     return p
+  }
+
+  /** The name of the branch this reader reads (`git-annex` unless a test chose another). */
+  get branchName(): string {
+    return this.branch
   }
 
   /**

@@ -7,7 +7,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { serializeKey } from '../keys/key.js'
-import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy } from '../remotes/cluster.js'
+import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Placement } from '../remotes/cluster.js'
 import { LocationLog } from '../remotes/local/location-log.js'
 import { openLocalRepo, type LocalRepo } from '../remotes/local-repo.js'
 import { HttpRepo } from '../remotes/http-repo.js'
@@ -17,6 +17,7 @@ import { openStdioRepo, sshCommand } from '../remotes/stdio-repo.js'
 import type { HasherKind } from '../streams/verify.js'
 import { isClusterUuid } from './branch-logs.js'
 import { GatewayConfig, type ClusterInfo, type GatewaySnapshot, type RemoteInfo } from './gateway-config.js'
+import { RepoSizes } from './repo-sizes.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -30,12 +31,21 @@ export interface GatewayOptions {
 }
 
 /** Whether node `uuid` wants `key` (its preferred content), given the gateway's view. */
-export type Wants = (snapshot: GatewaySnapshot, uuid: Uuid, key: Key, associatedFile: string | undefined, holders: readonly Uuid[]) => boolean
+export type Wants = (
+  snapshot: GatewaySnapshot,
+  uuid: Uuid,
+  key: Key,
+  associatedFile: string | undefined,
+  holders: readonly Uuid[],
+  repoSizes: ReadonlyMap<string, number> | undefined,
+  onSizesUsed: () => void,
+) => boolean
 
 export class Gateway {
   private readonly nodes = new Map<string, Promise<Remote | undefined>>()
   private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
   private closed = false
+  private readonly repoSizes: RepoSizes
 
   private constructor(
     readonly dir: string,
@@ -43,7 +53,9 @@ export class Gateway {
     private readonly config: GatewayConfig,
     private readonly locationLog: LocationLog,
     private readonly opts: GatewayOptions,
-  ) {}
+  ) {
+    this.repoSizes = new RepoSizes(config.reader)
+  }
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
     const self = await openLocalRepo(dir, { hasher: opts.hasher, log: opts.log })
@@ -124,7 +136,7 @@ export class Gateway {
     if (cached && cached.signature === signature) return cached.cluster
     const policy: ClusterPolicy = {
       nodes: members,
-      targets: (key, op) => this.targets(info, members, key, op),
+      targets: (key, op, reserve) => this.targets(members, key, op, reserve ?? false),
       holders: (key) => this.holders(members, key),
       record: (key, uuids, present) => this.record(key, uuids, present),
     }
@@ -133,17 +145,38 @@ export class Gateway {
     return cluster
   }
 
-  /** Spec §3.4: nodes not holding the key that want it; else all not holding it; else all. */
-  private async targets(_info: ClusterInfo, members: readonly NodeRemote[], key: Key, op: Op): Promise<NodeRemote[]> {
+  /**
+   * Spec §3.4: nodes not holding the key that want it; else all not holding it; else all.
+   * Repository sizes are read only when some repository has a maxsize: without one, no
+   * expression's answer depends on them (spec §7.5). A node that wants the key by its size
+   * counts it as in flight for other uploads' decisions until this one ends (`reserve`), as
+   * git-annex's live size updates do; nodes of one decision all see the same sizes.
+   */
+  private async targets(members: readonly NodeRemote[], key: Key, op: Op, reserve: boolean): Promise<Placement> {
     const held = new Set<string>(await this.config.locations(key))
     const lacking = members.filter((m) => !held.has(m.remote.uuid))
     const wants = this.opts.wants
     const snap = this.config.current
     const holders = [...held] as Uuid[]
-    const wanting = wants ? lacking.filter((m) => wants(snap, m.remote.uuid, key, op.associatedFile, holders)) : lacking
-    if (wanting.length > 0) return wanting
-    if (lacking.length > 0) return lacking
-    return [...members]
+    const bySize = wants !== undefined && snap.maxSize.size > 0
+    if (bySize) await this.repoSizes.refresh()
+    // From here to the reservation nothing awaits: concurrent uploads each see the others' reservations.
+    const sizes = bySize ? this.repoSizes.sizes() : undefined
+    const wanting: NodeRemote[] = []
+    const live: Uuid[] = []
+    for (const m of lacking) {
+      if (!wants) {
+        wanting.push(m)
+        continue
+      }
+      let usedSizes = false
+      if (!wants(snap, m.remote.uuid, key, op.associatedFile, holders, sizes, () => (usedSizes = true))) continue
+      wanting.push(m)
+      if (usedSizes) live.push(m.remote.uuid)
+    }
+    const nodes = wanting.length > 0 ? wanting : lacking.length > 0 ? lacking : [...members]
+    const release = reserve && wanting.length > 0 && key.size !== undefined ? this.repoSizes.reserve(live, key.size) : () => {}
+    return { nodes, release }
   }
 
   /** Nodes the location log says hold the key first; the rest after, so a stale log costs a lookup, not a false "absent". */

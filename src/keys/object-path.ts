@@ -3,7 +3,7 @@
 // --format='${objectpath}'` prints them: the work tree of a non-bare repository, the git
 // directory itself of a bare one.
 import { createHash } from 'node:crypto'
-import { type Key, parentKey, serializeKey } from './key.js'
+import { type Key, parentKey, serializeKey, tryParseKey } from './key.js'
 
 /** 2 is git-annex's default; 1 when the repository has the onelevel annex difference. */
 export type HashLevels = 1 | 2
@@ -19,6 +19,12 @@ export function keyFile(key: Key): string {
   const s = serializeKey(key)
   if (!NEEDS_ESCAPE.test(s)) return s
   return s.replace(ESCAPES, (c) => (c === '&' ? '&a' : c === '%' ? '&s' : c === ':' ? '&c' : '%'))
+}
+
+/** The key a file name from keyFile() names (its inverse), or undefined when it names none. */
+export function keyOfFile(name: string): Key | undefined {
+  const s = name.replace(/&[asc]|%/g, (c) => (c === '%' ? '/' : c === '&a' ? '&' : c === '&s' ? '%' : ':'))
+  return tryParseKey(s)
 }
 
 function md5(key: Key): Buffer {

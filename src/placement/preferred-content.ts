@@ -538,6 +538,11 @@ export interface EvalContext {
   readonly maxSizes?: ReadonlyMap<string, number> | undefined
   /** Live repository sizes in bytes (missing = 0), in-flight additions included. */
   readonly repoSizes?: ReadonlyMap<string, number> | undefined
+  /**
+   * Called when the answer depends on repository sizes (a balanced-family term was
+   * evaluated): git-annex then counts the key as in flight to the repository if it wants it.
+   */
+  readonly onSizesUsed?: (() => void) | undefined
   /** UUIDs to treat as not holding the key (git-annex evaluates drops as if already dropped). */
   readonly assumeNotPresent?: ReadonlySet<string> | undefined
   /** The repository's preferreddir= (for inpreferreddir), default "public". */
@@ -720,6 +725,7 @@ class Facts {
     return out
   }
   sizes(): SizeView {
+    this.ctx.onSizesUsed?.()
     return { maxSizes: this.ctx.maxSizes ?? new Map(), repoSizes: this.ctx.repoSizes ?? new Map() }
   }
 }

@@ -7,10 +7,17 @@ import { isPreferredContent } from './preferred-content.js'
 
 /**
  * A node with no expression wants everything (git-annex's default for proxied nodes).
- * Repository sizes are not yet tracked, so size-balanced choices see every node as
- * empty; maxsize 0 (no room) is still honoured.
+ * `repoSizes` (bytes held, uploads in flight included) matter only with a maxsize.
  */
-export function nodeWants(snap: GatewaySnapshot, uuid: Uuid, key: Key, file: string | undefined, holders: readonly Uuid[]): boolean {
+export function nodeWants(
+  snap: GatewaySnapshot,
+  uuid: Uuid,
+  key: Key,
+  file: string | undefined,
+  holders: readonly Uuid[],
+  repoSizes?: ReadonlyMap<string, number>,
+  onSizesUsed?: () => void,
+): boolean {
   return isPreferredContent(
     { wanted: snap.preferredContent.get(uuid), required: snap.requiredContent.get(uuid) },
     {
@@ -22,6 +29,8 @@ export function nodeWants(snap: GatewaySnapshot, uuid: Uuid, key: Key, file: str
       groupWanted: snap.groupPreferredContent,
       trust: snap.trust,
       maxSizes: snap.maxSize,
+      repoSizes,
+      onSizesUsed,
     },
     true,
   )

@@ -22,12 +22,21 @@ export interface ClusterNode {
 /** What the gateway knows and decides about a cluster (placement, location logs). */
 export interface ClusterPolicy {
   readonly nodes: readonly ClusterNode[]
-  /** Nodes an upload of `key` goes to (spec §3.4: wanted, else not holding, else all). */
-  targets(key: Key, op: Op): Promise<readonly ClusterNode[]>
+  /**
+   * Nodes an upload of `key` goes to (spec §3.4: wanted, else not holding, else all). With
+   * `reserve`, the key's size counts on them as in flight (for maxsize and size-balanced
+   * choices made meanwhile) until `release()`.
+   */
+  targets(key: Key, op: Op, reserve?: boolean): Promise<Placement>
   /** Nodes believed to hold `key`, to ask first. */
   holders(key: Key, op: Op): Promise<readonly ClusterNode[]>
   /** Records where content now is (present) or is not, in the gateway's location log. */
   record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void>
+}
+
+export interface Placement {
+  readonly nodes: readonly ClusterNode[]
+  release(): void
 }
 
 export interface ClusterOptions {
@@ -149,7 +158,7 @@ export class Cluster implements Remote {
   }
 
   async startStore(key: Key, op: Op): Promise<StoreStart> {
-    const starts = await this.startAll(await this.policy.targets(key, op), key, op)
+    const starts = await this.startAll((await this.policy.targets(key, op)).nodes, key, op)
     const pending = starts.filter((s) => s.start.kind === 'offset')
     if (pending.length === 0 && starts.length > 0) return { kind: 'present', plusUuids: this.holding(starts) }
     const offsets = pending.map((s) => (s.start.kind === 'offset' ? s.start.offset : 0))
@@ -168,7 +177,15 @@ export class Cluster implements Remote {
 
   async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
     if (offset > 0 && !this.capabilities.has('resume-store')) throw new NotSupportedError('a node of this cluster cannot resume a store')
-    const targets = await this.policy.targets(key, op)
+    const placement = await this.policy.targets(key, op, true)
+    try {
+      return await this.fanout(key, body, offset, placement.nodes, op)
+    } finally {
+      placement.release()
+    }
+  }
+
+  private async fanout(key: Key, body: Readable, offset: number, targets: readonly ClusterNode[], op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
     const starts = await this.startAll(targets, key, op)
     const have = this.holding(starts)
     const sending = starts.filter((s) => s.start.kind === 'offset')

@@ -36,7 +36,7 @@ async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: numb
   const members: ClusterNode[] = nodes.map((remote, i) => ({ remote, cost: 100 + i }))
   const policy: ClusterPolicy = {
     nodes: members,
-    targets: async () => members,
+    targets: async () => ({ nodes: members, release: () => {} }),
     holders: async (key: Key) => {
       const held = log.get(serializeKey(key)) ?? new Set()
       return [...members.filter((m) => held.has(m.remote.uuid)), ...members.filter((m) => !held.has(m.remote.uuid))]
