@@ -2,8 +2,16 @@
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-export type ServerKind = 'ours' | 'ref'
-export type ScenarioName = 'large' | 'small'
+/**
+ * ours = annex-proxy over annex+http; ref = `git annex p2phttp` over annex+http; ref-shell = the
+ * reference gateway reached through `git-annex-shell p2pstdio` over a stand-in ssh (cluster
+ * scenarios only: its p2phttp stalls on cluster copies, spec/protocol.md §9.19).
+ */
+export type ServerKind = 'ours' | 'ref' | 'ref-shell'
+export const SERVER_KINDS: readonly ServerKind[] = ['ours', 'ref', 'ref-shell']
+export type ScenarioName = 'large' | 'small' | 'cluster-large' | 'cluster-small'
+export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'cluster-large', 'cluster-small']
+export const isCluster = (s: ScenarioName): boolean => s.startsWith('cluster-')
 
 export interface DatasetSize {
   readonly files: number
@@ -21,23 +29,41 @@ export interface Options {
   readonly out: string
   /** A client command running longer than this is killed and its phase counts as stalled. */
   readonly timeoutSeconds: number
+  /** The client's -J for the ref-shell cluster runs (the reference's sqlite reposize db fails at -J4). */
+  readonly shellJobs: number
 }
 
 const MiB = 1024 * 1024
 const KiB = 1024
 
 export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioName, DatasetSize>>>> = {
-  quick: { large: { files: 4, fileBytes: 64 * MiB }, small: { files: 500, fileBytes: 16 * KiB } },
-  full: { large: { files: 8, fileBytes: 64 * MiB }, small: { files: 2000, fileBytes: 16 * KiB } },
+  quick: {
+    large: { files: 4, fileBytes: 64 * MiB },
+    small: { files: 500, fileBytes: 16 * KiB },
+    'cluster-large': { files: 4, fileBytes: 64 * MiB },
+    'cluster-small': { files: 500, fileBytes: 16 * KiB },
+  },
+  full: {
+    large: { files: 8, fileBytes: 64 * MiB },
+    small: { files: 2000, fileBytes: 16 * KiB },
+    'cluster-large': { files: 8, fileBytes: 64 * MiB },
+    'cluster-small': { files: 2000, fileBytes: 16 * KiB },
+  },
 }
 
-export const USAGE = `usage: node dist/bench/run.js [--quick] [--repeat N] [--jobs N]
-       [--servers ours,ref] [--scenarios large,small] [--timeout S] [--workdir DIR] [--out FILE]
+export const USAGE = `usage: node dist/bench/run.js [--quick] [--repeat N] [--jobs N] [--shell-jobs N]
+       [--servers ours,ref,ref-shell] [--scenarios large,small,cluster-large,cluster-small]
+       [--timeout S] [--workdir DIR] [--out FILE]
   --quick       4×64 MiB and 500×16 KiB instead of 8×64 MiB and 2000×16 KiB
   --repeat N    run everything N times (servers alternate who goes first); print median ± half-range
   --jobs N      client -J and server --jobs (default 4; the reference needs N >= 2)
-  --servers     which servers to run (default ours,ref; ours = dist/src/cli/main.js serve)
-  --scenarios   which workloads (default large,small)
+  --shell-jobs N  client -J against the reference gateway over git-annex-shell (default 1: at -J4
+                its sqlite reposize db fails)
+  --servers     which servers to run (default ours,ref,ref-shell; ours = dist/src/cli/main.js serve,
+                ref = git annex p2phttp, ref-shell = git-annex-shell p2pstdio over a stand-in ssh,
+                cluster scenarios only)
+  --scenarios   which workloads (default large,small,cluster-large,cluster-small; cluster-* copy to
+                and get from a 3-node cluster through the gateway, origin-mycluster)
   --timeout S   kill a client command after S seconds and count it as stalled (default 40 quick, 300 full)
   --workdir     where the temporary repositories go (default $TMPDIR)
   --out         JSON results (default bench/results/latest.json)`
@@ -55,14 +81,15 @@ function int(flag: string, value: string, min: number): number {
   return n
 }
 
-const VALUED = ['--repeat', '--jobs', '--servers', '--scenarios', '--timeout', '--workdir', '--out']
+const VALUED = ['--repeat', '--jobs', '--shell-jobs', '--servers', '--scenarios', '--timeout', '--workdir', '--out']
 
 export function parseOptions(argv: readonly string[], projectRoot: string): Options | 'help' {
   let quick = false
   let repeat = 1
   let jobs = 4
-  let servers: ServerKind[] = ['ours', 'ref']
-  let scenarios: ScenarioName[] = ['large', 'small']
+  let shellJobs = 1
+  let servers: ServerKind[] = [...SERVER_KINDS]
+  let scenarios: ScenarioName[] = [...SCENARIOS]
   let workdir = tmpdir()
   let out = join(projectRoot, 'bench/results/latest.json')
   let timeoutSeconds: number | undefined
@@ -79,12 +106,13 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
     switch (flag) {
       case '--repeat': repeat = int(flag, value, 1); break
       case '--jobs': jobs = int(flag, value, 2); break
-      case '--servers': servers = list(flag, value, ['ours', 'ref'] as const); break
-      case '--scenarios': scenarios = list(flag, value, ['large', 'small'] as const); break
+      case '--shell-jobs': shellJobs = int(flag, value, 1); break
+      case '--servers': servers = list(flag, value, SERVER_KINDS); break
+      case '--scenarios': scenarios = list(flag, value, SCENARIOS); break
       case '--timeout': timeoutSeconds = int(flag, value, 1); break
       case '--workdir': workdir = value; break
       case '--out': out = value; break
     }
   }
-  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out, timeoutSeconds: timeoutSeconds ?? (quick ? 40 : 300) }
+  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out, timeoutSeconds: timeoutSeconds ?? (quick ? 40 : 300), shellJobs }
 }

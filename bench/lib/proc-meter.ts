@@ -7,7 +7,8 @@
 // root's VmHWM (reset through clear_refs when the meter starts) if that is larger, which catches a
 // spike of the root between two samples.
 import { execFileSync } from 'node:child_process'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 
 export interface Usage {
   readonly cpuSeconds: number
@@ -41,22 +42,32 @@ function readStat(pid: number): Stat | undefined {
 
 /** The root and every live descendant (a scan of /proc; the kernel here has no task/…/children). */
 export function processTree(root: number): Stat[] {
+  return processTrees([root]).get(root) ?? []
+}
+
+/** root → the root and its live descendants, for several roots with one scan of /proc (absent: gone). */
+export function processTrees(roots: Iterable<number>): Map<number, Stat[]> {
   const byParent = new Map<number, Stat[]>()
-  let rootStat: Stat | undefined
+  const byPid = new Map<number, Stat>()
   for (const name of readdirSync('/proc')) {
     const pid = Number(name)
     if (!Number.isInteger(pid)) continue
     const s = readStat(pid)
     if (!s) continue
-    if (pid === root) rootStat = s
+    byPid.set(pid, s)
     const siblings = byParent.get(s.ppid)
     if (siblings) siblings.push(s)
     else byParent.set(s.ppid, [s])
   }
-  if (!rootStat) return []
-  const tree: Stat[] = [rootStat]
-  for (let i = 0; i < tree.length; i++) tree.push(...(byParent.get(tree[i]!.pid) ?? []))
-  return tree
+  const out = new Map<number, Stat[]>()
+  for (const root of roots) {
+    const rootStat = byPid.get(root)
+    if (!rootStat) continue
+    const tree: Stat[] = [rootStat]
+    for (let i = 0; i < tree.length; i++) tree.push(...(byParent.get(tree[i]!.pid) ?? []))
+    out.set(root, tree)
+  }
+  return out
 }
 
 function rootHwmBytes(pid: number): number {
@@ -68,7 +79,7 @@ function rootHwmBytes(pid: number): number {
   }
 }
 
-export class ProcessTreeMeter {
+export class ProcessTreeMeter implements Meter {
   #startTicks = 0
   #peakPages = 0
   #samples = 0
@@ -108,5 +119,86 @@ export class ProcessTreeMeter {
     this.#samples++
     this.#lastTicks = ticks
     return ticks
+  }
+}
+
+/** What a timed phase meters: a server's process tree, or the sessions of a server that has none. */
+export interface Meter {
+  start(): void
+  stop(): Promise<Usage> | Usage
+}
+
+/**
+ * The server side of a reference gateway reached through `git-annex-shell` over the stand-in ssh
+ * (bench/lib/cluster.ts): no process runs between commands, each ssh session is one. The
+ * stand-in appends its pid to `pidLog` when a session starts, runs the command as its child, and
+ * when it ends writes bash's `times` to `timesDir/<pid>` (its second line: the children's
+ * user+system, which holds every reaped descendant).
+ * CPU: the sum of those for the sessions that ended during the phase, plus, for any still alive
+ * at the end, its tree as last sampled. RSS: every `intervalMs` the summed RSS of every live
+ * session's tree without the stand-in's own bash (what an sshd would be in its place).
+ */
+export class SessionMeter implements Meter {
+  #peakPages = 0
+  #samples = 0
+  #timer: NodeJS.Timeout | undefined
+  readonly #lastTicks = new Map<number, number>()
+
+  constructor(readonly pidLog: string, readonly timesDir: string, readonly intervalMs = 50) {}
+
+  start(): void {
+    writeFileSync(this.pidLog, '')
+    for (const f of readdirSync(this.timesDir)) rmSync(join(this.timesDir, f))
+    this.#lastTicks.clear()
+    this.#sample()
+    this.#timer = setInterval(() => this.#sample(), this.intervalMs)
+  }
+
+  async stop(): Promise<Usage> {
+    clearInterval(this.#timer)
+    this.#sample()
+    // A session's `times` line is written just after its command exits: give stragglers a moment.
+    let ended = this.#ended()
+    for (let i = 0; i < 40 && [...this.#pids()].some((p) => !ended.has(p)); i++) {
+      await new Promise((r) => setTimeout(r, 50))
+      ended = this.#ended()
+    }
+    let seconds = 0
+    for (const s of ended.values()) seconds += s
+    for (const pid of this.#pids()) if (!ended.has(pid)) seconds += (this.#lastTicks.get(pid) ?? 0) / CLK_TCK
+    return { cpuSeconds: seconds, peakRssBytes: this.#peakPages * PAGE_SIZE, samples: this.#samples }
+  }
+
+  #pids(): Set<number> {
+    const text = readFileSync(this.pidLog, 'utf8')
+    return new Set(text.split('\n').filter(Boolean).map((l) => Number(l.split(' ')[0])))
+  }
+
+  /** pid → CPU seconds of the sessions that have ended (`times`: "0m0.002s 0m0.000s\n0m1.409s 0m1.010s"). */
+  #ended(): Map<number, number> {
+    const out = new Map<number, number>()
+    for (const pid of readdirSync(this.timesDir)) {
+      const times = readFileSync(join(this.timesDir, pid), 'utf8').trim().split(/\s+/)
+      if (times.length !== 4) continue // being written
+      const secs = times.map((t) => {
+        const m = /^(\d+)m([\d.]+)s$/.exec(t)
+        return m ? Number(m[1]) * 60 + Number(m[2]) : 0
+      })
+      out.set(Number(pid), secs[2]! + secs[3]!) // the second line: the children's user and system time
+    }
+    return out
+  }
+
+  #sample(): void {
+    let pages = 0
+    const ended = this.#ended() // (a pid that ended may be reused by now)
+    for (const [pid, tree] of processTrees([...this.#pids()].filter((p) => !ended.has(p)))) {
+      const below = tree.slice(1)
+      pages += below.reduce((a, s) => a + s.rssPages, 0)
+      // The root's own utime/stime is bash's; its children's CPU reaches cutime/cstime only when they end.
+      this.#lastTicks.set(pid, below.reduce((a, s) => a + s.cpuTicks, 0))
+    }
+    this.#peakPages = Math.max(this.#peakPages, pages)
+    this.#samples++
   }
 }

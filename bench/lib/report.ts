@@ -2,7 +2,7 @@
 import type { FloorRun } from '../scenarios/floor.js'
 import { PHASES, type Phase, type TransferRun } from '../scenarios/transfer.js'
 import type { Dataset } from './dataset.js'
-import type { ScenarioName, ServerKind } from './options.js'
+import { isCluster, type ScenarioName, type ServerKind } from './options.js'
 import { SERVER_LABEL } from './servers.js'
 import { ratio, summarize, type Summary } from './stats.js'
 
@@ -33,7 +33,7 @@ export interface Row {
   readonly phase: Phase
   readonly label: string
   readonly unit: Unit
-  readonly servers: Readonly<Record<ServerKind, ServerSummary>>
+  readonly servers: Readonly<Record<'ours' | 'ref', ServerSummary>>
   /** cp -r + sync of the same bytes, in the row's unit. */
   readonly floor?: Summary
   /** annex-proxy / p2phttp: above 1 is better for throughput, below 1 is better for CPU and RSS. */
@@ -71,7 +71,7 @@ function serverSummary(d: Dataset, phase: Phase, runs: readonly TransferRun[]): 
 
 export function buildRows(datasets: readonly Dataset[], transfers: readonly TransferRun[], floors: readonly FloorRun[]): Row[] {
   const rows: Row[] = []
-  for (const d of datasets) {
+  for (const d of datasets.filter((x) => !isCluster(x.name))) {
     const unit = unitOf(d)
     const floorSeconds = floors.filter((f) => f.scenario === d.name).map((f) => f.cpSyncSeconds)
     const floor = summarize(floorSeconds.map((s) => (unit === 'MiB/s' ? d.totalBytes / MiB : d.files) / s))
@@ -145,5 +145,90 @@ export function formatTable(rows: readonly Row[]): string {
   const all = [header, ...body]
   const widths = header.map((_, i) => Math.max(...all.map((line) => line[i]!.length)))
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...body.map(line)].join('\n')
+}
+
+/** One phase of a cluster scenario: a line per server, each compared with annex-proxy. */
+export interface ClusterRow {
+  readonly scenario: ScenarioName
+  readonly phase: Phase
+  readonly label: string
+  readonly unit: Unit
+  /** cp -r of the files to 3 directories + sync, in the row's unit (of the files, not the bytes written). */
+  readonly floor?: Summary
+  readonly servers: readonly {
+    readonly server: ServerKind
+    /** How the client reached the gateway, e.g. "annex+http, -J4". */
+    readonly via: string
+    readonly summary: ServerSummary
+    /** annex-proxy / this server (undefined for annex-proxy itself and for missing figures). */
+    readonly ratios: { readonly throughput?: number; readonly cpu?: number; readonly rss?: number }
+  }[]
+}
+
+export function buildClusterRows(
+  datasets: readonly Dataset[],
+  transfers: readonly TransferRun[],
+  floors: readonly FloorRun[],
+  servers: readonly ServerKind[],
+  via: (s: ServerKind) => string,
+): ClusterRow[] {
+  const rows: ClusterRow[] = []
+  for (const d of datasets.filter((x) => isCluster(x.name))) {
+    const unit = unitOf(d)
+    const floorSeconds = floors.filter((f) => f.scenario === d.name).map((f) => f.cpSyncSeconds)
+    const floor = summarize(floorSeconds.map((s) => (unit === 'MiB/s' ? d.totalBytes / MiB : d.files) / s))
+    for (const phase of PHASES) {
+      const of = (k: ServerKind) => serverSummary(d, phase, transfers.filter((t) => t.scenario === d.name && t.server === k))
+      const ours = of('ours')
+      rows.push({
+        scenario: d.name,
+        phase,
+        label: `${d.label} ${phase === 'copy' ? 'copy --to' : 'get --from'} cluster`,
+        unit,
+        floor,
+        servers: servers.map((k) => {
+          const summary = of(k)
+          return {
+            server: k,
+            via: via(k),
+            summary,
+            ratios:
+              k === 'ours'
+                ? {}
+                : {
+                    throughput: ratio(ours.throughput, summary.throughput),
+                    cpu: ratio(ours.cpuSeconds, summary.cpuSeconds),
+                    rss: ratio(ours.peakRssMiB, summary.peakRssMiB),
+                  },
+          }
+        }),
+      })
+    }
+  }
+  return rows
+}
+
+export function formatClusterTable(rows: readonly ClusterRow[]): string {
+  const header = ['cluster scenario (3 nodes)', 'server (client reaches the gateway by)', 'throughput', 'ours ÷ this', 'physical floor', 'CPU s', 'ours ÷ this', 'RSS MiB', 'ours ÷ this']
+  const body: string[][] = []
+  for (const r of rows) {
+    for (const [i, s] of r.servers.entries()) {
+      body.push([
+        i === 0 ? `${r.label} (${r.unit})` : '',
+        `${SERVER_LABEL[s.server]}, ${s.via}`,
+        cell(s.summary, (x) => x.throughput),
+        s.server === 'ours' ? '' : ratioCell(s.ratios.throughput),
+        i === 0 && r.floor ? cell({ status: 'ok', stalled: 0, skipped: 0, failed: 0, throughput: r.floor }, (x) => x.throughput) : '',
+        cell(s.summary, (x) => x.cpuSeconds),
+        s.server === 'ours' ? '' : ratioCell(s.ratios.cpu),
+        cell(s.summary, (x) => x.peakRssMiB),
+        s.server === 'ours' ? '' : ratioCell(s.ratios.rss),
+      ])
+    }
+  }
+  const all = [header, ...body]
+  const widths = header.map((_, i) => Math.max(...all.map((line) => line[i]!.length)))
+  const line = (cells: string[]) => cells.map((c, i) => (i <= 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')
   return [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...body.map(line)].join('\n')
 }

@@ -10,6 +10,7 @@ import type { ServerKind } from './options.js'
 export const SERVER_LABEL: Readonly<Record<ServerKind, string>> = {
   ours: 'annex-proxy',
   ref: 'git annex p2phttp',
+  'ref-shell': 'git-annex-shell',
 }
 
 /** annex-proxy's CLI is not built (yet): the table says so instead of failing. */
@@ -39,7 +40,7 @@ export function oursEntry(projectRoot: string): string {
   return join(projectRoot, 'dist/src/cli/main.js')
 }
 
-function command(kind: ServerKind, projectRoot: string, port: number, jobs: number): [string, string[]] {
+function command(kind: 'ours' | 'ref', projectRoot: string, port: number, jobs: number): [string, string[]] {
   const common = ['--bind', '127.0.0.1', '--port', String(port), '--wideopen', '--jobs', String(jobs)]
   if (kind === 'ref') return ['git-annex', ['p2phttp', ...common]]
   const entry = oursEntry(projectRoot)
@@ -47,7 +48,7 @@ function command(kind: ServerKind, projectRoot: string, port: number, jobs: numb
   return [process.execPath, [entry, 'serve', ...common]]
 }
 
-export async function startServer(kind: ServerKind, repo: string, jobs: number, projectRoot: string, env: NodeJS.ProcessEnv): Promise<RunningServer> {
+export async function startServer(kind: 'ours' | 'ref', repo: string, jobs: number, projectRoot: string, env: NodeJS.ProcessEnv): Promise<RunningServer> {
   const port = await freePort()
   const [cmd, args] = command(kind, projectRoot, port, jobs)
   const child: ChildProcess = spawn(cmd, args, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })

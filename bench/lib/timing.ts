@@ -1,6 +1,6 @@
 // Timing one client command while metering the server's process tree.
 import { sh } from '../../test/helpers/annex.js'
-import { ProcessTreeMeter } from './proc-meter.js'
+import { ProcessTreeMeter, type Meter } from './proc-meter.js'
 
 export interface PhaseMeasurement {
   readonly wallSeconds: number
@@ -19,19 +19,19 @@ export async function seconds(fn: () => Promise<unknown>): Promise<number> {
   return (performance.now() - t0) / 1000
 }
 
-/** Runs `fn` (after a sync) while metering the tree under `serverPid`. */
-export async function measured(serverPid: number, fn: () => Promise<unknown>): Promise<PhaseMeasurement> {
+/** Runs `fn` (after a sync) while metering the tree under `server` (a pid), or with `server`'s meter. */
+export async function measured(server: number | Meter, fn: () => Promise<unknown>): Promise<PhaseMeasurement> {
   await syncDisks()
-  const meter = new ProcessTreeMeter(serverPid)
+  const meter = typeof server === 'number' ? new ProcessTreeMeter(server) : server
   meter.start()
   const t0 = performance.now()
   try {
     await fn()
   } catch (e) {
-    meter.stop()
+    await meter.stop()
     throw e
   }
   const wallSeconds = (performance.now() - t0) / 1000
-  const usage = meter.stop()
+  const usage = await meter.stop()
   return { wallSeconds, cpuSeconds: usage.cpuSeconds, peakRssBytes: usage.peakRssBytes }
 }

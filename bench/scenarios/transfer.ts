@@ -26,6 +26,8 @@ export interface TransferRun {
   /** Why the run stopped early: "not built: …", a stall, a failed command, a missing object. */
   readonly error?: string
   readonly notBuilt?: boolean
+  /** The client's -J, when it is not the server's --jobs (ref-shell cluster runs). */
+  readonly clientJobs?: number
 }
 
 export interface TransferContext {
@@ -52,6 +54,7 @@ export async function runTransfer(server: ServerKind, data: Dataset, ctx: Transf
     const served = join(root, 'srv')
     setupSeconds = await seconds(async () => {
       await makeServedRepo(served)
+      if (server === 'ref-shell') throw new Error('git-annex-shell is compared in the cluster scenarios only')
       running = await startServer(server, served, ctx.jobs, ctx.projectRoot, benchEnv)
       await makeClient(served, client, running.port, data.dir)
     })
