@@ -42,7 +42,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     repos: cfg.repos,
     directories: cfg.directories,
     open: (dir) =>
-      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, wants: nodeWants }),
+      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, wants: nodeWants, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections }),
     log,
   })
   await registry.start()

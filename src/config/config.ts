@@ -29,6 +29,11 @@ export interface ServeConfig extends Required<AuthFlags> {
   /** Requests waiting for a worker beyond this many are refused with 503. */
   readonly maxQueue: number
   readonly maxQueueWaitSeconds: number
+  /**
+   * Idle git-annex-shell sessions kept open to each proxied remote. Default (undefined): as
+   * many as --jobs, so a steady load does not respawn them (p2phttp's default is 1).
+   */
+  readonly proxyConnections: number | undefined
 }
 
 export const DEFAULT_PORT = 9417
@@ -57,8 +62,8 @@ const OPTIONS = {
   'shutdown-grace': { type: 'string' },
   'max-queue': { type: 'string' },
   'max-queue-wait': { type: 'string' },
-  // Accepted for compatibility with p2phttp command lines; not used by a single-repo server.
   proxyconnections: { type: 'string' },
+  // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
   clusterjobs: { type: 'string' },
   cpus: { type: 'string' },
 } as const
@@ -111,5 +116,6 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     shutdownGraceSeconds: int('shutdown-grace', o['shutdown-grace'], 10, 0),
     maxQueue: int('max-queue', o['max-queue'], 64 * jobs, 0),
     maxQueueWaitSeconds: int('max-queue-wait', o['max-queue-wait'], 120, 1),
+    proxyConnections: o.proxyconnections === undefined ? undefined : int('proxyconnections', o.proxyconnections, 1, 0, 1024),
   })
 }

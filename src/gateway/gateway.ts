@@ -26,6 +26,10 @@ export interface GatewayOptions {
   readonly fanoutHighWaterMark: number
   /** A node that takes no bytes for this long is dropped from a cluster upload. */
   readonly fanoutStallMs: number
+  /** Most requests served at once (--jobs): the most sessions or connections one node gets. */
+  readonly jobs?: number
+  /** Idle git-annex-shell sessions kept open to each proxied remote (--proxyconnections; default: all). */
+  readonly proxyConnections?: number
   /** Decides whether a node wants a key (preferred content); default: every node wants everything. */
   readonly wants?: Wants
 }
@@ -229,18 +233,22 @@ export class Gateway {
   private async open(info: RemoteInfo, uuid: Uuid, bypass: readonly Uuid[]): Promise<Remote | undefined> {
     if (info.special) return undefined
     const base = { uuid, clientUuid: this.self.uuid, bypass }
-    // annex+http nodes (spec §9.20: a capability the reference gateway lacks).
+    // annex+http nodes (spec §9.20: a capability the reference gateway lacks). undici closes
+    // idle connections after the keep-alive timeout; it has no bound on idle ones to honour.
     if (info.annexUrl) return new HttpRepo(info.annexUrl, base)
+    // A held lock keeps a session: at least 4, as many as requests are served at once.
+    const maxSessions = Math.max(4, this.opts.jobs ?? 4)
+    const sessions = { maxSessions, maxIdle: Math.min(maxSessions, this.opts.proxyConnections ?? maxSessions) }
     if (!info.url) return undefined
     const url = info.url
     const ssh = /^ssh:\/\/([^/]+)(\/.*)$/.exec(url) ?? /^([^/:]+@?[^/:]*):(.+)$/.exec(url)
     if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !url.startsWith('file://') && !url.startsWith('ssh://')) return undefined
     if (ssh && !url.startsWith('file://') && !isAbsolute(url) && !url.startsWith('.')) {
       const [, host, path] = ssh
-      return openStdioRepo({ ...base, dir: path!, command: sshCommand(host!) })
+      return openStdioRepo({ ...base, ...sessions, dir: path!, command: sshCommand(host!) })
     }
     const path = resolve(this.dir, url.startsWith('file://') ? url.slice('file://'.length) : url)
-    if (uuid !== info.uuid) return openStdioRepo({ ...base, dir: path })
+    if (uuid !== info.uuid) return openStdioRepo({ ...base, ...sessions, dir: path })
     const repo = await openLocalRepo(path, { hasher: this.opts.hasher, log: this.opts.log })
     if (repo.uuid !== info.uuid) {
       await repo.close()

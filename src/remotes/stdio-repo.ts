@@ -56,6 +56,8 @@ export interface StdioRepoOptions {
   readonly maxSessions?: number
   /** An idle session is ended after this long (ms); default 60 000. */
   readonly idleMs?: number
+  /** Most idle sessions kept open; one more coming back is ended at once. Default: maxSessions. */
+  readonly maxIdle?: number
   /** Environment for the process; default process.env (GIT_ANNEX_SHELL_READONLY etc. apply). */
   readonly env?: NodeJS.ProcessEnv
   /** Gateways the peer must not route through (sent as BYPASS). */
@@ -203,7 +205,7 @@ export class StdioRepo implements Remote {
 
   /** Returns a session to the pool, or ends it when broken (waiting for the process to exit). */
   private async release(p: Peer): Promise<void> {
-    if (p.broken || this.closing) {
+    if (p.broken || this.closing || this.idle.length >= (this.opts.maxIdle ?? this.max)) {
       await p.end()
       this.live--
     } else {

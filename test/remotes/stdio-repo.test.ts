@@ -56,6 +56,16 @@ describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {
     assert.equal(pool.live, 1)
   })
 
+  test('maxIdle bounds the sessions kept once requests end (--proxyconnections); the rest end at once', async (t) => {
+    const { repo } = await stdioRepo(t, { maxSessions: 3, maxIdle: 1 })
+    const cs = Array.from({ length: 6 }, (_, i) => content(2000 + i))
+    await Promise.all(cs.map((c) => storeAll(repo, c)))
+    const pool = repo as unknown as { live: number; idle: { child: { exitCode: number | null } }[] }
+    assert.equal(pool.idle.length, 1)
+    await eventually(async () => pool.live === 1, 'sessions beyond maxIdle to end')
+    assert.ok((await Promise.all(cs.map((c) => repo.checkPresent(c.key, op())))).every(Boolean))
+  })
+
   test('a request waiting for a free session can be aborted; a held lock keeps its session', async (t) => {
     const { repo } = await stdioRepo(t, { maxSessions: 1 })
     const c = content(100)

@@ -1,0 +1,36 @@
+// parseServeArgs: p2phttp's flags with their meanings, ours with their bounds, and a clear
+// ConfigError (never a stack trace) for a value a person mistyped.
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { parseServeArgs } from '../../src/config/config.js'
+import { ConfigError } from '../../src/errors.js'
+
+test('defaults: the working directory, 127.0.0.1:9417, 4 jobs, idle proxy sessions bounded by jobs', () => {
+  const c = parseServeArgs([], '/srv/r')
+  assert.deepEqual(c.repos, ['/srv/r'])
+  assert.equal(c.bind, '127.0.0.1')
+  assert.equal(c.port, 9417)
+  assert.equal(c.jobs, 4)
+  assert.equal(c.proxyConnections, undefined)
+  assert.equal(c.maxQueue, 256)
+})
+
+test('--proxyconnections and --clusterjobs are taken as p2phttp takes them', () => {
+  assert.equal(parseServeArgs(['--proxyconnections', '2'], '/').proxyConnections, 2)
+  assert.equal(parseServeArgs(['--proxyconnections=0'], '/').proxyConnections, 0)
+  // Every node of a cluster upload is reached at once, so --clusterjobs changes nothing, but is accepted.
+  assert.doesNotThrow(() => parseServeArgs(['--clusterjobs', '4', '-J', '8'], '/'))
+})
+
+test('bad values are refused with a message naming the flag', () => {
+  const bad: [string[], RegExp][] = [
+    [['--proxyconnections', 'x'], /--proxyconnections needs a whole number, got 'x'/],
+    [['--proxyconnections', '5000'], /--proxyconnections must be between 0 and 1024/],
+    [['--jobs', '0'], /--jobs must be between 1 and 1024/],
+    [['--port', '70000'], /--port must be between 0 and 65535/],
+    [['--hasher', 'md5'], /--hasher must be wasm, native or auto/],
+    [['--certfile', 'c.pem'], /--certfile and --privatekeyfile go together/],
+    [['--no-such-flag'], /no-such-flag/],
+  ]
+  for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
+})
