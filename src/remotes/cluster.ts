@@ -242,10 +242,19 @@ export class Cluster implements Remote {
     return this.removeAll(key, op, (r) => r.remove(key, op))
   }
 
+  /**
+   * `deadline` is on the gateway's clock (timestamp()); each node is asked against its own
+   * (spec §3.4 GETTIMESTAMP, which the reference skips over HTTP, §9.17): its clock now plus
+   * the time left here, measured after its answer, so a node's window is never longer than
+   * the client's.
+   */
   removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
-    // Nodes on this host share the gateway's clock; translating deadlines for nodes
-    // elsewhere (spec §3.4 GETTIMESTAMP) comes with remote nodes.
-    return this.removeAll(key, op, (r) => r.removeBefore(key, deadline, op))
+    return this.removeAll(key, op, async (r) => {
+      const theirs = await r.timestamp(op)
+      const left = deadline - monotonicSeconds()
+      if (left <= 0) return { removed: false, plusUuids: [] }
+      return r.removeBefore(key, Math.min(Number.MAX_SAFE_INTEGER, Math.floor(theirs + left)), op)
+    })
   }
 
   private async removeAll(key: Key, op: Op, each: (r: Remote) => Promise<Removed>): Promise<Removed> {

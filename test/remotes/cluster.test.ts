@@ -11,7 +11,8 @@ import { serializeKey } from '../../src/keys/key.js'
 import { Cluster, type ClusterNode, type ClusterPolicy } from '../../src/remotes/cluster.js'
 import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
 import { asUuid, type Uuid } from '../../src/remotes/remote.js'
-import { defer, makeRepo, tempDir } from '../helpers/annex.js'
+import { openStdioRepo } from '../../src/remotes/stdio-repo.js'
+import { defer, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract } from './contract.js'
 
 const CLUSTER_UUID = asUuid('ac09ac21-6bb7-8ee3-959e-35f17b3d2701')
@@ -120,4 +121,42 @@ test('a GET whose node dies mid-stream fails over and resumes at the byte reache
   assert.ok(killed)
   assert.deepEqual(Buffer.concat(parts), c.bytes)
   assert.equal(await r.valid, true)
+})
+
+test('remove-before reaches a node on another clock with the time left, not the gateway\'s deadline', async (t) => {
+  // The node runs git-annex-shell in a time namespace whose monotonic clock is a day ahead,
+  // as a node on another host would be; the other node is local.
+  const root = await tempDir(t)
+  const local = await openLocalRepo(await makeRepo(join(root, 'near'), 'near'), { logIdleMs: 100 })
+  defer(t, () => local.close())
+  const farDir = await makeRepo(join(root, 'far'), 'far')
+  const far = openStdioRepo({
+    uuid: await repoUuid(farDir),
+    clientUuid: '00000000-0000-4000-8000-0000000000c1',
+    dir: farDir,
+    command: (a) => ['unshare', '-T', '--monotonic', '86400', '--boottime', '86400', 'git-annex-shell', ...a],
+  })
+  defer(t, () => far.close())
+  assert.ok((await far.timestamp(op())) - (await local.timestamp(op())) > 86000, 'the far node is on another clock')
+  const members: ClusterNode[] = [local, far].map((remote) => ({ remote, cost: 100 }))
+  const policy: ClusterPolicy = {
+    nodes: members,
+    targets: async () => ({ nodes: members, release: () => {} }),
+    holders: async () => members,
+    record: async () => {},
+  }
+  const cluster = new Cluster(CLUSTER_UUID, policy, { highWaterMark: 64 * 1024, stallMs: 10_000 })
+  const c = content(10_000)
+  await cluster.store(c.key, bodyOf(c.bytes), 0, op())
+  // A deadline already passed here: no node removes, whatever its clock says.
+  const now = await cluster.timestamp(op())
+  assert.deepEqual(await cluster.removeBefore(c.key, now - 1, op()), { removed: false, plusUuids: [] })
+  assert.equal(await far.checkPresent(c.key, op()), true)
+  assert.equal(await local.checkPresent(c.key, op()), true)
+  // A minute left here is a minute left on each node: both remove.
+  const r = await cluster.removeBefore(c.key, (await cluster.timestamp(op())) + 60, op())
+  assert.equal(r.removed, true)
+  assert.deepEqual([...r.plusUuids].sort(), [local.uuid, far.uuid].sort())
+  assert.equal(await far.checkPresent(c.key, op()), false)
+  assert.equal(await local.checkPresent(c.key, op()), false)
 })
