@@ -195,3 +195,85 @@ test('connection refused is RemoteUnavailableError', async (t) => {
   const c = client(t, port)
   await assert.rejects(c.checkPresent('00000000-0000-4000-8000-000000000000', content(1).key, { signal: signal() }), RemoteUnavailableError)
 })
+
+test('a GET whose server never ends the response (the reference, §9.19): every byte, complete, the connection let go', async (t) => {
+  const k = content(100_000)
+  let closed!: () => void
+  const socketClosed = new Promise<void>((r) => (closed = r))
+  // Sends the announced bytes, chunked, and never the terminating chunk.
+  const server = http.createServer((req, res) => {
+    req.socket.once('close', () => closed())
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-git-annex-data-length': String(k.bytes.length) })
+    res.write(k.bytes.subarray(0, 60_000))
+    setTimeout(() => res.write(k.bytes.subarray(60_000)), 20)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  defer(t, () => new Promise<void>((r) => server.close(() => r())))
+  defer(t, () => server.closeAllConnections())
+  const c = client(t, (server.address() as AddressInfo).port)
+  const g = await c.get('00000000-0000-4000-8000-0000000000aa', k.key, { signal: signal() })
+  assert.deepEqual(await buffer(g.body), k.bytes)
+  assert.equal(await g.complete, true)
+  const t0 = Date.now()
+  await socketClosed
+  assert.ok(Date.now() - t0 < 8000, 'the stuck connection was dropped')
+})
+
+test('a GET that sends more than it announced fails, and fewer is incomplete', async (t) => {
+  const k = content(1000)
+  const server = http.createServer((req, res) => {
+    const extra = req.url!.includes('more')
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-git-annex-data-length': String(k.bytes.length) })
+    res.end(extra ? Buffer.concat([k.bytes, Buffer.from('x')]) : k.bytes.subarray(1))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  defer(t, () => new Promise<void>((r) => server.close(() => r())))
+  const port = (server.address() as AddressInfo).port
+  const more = await client(t, port).get('00000000-0000-4000-8000-0000000000aa', k.key, { signal: signal(), associatedFile: 'more' })
+  await assert.rejects(buffer(more.body), /more than the 1000 bytes it announced/)
+  assert.equal(await more.complete, false)
+  const fewer = await client(t, port).get('00000000-0000-4000-8000-0000000000aa', k.key, { signal: signal() })
+  assert.equal((await buffer(fewer.body)).length, 999)
+  assert.equal(await fewer.complete, false)
+})
+
+test('a GET that stalls mid-body (as the reference does, §9.19) is resumed with a ranged GET from the byte reached', async (t) => {
+  const k = content(100_000)
+  const offsets: string[] = []
+  const server = http.createServer((req, res) => {
+    const offset = Number(new URL(req.url!, 'http://x').searchParams.get('offset') ?? 0)
+    offsets.push(String(offset))
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-git-annex-data-length': String(k.bytes.length - offset) })
+    // The first answer stops at 60 000 bytes and never goes on; the second sends the rest.
+    if (offset === 0) res.write(k.bytes.subarray(0, 60_000))
+    else res.end(k.bytes.subarray(offset))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  defer(t, () => new Promise<void>((r) => server.close(() => r())))
+  defer(t, () => server.closeAllConnections())
+  const c = client(t, (server.address() as AddressInfo).port, { getStallMs: 300 })
+  const g = await c.get('00000000-0000-4000-8000-0000000000aa', k.key, { signal: signal() })
+  assert.equal(g.length, k.bytes.length)
+  assert.deepEqual(await buffer(g.body), k.bytes)
+  assert.equal(await g.complete, true)
+  assert.deepEqual(offsets, ['0', '60000'])
+})
+
+test('a GET that keeps stalling fails after its resumes, with the bytes so far and complete=false', async (t) => {
+  const k = content(100_000)
+  let requests = 0
+  const server = http.createServer((req, res) => {
+    requests++
+    const offset = Number(new URL(req.url!, 'http://x').searchParams.get('offset') ?? 0)
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-git-annex-data-length': String(k.bytes.length - offset) })
+    res.write(k.bytes.subarray(offset, offset + 1000))
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  defer(t, () => new Promise<void>((r) => server.close(() => r())))
+  defer(t, () => server.closeAllConnections())
+  const c = client(t, (server.address() as AddressInfo).port, { getStallMs: 200 })
+  const g = await c.get('00000000-0000-4000-8000-0000000000aa', k.key, { signal: signal() })
+  await assert.rejects(buffer(g.body))
+  assert.equal(await g.complete, false)
+  assert.equal(requests, 4, 'the first request and 3 resumes')
+})

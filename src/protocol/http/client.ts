@@ -3,7 +3,7 @@
 // AbortSignal. Like git-annex's client (spec §2.11) each call tries versions 4→0 (only
 // those the endpoint has), moving on after a 404 or the reference's `400 bad version`.
 // HTTP failures become domain errors here; nothing above this file sees a status code.
-import { PassThrough, Transform, pipeline, type Readable } from 'node:stream'
+import { PassThrough, Readable, Transform, pipeline } from 'node:stream'
 import { Pool, errors as undiciErrors } from 'undici'
 import type { Dispatcher } from 'undici'
 import {
@@ -24,6 +24,13 @@ export interface Credentials {
   readonly password: string
 }
 
+/** How long a GET's response may take to end after its last announced byte before its connection is dropped. */
+const GET_LINGER_MS = 5000
+/** A GET whose body sends nothing for this long has stalled (default of getStallMs). */
+const GET_STALL_MS = 15_000
+/** Ranged GETs tried after stalls, per retrieve. */
+const GET_RESUMES = 3
+
 export interface HttpClientOptions {
   /** Sent as `clientuuid` on every request (spec §2.11). */
   readonly clientUuid: string
@@ -40,6 +47,8 @@ export interface HttpClientOptions {
   readonly connectTimeout?: number
   /** Highest protocol version to try (default 4). */
   readonly maxVersion?: Version
+  /** A GET body that sends nothing for this many ms is resumed with a ranged GET (default 15 s). */
+  readonly getStallMs?: number
 }
 
 /** The server refused the credentials (401 after sending them) or the action (403). */
@@ -211,49 +220,120 @@ export class P2PHttpClient {
     return { stored: bool(r, 'stored'), plusUuids: plus(r, version >= 2) }
   }
 
-  /** GET `vN/key/<key>`: the body streams; its byte count is checked against the header. */
+  /**
+   * GET `vN/key/<key>`: the body streams; its byte count is checked against the header. A
+   * response that stalls mid-body (no bytes for `getStallMs`) is resumed where it stopped
+   * with a ranged GET, up to GET_RESUMES times: the reference server now and then stops
+   * short of the end and never finishes (spec §9.19; reproduced with curl).
+   */
   async get(server: string, key: Key, o: CallOptions & { offset?: number; associatedFile?: string }): Promise<GetResult> {
+    const start = o.offset ?? 0
+    const first = await this.withVersions('key', o.signal, (version) => this.openGet(server, version, key, start, o))
+    const { length, version } = first
+    const self = this
+    let got = 0
+    let stopped = false
+    let res = first.res
+    // Bytes of the body, across resumed requests.
+    async function* bytes(): AsyncGenerator<Buffer> {
+      for (let resumes = 0; ; ) {
+        try {
+          for await (const chunk of res.body as AsyncIterable<Buffer>) {
+            got += chunk.length
+            yield chunk
+          }
+          return
+        } catch (err) {
+          if (!(err instanceof undiciErrors.BodyTimeoutError) || stopped || o.signal.aborted || got >= length || resumes++ >= GET_RESUMES) throw err
+          res.body.destroy()
+          const again = await self.openGet(server, version, key, start + got, o)
+          if (again === 'try-lower' || again.length !== length - got || stopped) {
+            if (again !== 'try-lower') again.res.body.destroy()
+            throw err
+          }
+          res = again.res
+        }
+      }
+    }
+    const source = Readable.from(bytes(), { objectMode: false })
+    let delivered = false
+    let linger: NodeJS.Timeout | undefined
+    let settle!: (ok: boolean) => void
+    const complete = new Promise<boolean>((r) => (settle = r))
+    let seen = 0
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        if (delivered || seen + chunk.length > length) {
+          cb(new ProtocolViolationError(`GET of ${serializeKey(key)} sent more than the ${length} bytes it announced`))
+          return
+        }
+        seen += chunk.length
+        this.push(chunk)
+        if (seen === length) {
+          // Every announced byte is here, so the server has said "valid" (it drops the last
+          // byte to say otherwise, spec §2.4): the consumer gets its end now, without waiting
+          // for the server to end the response.
+          delivered = true
+          settle(true)
+          this.push(null)
+          // A server that does not end it would keep the connection from the pool: it gets a moment, then is let go.
+          // (The response itself: the generator reading it cannot be stopped while it awaits.)
+          linger = setTimeout(() => res.body.destroy(), GET_LINGER_MS).unref()
+        }
+        cb()
+      },
+      flush(cb) {
+        clearTimeout(linger)
+        settle(seen === length)
+        cb()
+      },
+      // pipeline destroys this stage with the source's error: consumers see domain errors,
+      // except once they have had every byte, when there is nothing left to fail.
+      // (A consumer done with every byte destroys this stage before the server ends its
+      // response: the linger goes on, so the connection is reused or let go, not held.)
+      destroy(err, cb) {
+        if (!delivered) {
+          // Given up on (an abort, a failover elsewhere): the response goes too, and is not resumed.
+          stopped = true
+          clearTimeout(linger)
+          res.body.destroy()
+        }
+        settle(false)
+        cb(err && !delivered ? toProxyError(err, o.signal) : null)
+      },
+    })
+    pipeline(source, counted, () => settle(false))
+    return { length, body: counted, complete, version }
+  }
+
+  /** One GET request from `offset`: its response and announced length, or 'try-lower'. */
+  private async openGet(
+    server: string,
+    version: Version,
+    key: Key,
+    offset: number,
+    o: CallOptions & { associatedFile?: string },
+  ): Promise<{ res: Dispatcher.ResponseData; length: number; version: Version } | 'try-lower'> {
     const q: Query = []
     if (o.associatedFile !== undefined) q.push(['associatedfile', encodeWrapped(o.associatedFile)])
-    if (o.offset !== undefined && o.offset > 0) q.push(['offset', String(o.offset)])
-    return this.withVersions('key', o.signal, async (version) => {
-      const res = await this.send(server, version, `key/${encodeURIComponent(wrapKey(key))}`, q, o.signal, {
-        method: 'GET',
-        headers: { accept: 'application/octet-stream' },
-      })
-      if (res.statusCode !== 200) {
-        const r = await this.answer(res, version, 'key')
-        if (r === 'try-lower') return r
-        throw new ProtocolViolationError(`GET answered ${res.statusCode} with a JSON body`)
-      }
-      const raw = res.headers[DATA_LENGTH_HEADER]
-      const text = Array.isArray(raw) ? raw[0] : raw
-      if (text === undefined || !/^[0-9]+$/.test(text)) {
-        res.body.destroy()
-        throw new ProtocolViolationError(`GET of ${serializeKey(key)} has no valid X-git-annex-data-length header`)
-      }
-      const length = Number(text)
-      let seen = 0
-      let settle!: (ok: boolean) => void
-      const complete = new Promise<boolean>((r) => (settle = r))
-      const counted = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          seen += chunk.length
-          cb(null, chunk)
-        },
-        flush(cb) {
-          settle(seen === length)
-          cb()
-        },
-        // pipeline destroys this stage with the source's error: consumers see domain errors.
-        destroy(err, cb) {
-          settle(false)
-          cb(err ? toProxyError(err, o.signal) : null)
-        },
-      })
-      pipeline(res.body, counted, () => settle(false))
-      return { length, body: counted, complete, version }
+    if (offset > 0) q.push(['offset', String(offset)])
+    const res = await this.send(server, version, `key/${encodeURIComponent(wrapKey(key))}`, q, o.signal, {
+      method: 'GET',
+      headers: { accept: 'application/octet-stream' },
+      bodyTimeout: this.opts.getStallMs ?? GET_STALL_MS,
     })
+    if (res.statusCode !== 200) {
+      const r = await this.answer(res, version, 'key')
+      if (r === 'try-lower') return r
+      throw new ProtocolViolationError(`GET answered ${res.statusCode} with a JSON body`)
+    }
+    const raw = res.headers[DATA_LENGTH_HEADER]
+    const text = Array.isArray(raw) ? raw[0] : raw
+    if (text === undefined || !/^[0-9]+$/.test(text)) {
+      res.body.destroy()
+      throw new ProtocolViolationError(`GET of ${serializeKey(key)} has no valid X-git-annex-data-length header`)
+    }
+    return { res, length: Number(text), version }
   }
 
   async lockContent(server: string, key: Key, o: CallOptions): Promise<{ locked: boolean; lockId?: string }> {
