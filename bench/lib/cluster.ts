@@ -3,9 +3,10 @@
 // n1..n3 as remotes in cluster `mycluster`. And the client that reaches the reference's gateway
 // through `git-annex-shell` over a stand-in ssh, since its p2phttp stalls on cluster copies
 // (spec/protocol.md §9.19).
-import { chmod, mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { annex, git, makeRepo, sh } from '../../test/helpers/annex.js'
+import { installFakeSsh } from '../../test/helpers/fake-ssh.js'
 
 export const CLUSTER = 'mycluster'
 export const NODES = ['n1', 'n2', 'n3'] as const
@@ -24,28 +25,15 @@ export async function makeGateway(root: string, env: NodeJS.ProcessEnv): Promise
   return { gw, nodes }
 }
 
-// The ssh stand-in of test/interop/cluster.test.ts (recipes.md), which also tells the bench's
-// SessionMeter which sessions ran (pid) and what their command cost (bash `times`, in the main shell:
-// a subshell's would be its own; its own line, then its children's, into a file per session). It
-// runs the command as a child rather than exec'ing it, to be there after.
-const FAKE_SSH = `#!/bin/bash
-# ssh stand-in: skip options, answer git's -G probe with 1, drop the host, run the command here.
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -G) exit 1 ;;
-    -o|-p|-i|-l|-F|-S) shift 2 ;;
-    --) shift; break ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-shift
-echo "$$ $1" >> "$ANNEX_BENCH_SSH_PIDS"
+// What the ssh stand-in (test/helpers/fake-ssh.ts) runs here: it also tells the bench's
+// SessionMeter which sessions ran (pid) and what their command cost (bash `times`, in the main
+// shell: a subshell's would be its own; its own line, then its children's, into a file per
+// session). It runs the command as a child rather than exec'ing it, to be there after.
+const METERED_RUN = `echo "$$ $1" >> "$ANNEX_BENCH_SSH_PIDS"
 sh -c "$*"
 rc=$?
 times > "$ANNEX_BENCH_SSH_TIMES/$$"
-exit $rc
-`
+exit $rc`
 
 export interface ShellClientEnv {
   readonly env: NodeJS.ProcessEnv
@@ -56,10 +44,7 @@ export interface ShellClientEnv {
 
 /** `bin/ssh` under `root` and the environment that makes git and git-annex use it. */
 export async function fakeSsh(root: string, base: NodeJS.ProcessEnv): Promise<ShellClientEnv> {
-  const bin = join(root, 'bin')
-  await mkdir(bin, { recursive: true })
-  await writeFile(join(bin, 'ssh'), FAKE_SSH)
-  await chmod(join(bin, 'ssh'), 0o755)
+  const sshEnv = await installFakeSsh(root, { run: METERED_RUN })
   const pidLog = join(root, 'ssh-sessions.log')
   const timesDir = join(root, 'ssh-times')
   await writeFile(pidLog, '')
@@ -69,10 +54,8 @@ export async function fakeSsh(root: string, base: NodeJS.ProcessEnv): Promise<Sh
     timesDir,
     env: {
       ...base,
-      PATH: `${bin}:${base.PATH ?? ''}`,
-      GIT_SSH_COMMAND: join(bin, 'ssh'),
-      GIT_SSH_VARIANT: 'simple',
-      GIT_ANNEX_USE_GIT_SSH: '1',
+      ...sshEnv,
+      PATH: `${join(root, 'bin')}:${base.PATH ?? ''}`,
       ANNEX_BENCH_SSH_PIDS: pidLog,
       ANNEX_BENCH_SSH_TIMES: timesDir,
     },

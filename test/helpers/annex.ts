@@ -52,7 +52,8 @@ export async function tempDir(t: After, prefix = 'annex-proxy-'): Promise<string
   return d
 }
 
-const gitEnv = {
+/** The environment every git and git-annex of the tests runs in: fixed identity, no system config. */
+export const gitEnv = {
   ...process.env,
   GIT_AUTHOR_NAME: 'annex-proxy test',
   GIT_AUTHOR_EMAIL: 'test@annex-proxy.invalid',

@@ -6,26 +6,11 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { annex, findKeysHere, git, makeClient, makeRepo, repoUuid, sh, shStatus, startAnnexProxy, startReference, tempDir, type Served } from '../helpers/annex.js'
-
-// Same stand-in as test/interop/cluster.test.ts (recipes.md).
-const FAKE_SSH = `#!/bin/bash
-# ssh stand-in (recipes.md): skip options, answer git's -G probe with 1, drop the host, run the command here.
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -G) exit 1 ;;
-    -o|-p|-i|-l|-F|-S) shift 2 ;;
-    --) shift; break ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-shift
-exec sh -c "$*"
-`
+import { findKeysHere, git, gitEnv, makeClient, makeRepo, repoUuid, sh, shStatus, startAnnexProxy, startReference, tempDir, type Served } from '../helpers/annex.js'
+import { installFakeSsh } from '../helpers/fake-ssh.js'
 
 const NODES = ['n1', 'n2', 'n3'] as const
 
@@ -43,13 +28,8 @@ interface Setup {
 
 async function mixedCluster(t: TestContext, gatewayFlags: string[] = []): Promise<Setup> {
   const root = await tempDir(t)
-  const bin = join(root, 'bin')
-  await sh(root, 'mkdir', ['-p', bin])
   // `ssh` logs each command line, so the test can tell n3 was reached through it.
-  await writeFile(join(bin, 'fake-ssh'), FAKE_SSH)
-  await writeFile(join(bin, 'ssh'), `#!/bin/sh\nprintf '%s\\n' "$*" >> '${join(root, 'ssh.log')}'\nexec '${join(bin, 'fake-ssh')}' "$@"\n`)
-  for (const f of ['ssh', 'fake-ssh']) await chmod(join(bin, f), 0o755)
-  const sshEnv = { PATH: `${bin}:${process.env.PATH ?? ''}`, GIT_SSH_COMMAND: join(bin, 'ssh'), GIT_SSH_VARIANT: 'simple', GIT_ANNEX_USE_GIT_SSH: '1' }
+  const sshEnv = await installFakeSsh(root, { log: join(root, 'ssh.log') })
   const gw = await makeRepo(join(root, 'gw'), 'gw')
   const names = new Map<string, string>()
   for (const n of NODES) {
@@ -185,15 +165,6 @@ test('mixed node transports (local path, reference p2phttp, git-annex-shell over
   await assert.rejects(run(c, 'annex', 'copy', '--to', 'origin-n2', 'a.txt'))
   assert.deepEqual(await findKeysHere(join(s.root, 'n2')), [keys.b])
 })
-
-const gitEnv = {
-  ...process.env,
-  GIT_AUTHOR_NAME: 'annex-proxy test',
-  GIT_AUTHOR_EMAIL: 'test@annex-proxy.invalid',
-  GIT_COMMITTER_NAME: 'annex-proxy test',
-  GIT_COMMITTER_EMAIL: 'test@annex-proxy.invalid',
-  GIT_CONFIG_NOSYSTEM: '1',
-}
 
 const duBytes = async (dir: string) => Number((await sh(dir, 'du', ['-sb', dir])).stdout.split('\t')[0])
 

@@ -5,10 +5,11 @@
 // stand-in ssh (recipes.md), which runs the same cluster code.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { chmod, readFile, writeFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { annex, findKeysHere, freePort, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { installFakeSsh } from '../helpers/fake-ssh.js'
 
 interface Client {
   readonly dir: string
@@ -38,28 +39,9 @@ async function httpClient(t: TestContext, root: string, gw: string): Promise<Cli
   return { dir, run: async (...args) => (await sh(dir, 'git', args)).stdout }
 }
 
-const FAKE_SSH = `#!/bin/bash
-# ssh stand-in (recipes.md): skip options, answer git's -G probe with 1, drop the host, run the command here.
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -G) exit 1 ;;
-    -o|-p|-i|-l|-F|-S) shift 2 ;;
-    --) shift; break ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-shift
-exec sh -c "$*"
-`
-
 /** A client of the reference gateway: git-annex-shell on `gw`, reached through the ssh stand-in. */
 async function sshClient(root: string, gw: string): Promise<Client> {
-  const bin = join(root, 'bin')
-  await sh(root, 'mkdir', ['-p', bin])
-  await writeFile(join(bin, 'ssh'), FAKE_SSH)
-  await chmod(join(bin, 'ssh'), 0o755)
-  const env = { PATH: `${bin}:${process.env.PATH ?? ''}`, GIT_SSH_COMMAND: join(bin, 'ssh'), GIT_SSH_VARIANT: 'simple', GIT_ANNEX_USE_GIT_SSH: '1' }
+  const env = await installFakeSsh(root)
   const dir = join(root, 'client')
   await sh(root, 'git', ['clone', '-q', `ssh://localhost${gw}`, dir], { env })
   const run = async (...args: string[]) => (await sh(dir, 'git', args, { env })).stdout
