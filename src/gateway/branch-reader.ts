@@ -117,6 +117,25 @@ export class BranchReader {
     return p
   }
 
+  /**
+   * Many objects at once, in order: the requests go to git cat-file together and the answers
+   * are read as they stream back, so a thousand small blobs cost one round trip, not a thousand.
+   */
+  readObjects(names: readonly string[]): Promise<(Buffer | undefined)[]> {
+    if (this.closed) return Promise.reject(new BranchReaderError('branch reader is closed'))
+    const bad = names.find((n) => /[\n\r]/.test(n))
+    if (bad !== undefined) return Promise.reject(new BranchReaderError(`invalid object name ${JSON.stringify(bad)}`))
+    const all = () => Promise.all(names.map((n) => this.ask(`${n}\n`)))
+    const run = () =>
+      all().catch((e: unknown) => {
+        if (!(e instanceof ChildGone) || this.closed) throw e
+        return all()
+      })
+    const p = this.queue.then(run, run)
+    this.queue = p.catch(() => undefined)
+    return p
+  }
+
   /** The name of the branch this reader reads (`git-annex` unless a test chose another). */
   get branchName(): string {
     return this.branch

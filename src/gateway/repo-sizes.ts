@@ -12,6 +12,9 @@ import type { Uuid } from '../remotes/remote.js'
 import { locationLogKeyFile, locationLogOfJournal, presentUuids } from './branch-logs.js'
 import type { BranchReader } from './branch-reader.js'
 
+/** Location logs read from git per request to cat-file. */
+const READ_SLICE = 2000
+
 /** What one location log adds to repository sizes: `size` bytes to each of `uuids`. */
 interface Holding {
   readonly size: number
@@ -131,13 +134,18 @@ export class RepoSizes {
         changed.push({ path, blob: meta[4]?.startsWith('D') ? undefined : meta[3] })
       }
     }
-    for (const { path, blob } of changed) {
-      const text = blob === undefined ? undefined : (await this.reader.readObject(blob))?.toString('utf8')
-      add(this.branchTotals, this.branch.get(path), -1)
-      const h = holding(sizeOfLog(path)!, text)
-      if (h) this.branch.set(path, h)
-      else this.branch.delete(path)
-      add(this.branchTotals, h, 1)
+    // In slices, so a branch of a million keys is read in a few thousand round trips with bounded memory.
+    for (let i = 0; i < changed.length; i += READ_SLICE) {
+      const slice = changed.slice(i, i + READ_SLICE)
+      const blobs = slice.map((c) => c.blob).filter((b): b is string => b !== undefined)
+      const texts = new Map((await this.reader.readObjects(blobs)).map((b, j) => [blobs[j]!, b?.toString('utf8')]))
+      for (const { path, blob } of slice) {
+        add(this.branchTotals, this.branch.get(path), -1)
+        const h = holding(sizeOfLog(path)!, blob === undefined ? undefined : texts.get(blob))
+        if (h) this.branch.set(path, h)
+        else this.branch.delete(path)
+        add(this.branchTotals, h, 1)
+      }
     }
     this.commit = commit
   }

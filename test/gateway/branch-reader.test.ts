@@ -168,3 +168,23 @@ test('fetched remote git-annex branches not yet merged are listed until git anne
   assert.deepEqual(await reader.unmergedRemoteBranches(), [])
   assert.match(await reader.readText('uuid.log'), /the other one/)
 })
+
+test('readObjects: many names in one round, answered in order; missing names and trees are undefined', async (t) => {
+  const dir = await tempDir(t)
+  const repo = await makeRepo(join(dir, 'r'), 'r')
+  const reader = await BranchReader.open(repo)
+  defer(t, () => reader.close())
+  const blobs: string[] = []
+  for (let i = 0; i < 50; i++) blobs.push((await sh(repo, 'git', ['hash-object', '-w', '--stdin'], { input: `blob ${i}\n` })).stdout.trim())
+  const names = [...blobs.slice(0, 25), '0000000000000000000000000000000000000001', 'git-annex:', ...blobs.slice(25), 'git-annex:uuid.log']
+  const got = await reader.readObjects(names)
+  assert.equal(got.length, names.length)
+  for (let i = 0; i < 50; i++) assert.equal(got[i < 25 ? i : i + 2]?.toString(), `blob ${i}\n`)
+  assert.equal(got[25], undefined, 'a missing object')
+  assert.equal(got[26], undefined, 'a tree')
+  assert.match(got[52]!.toString(), /timestamp=/)
+  // Interleaved with single reads, still in order.
+  const [one, many] = await Promise.all([reader.readObject(blobs[3]!), reader.readObjects([blobs[1]!, blobs[2]!])])
+  assert.equal(one?.toString(), 'blob 3\n')
+  assert.deepEqual(many.map((b) => b?.toString()), ['blob 1\n', 'blob 2\n'])
+})
