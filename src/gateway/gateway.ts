@@ -163,7 +163,9 @@ export class Gateway {
     const snap = this.config.current
     const holders = [...held] as Uuid[]
     const bySize = wants !== undefined && snap.maxSize.size > 0
-    if (bySize) await this.repoSizes.refresh()
+    // Sizes that cannot be brought up to date are used as last read: a placement a little off
+    // is better than a refused upload.
+    if (bySize) await this.repoSizes.refresh().catch((err: unknown) => op.log.warn({ err }, 'repository sizes could not be re-read; using the last ones'))
     // From here to the reservation nothing awaits: concurrent uploads each see the others' reservations.
     const sizes = bySize ? this.repoSizes.sizes() : undefined
     const wanting: NodeRemote[] = []

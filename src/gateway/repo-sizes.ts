@@ -21,7 +21,7 @@ interface Holding {
   readonly uuids: readonly Uuid[]
 }
 
-/** Bytes of `holdings` per UUID. */
+/** Adds what `h` holds to `totals` (sign 1), or takes it away (sign -1). */
 function add(totals: Map<Uuid, number>, h: Holding | undefined, sign: 1 | -1): void {
   if (!h) return
   for (const u of h.uuids) {
@@ -125,7 +125,12 @@ export class RepoSizes {
       }
     } else {
       // `:<mode> <mode> <sha> <sha> <status>\0<path>\0`
-      const out = await runGit(this.reader.repo, ['diff-tree', '-r', '-z', '--no-renames', this.commit, commit])
+      const out = await runGit(this.reader.repo, ['diff-tree', '-r', '-z', '--no-renames', this.commit, commit]).catch(() => undefined)
+      if (out === undefined) {
+        // The old commit is gone (a rewritten branch, gc): start over from the new one.
+        this.commit = undefined
+        return this.readBranch(commit)
+      }
       const recs = out.split('\0')
       for (let i = 0; i + 1 < recs.length; i += 2) {
         const meta = recs[i]!.split(' ')
