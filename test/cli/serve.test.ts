@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { PROJECT_ROOT, annex, defer, freePort, git, makeRepo, repoUuid, startAnnexProxy, tempDir, waitForPort } from '../helpers/annex.js'
+import { PROJECT_ROOT, annex, defer, freePort, git, makeRepo, repoUuid, sh, startAnnexProxy, tempDir, waitForPort } from '../helpers/annex.js'
 
 const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
 
@@ -33,6 +33,14 @@ test('npm start (demo): creates its repository, prints the client config, serves
   assert.match(out, new RegExp(`git config remote\\.origin\\.annexUrl annex\\+http://127\\.0\\.0\\.1:${port}/git-annex/`))
   assert.match(out, /annex\.security\.allowed-ip-addresses/)
   assert.equal((await post(`http://127.0.0.1:${port}/git-annex/${uuid}/v4/gettimestamp?${C}`)).status, 200)
+  // The printed steps, as a user would run them: the upload lands on two of the three nodes.
+  const client = join(data, 'myclone')
+  const steps = out.split('\n').filter((l) => l.startsWith('  ')).map((l) => l.trim().replace(/\s+# .*$/, ''))
+  assert.ok(steps.length >= 8, out)
+  await sh(data, 'bash', ['-ec', steps.join('\n').replace(/^git clone (\S+) myclone && cd myclone$/m, `git clone $1 ${client} && cd ${client}`)])
+  const whereis = (await sh(client, 'git', ['annex', 'whereis', '--json', 'hello.txt'])).stdout
+  const at = (JSON.parse(whereis) as { whereis: { description: string }[] }).whereis.map((w) => w.description)
+  assert.equal(at.filter((d) => /^origin-node\d$/.test(d)).length, 2, whereis)
   const closed = new Promise((r) => child.once('exit', r))
   child.kill('SIGTERM')
   assert.equal(await closed, 0)
