@@ -6,7 +6,7 @@ import { watch, type FSWatcher } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
-import { runGit } from '../remotes/local/git.js'
+import { runGit } from '../annex/git.js'
 import { asUuid, type Logger, type Uuid } from '../remotes/remote.js'
 import {
   isClusterUuid,
@@ -24,8 +24,8 @@ import {
   presentUuids,
   type ProxyEntry,
   type TrustLevel,
-} from './branch-logs.js'
-import { BranchReader } from './branch-reader.js'
+} from '../annex/branch-logs.js'
+import { BranchReader } from '../annex/branch-reader.js'
 
 /** Config/Cost.hs: a local git repository or directory remote is cheap, the rest expensive. */
 export const CHEAP_REMOTE_COST = 100

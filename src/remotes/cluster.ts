@@ -11,7 +11,7 @@ import type { Key } from '../keys/key.js'
 import { ewma, rankHolders } from '../placement/node-choice.js'
 import { skip } from '../streams/skip.js'
 import { tee } from '../streams/tee.js'
-import { monotonicSeconds } from './local/clock.js'
+import { monotonicSeconds } from '../annex/clock.js'
 import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
 
 export interface ClusterNode {

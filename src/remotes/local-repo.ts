@@ -29,7 +29,7 @@ import type { Key } from '../keys/key.js'
 import { keyFile } from '../keys/object-path.js'
 import { DEFAULT_DISK_RESERVE, DiskReserve, parseDataSize, type Reservation } from '../streams/disk-reserve.js'
 import { createVerifier, type HasherKind } from '../streams/verify.js'
-import { monotonicSeconds } from './local/clock.js'
+import { monotonicSeconds } from '../annex/clock.js'
 import {
   gitAnnexLockOn,
   KeyMutex,
@@ -52,8 +52,8 @@ import {
   tmpPath,
   type Layout,
 } from './local/layout.js'
-import { runGit } from './local/git.js'
-import { LocationLog, loggable } from './local/location-log.js'
+import { runGit } from '../annex/git.js'
+import { LocationLog, loggable } from '../annex/location-log.js'
 import { TmpFileSink } from './local/tmp-sink.js'
 import {
   ALL_CAPABILITIES,

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { parseKey } from '../../src/keys/key.js'
-import { locationLogPath, presentUuids } from '../../src/gateway/branch-logs.js'
+import { locationLogPath, presentUuids } from '../../src/annex/branch-logs.js'
 import { buildSnapshot, GatewayConfig, parseGitConfigList } from '../../src/gateway/gateway-config.js'
 import { annex, defer, git, sh } from '../helpers/annex.js'
 import { makeGateway, shellAccepts } from './fixture.js'

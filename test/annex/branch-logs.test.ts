@@ -28,7 +28,7 @@ import {
   parseTrustLog,
   parseUuidLog,
   presentUuids,
-} from '../../src/gateway/branch-logs.js'
+} from '../../src/annex/branch-logs.js'
 
 // Copied from a gateway built with initcluster/updatecluster/updateproxy, group, wanted,
 // required, groupwanted, maxsize, untrust and setpresentkey (git-annex 10.20250416).

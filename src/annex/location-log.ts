@@ -8,9 +8,9 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { BadKeyError } from '../../errors.js'
-import { serializeKey, type Key } from '../../keys/key.js'
-import type { Logger, Uuid } from '../remote.js'
+import { BadKeyError } from '../errors.js'
+import { serializeKey, type Key } from '../keys/key.js'
+import type { Logger, Uuid } from '../remotes/remote.js'
 import { repoEnv, runGit } from './git.js'
 
 export class LocationLogError extends Error {

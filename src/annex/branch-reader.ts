@@ -6,7 +6,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, join } from 'node:path'
-import { repoEnv, runGit } from '../remotes/local/git.js'
+import { repoEnv, runGit } from './git.js'
 import { journalFileName } from './branch-logs.js'
 
 export class BranchReaderError extends Error {

@@ -6,8 +6,8 @@ import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { parseKey } from '../../src/keys/key.js'
-import { journalFileName, locationLogPath, parseLocationLog } from '../../src/gateway/branch-logs.js'
-import { BranchReader } from '../../src/gateway/branch-reader.js'
+import { journalFileName, locationLogPath, parseLocationLog } from '../../src/annex/branch-logs.js'
+import { BranchReader } from '../../src/annex/branch-reader.js'
 import { annex, defer, git, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
 
 test('journal overlay: the journal copy wins, the branch is read when there is none', async (t) => {

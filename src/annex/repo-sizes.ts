@@ -7,7 +7,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { keyOfFile } from '../keys/object-path.js'
-import { runGit } from '../remotes/local/git.js'
+import { runGit } from './git.js'
 import type { Uuid } from '../remotes/remote.js'
 import { locationLogKeyFile, locationLogOfJournal, presentUuids } from './branch-logs.js'
 import type { BranchReader } from './branch-reader.js'
