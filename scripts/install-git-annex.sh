@@ -42,7 +42,7 @@ if ! grep -qs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq -t bookworm-backports git-annex >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq -t bookworm-backports git-annex >/dev/null
 have_version || { echo "git-annex install did not yield version >= $min" >&2; exit 1; }
 echo "installed git-annex $(git annex version --raw)"
