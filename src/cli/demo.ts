@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseServeArgs } from '../config/config.js'
-import { serve } from './main.js'
+import { serve } from './serve.js'
 
 const PROJECT_ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 

@@ -38,35 +38,59 @@ export interface ServeConfig extends Required<AuthFlags> {
 
 export const DEFAULT_PORT = 9417
 
-const OPTIONS = {
-  port: { type: 'string' },
-  bind: { type: 'string' },
-  jobs: { type: 'string', short: 'J' },
-  directory: { type: 'string', multiple: true },
-  repo: { type: 'string', multiple: true },
-  wideopen: { type: 'boolean' },
-  'unauth-readonly': { type: 'boolean' },
-  'unauth-appendonly': { type: 'boolean' },
-  'unauth-nolocking': { type: 'boolean' },
-  authenv: { type: 'boolean' },
-  'authenv-http': { type: 'boolean' },
-  certfile: { type: 'string' },
-  privatekeyfile: { type: 'string' },
-  chainfile: { type: 'string' },
-  lockedfiles: { type: 'string' },
-  'lock-expiry': { type: 'string' },
-  'fanout-buffer': { type: 'string' },
-  'fanout-stall': { type: 'string' },
-  hasher: { type: 'string' },
-  'log-level': { type: 'string' },
-  'shutdown-grace': { type: 'string' },
-  'max-queue': { type: 'string' },
-  'max-queue-wait': { type: 'string' },
-  proxyconnections: { type: 'string' },
+/** One serve flag: how parseArgs reads it, and how `annex-proxy --help` shows it. */
+export interface OptionSpec {
+  readonly type: 'string' | 'boolean'
+  readonly short?: string
+  readonly multiple?: boolean
+  /** The value's placeholder in the usage text (string options). */
+  readonly arg?: string
+  readonly help: string
+}
+
+/**
+ * Every `serve` flag, once: parseArgs reads this table and the usage text is generated
+ * from it, so a flag cannot be accepted without being documented.
+ */
+export const SERVE_OPTIONS = {
+  repo: { type: 'string', multiple: true, arg: 'DIR', help: 'serve this repository (repeatable; default: the working directory)' },
+  directory: { type: 'string', multiple: true, arg: 'DIR', help: 'serve every git-annex repository beneath DIR (repeatable)' },
+  port: { type: 'string', arg: 'N', help: `port to listen on (default ${DEFAULT_PORT}; 0: any free port, reported in the log)` },
+  bind: { type: 'string', arg: 'ADDR', help: 'address to listen on (default 127.0.0.1)' },
+  jobs: { type: 'string', short: 'J', arg: 'N', help: 'requests served at once (default 4)' },
+  wideopen: { type: 'boolean', help: 'anyone may read, write and remove without credentials' },
+  'unauth-readonly': { type: 'boolean', help: 'anyone may read without credentials' },
+  'unauth-appendonly': { type: 'boolean', help: 'anyone may read and add content without credentials' },
+  'unauth-nolocking': { type: 'boolean', help: 'no content locking without credentials' },
+  authenv: { type: 'boolean', help: 'users from GIT_ANNEX_P2PHTTP_PASSWORD_<user> (HTTPS only)' },
+  'authenv-http': { type: 'boolean', help: 'users from GIT_ANNEX_P2PHTTP_PASSWORD_<user>, also over plain HTTP' },
+  certfile: { type: 'string', arg: 'FILE', help: 'TLS certificate (with --privatekeyfile): serve HTTPS' },
+  privatekeyfile: { type: 'string', arg: 'FILE', help: 'TLS private key' },
+  chainfile: { type: 'string', arg: 'FILE', help: 'TLS certificate chain' },
+  lockedfiles: { type: 'string', arg: 'N', help: 'most content locks held at once (default 100)' },
+  'lock-expiry': { type: 'string', arg: 'S', help: 'seconds a lock lives without a keeplocked request (default 600)' },
+  'fanout-buffer': { type: 'string', arg: 'BYTES', help: 'bytes buffered per node of a cluster upload (default 1048576)' },
+  'fanout-stall': { type: 'string', arg: 'S', help: 'a cluster node taking no bytes for S seconds is dropped from an upload (default 60)' },
+  hasher: { type: 'string', arg: 'wasm|native|auto', help: 'hash implementation used to verify content (default auto)' },
+  'log-level': { type: 'string', arg: 'LEVEL', help: 'pino log level (default info)' },
+  'shutdown-grace': { type: 'string', arg: 'S', help: 'seconds in-flight requests get to finish on SIGTERM/SIGINT (default 10)' },
+  'max-queue': { type: 'string', arg: 'N', help: 'requests waiting for a worker beyond N are refused with 503 (default 64 x --jobs)' },
+  'max-queue-wait': { type: 'string', arg: 'S', help: 'a request waiting S seconds for a worker is refused with 503 (default 120)' },
+  proxyconnections: { type: 'string', arg: 'N', help: 'idle git-annex-shell sessions kept per proxied remote (default: up to max(4, --jobs))' },
   // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
-  clusterjobs: { type: 'string' },
-  cpus: { type: 'string' },
-} as const
+  clusterjobs: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility; a cluster upload reaches every node at once' },
+  cpus: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility' },
+} as const satisfies Readonly<Record<string, OptionSpec>>
+
+/** The `serve` options as the usage text lists them, one per line, generated from SERVE_OPTIONS. */
+export function serveOptionsHelp(indent = '  '): string {
+  const rows = Object.entries(SERVE_OPTIONS as Readonly<Record<string, OptionSpec>>).map(([name, o]) => {
+    const flag = `${o.short ? `-${o.short}, ` : ''}--${name}${o.arg ? ` ${o.arg}` : ''}`
+    return [flag, o.help] as const
+  })
+  const width = Math.max(...rows.map(([f]) => f.length)) + 2
+  return rows.map(([f, h]) => `${indent}${f.padEnd(width)}${h}`).join('\n') + '\n'
+}
 
 function int(name: string, raw: string | undefined, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (raw === undefined) return def
@@ -80,7 +104,7 @@ function int(name: string, raw: string | undefined, def: number, min: number, ma
 export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfig {
   let parsed
   try {
-    parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false })
+    parsed = parseArgs({ args: [...argv], options: SERVE_OPTIONS, strict: true, allowPositionals: false })
   } catch (e) {
     throw new ConfigError((e as Error).message)
   }
