@@ -7,9 +7,9 @@ import { Registry } from './gateway/registry.js'
 import { WorkerPool } from './gateway/worker-pool.js'
 import { type Authorize, p2pHttp } from './protocol/http/plugin.js'
 import { Gateway } from './gateway/gateway.js'
-import { nodeWants } from './placement/wants.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
+import { LocalCoordinator } from './placement/coordinator.js'
 
 export interface Server {
   readonly app: FastifyInstance
@@ -38,11 +38,13 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     ...https,
   }) as unknown as FastifyInstance
   const log = app.log as unknown as Logger
+  // One placement ledger for every repository served: nodes may be shared between them.
+  const coordinator = new LocalCoordinator()
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,
     open: (dir) =>
-      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, wants: nodeWants, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections }),
+      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections }),
     log,
   })
   await registry.start()
@@ -57,6 +59,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   })
   app.addHook('onClose', async () => {
     await registry.close()
+    await coordinator.close()
   })
   let closed: Promise<void> | undefined
   return {

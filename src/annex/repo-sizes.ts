@@ -1,7 +1,7 @@
 // How much each repository holds, as git-annex's RepoSize counts it for maxsize and
 // size-balanced preferred content (spec §7.5): the sum of the `-s` sizes of the keys whose
-// location log (branch with the journal overlaid) says the repository has them, plus
-// uploads in flight. Kept current incrementally: the branch is diffed commit to commit
+// location log (branch with the journal overlaid) says the repository has them (uploads in
+// flight are the placement coordinator's). Kept current incrementally: the branch is diffed commit to commit
 // (one `git diff-tree`), journal files are re-read only when they change, and nothing is
 // recomputed when neither moved. Only location logs of sized keys are kept in memory.
 import { readdir, readFile, stat } from 'node:fs/promises'
@@ -9,7 +9,8 @@ import { join } from 'node:path'
 import { keyOfFile } from '../keys/object-path.js'
 import { runGit } from './git.js'
 import type { Uuid } from '../remotes/remote.js'
-import { locationLogKeyFile, locationLogOfJournal, presentUuids } from './branch-logs.js'
+import { locationLogKeyFile, locationLogOfJournal, locationLogPath, presentUuids } from './branch-logs.js'
+import { tryParseKey } from '../keys/key.js'
 import type { BranchReader } from './branch-reader.js'
 
 /** Location logs read from git per request to cat-file. */
@@ -51,8 +52,6 @@ export class RepoSizes {
   private readonly branchTotals = new Map<Uuid, number>()
   /** Journal overlay: path → what the journal says, with the stat it was read at. */
   private readonly journal = new Map<string, { print: string; holding: Holding | undefined }>()
-  private readonly inFlight = new Map<number, Holding>()
-  private nextReservation = 0
   private updating: Promise<void> | undefined
 
   constructor(private readonly reader: BranchReader) {}
@@ -66,8 +65,8 @@ export class RepoSizes {
   }
 
   /**
-   * uuid → bytes held as of the last refresh(), uploads in flight included (absent = 0).
-   * Synchronous, so that a decision made from it and the reserve() that follows are one step.
+   * uuid → bytes held as of the last refresh() (absent = 0). Synchronous, so that a decision
+   * made from it and the reservation that follows are one step.
    */
   sizes(): Map<Uuid, number> {
     const totals = new Map(this.branchTotals)
@@ -75,19 +74,20 @@ export class RepoSizes {
       add(totals, this.branch.get(path), -1)
       add(totals, j.holding, 1)
     }
-    for (const h of this.inFlight.values()) add(totals, h, 1)
     return totals
   }
 
   /**
-   * Counts `size` bytes on `uuids` until the returned function is called: an upload in
-   * flight, so that concurrent placement decisions do not all fill the same repository.
+   * Whether sizes() counts the key (serialized) on `uuid`: uploads in flight use it so that
+   * their bytes, once logged, are not counted again as reserved.
    */
-  reserve(uuids: readonly Uuid[], size: number): () => void {
-    if (uuids.length === 0 || size <= 0) return () => {}
-    const id = this.nextReservation++
-    this.inFlight.set(id, { size, uuids: [...uuids] })
-    return () => void this.inFlight.delete(id)
+  counts(key: string, uuid: string): boolean {
+    const k = tryParseKey(key)
+    if (!k) return false
+    const path = locationLogPath(k)
+    const j = this.journal.get(path)
+    const h = j ? j.holding : this.branch.get(path)
+    return h?.uuids.includes(uuid as Uuid) ?? false
   }
 
   private async update(): Promise<void> {

@@ -18,6 +18,10 @@ import type { HasherKind } from '../streams/verify.js'
 import { isClusterUuid } from '../annex/branch-logs.js'
 import { GatewayConfig, type ClusterInfo, type GatewaySnapshot, type RemoteInfo } from './gateway-config.js'
 import { RepoSizes } from '../annex/repo-sizes.js'
+import { LocalCoordinator, type Coordinator } from '../placement/coordinator.js'
+import { decidePlacement, type PlacementDecision } from '../placement/decide.js'
+import { reservedBytes } from '../placement/ledger.js'
+import { DiskFullError } from '../errors.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -30,26 +34,20 @@ export interface GatewayOptions {
   readonly jobs?: number
   /** Idle git-annex-shell sessions kept open to each proxied remote (--proxyconnections; default: all). */
   readonly proxyConnections?: number
-  /** Decides whether a node wants a key (preferred content); default: every node wants everything. */
-  readonly wants?: Wants
+  /**
+   * Where placement state lives: this process (default) or Redis, shared by a fleet of
+   * gateways over the same nodes. Shared by every gateway of the process; not closed here.
+   */
+  readonly coordinator?: Coordinator
 }
-
-/** Whether node `uuid` wants `key` (its preferred content), given the gateway's view. */
-export type Wants = (
-  snapshot: GatewaySnapshot,
-  uuid: Uuid,
-  key: Key,
-  associatedFile: string | undefined,
-  holders: readonly Uuid[],
-  repoSizes: ReadonlyMap<string, number> | undefined,
-  onSizesUsed: () => void,
-) => boolean
 
 export class Gateway {
   private readonly nodes = new Map<string, Promise<Remote | undefined>>()
   private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
   private closed = false
   private readonly repoSizes: RepoSizes
+  private readonly coordinator: Coordinator
+  private readonly ownCoordinator: boolean
 
   private constructor(
     readonly dir: string,
@@ -59,6 +57,8 @@ export class Gateway {
     private readonly opts: GatewayOptions,
   ) {
     this.repoSizes = new RepoSizes(config.reader)
+    this.ownCoordinator = opts.coordinator === undefined
+    this.coordinator = opts.coordinator ?? new LocalCoordinator()
   }
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
@@ -150,39 +150,42 @@ export class Gateway {
   }
 
   /**
-   * Spec §3.4: nodes not holding the key that want it; else all not holding it; else all.
+   * Spec §3.4 as decided by placement/decide.ts: nodes lacking the key that want it and have
+   * room under their maxsize, else every node lacking it with room, else (all hold it) all.
    * Repository sizes are read only when some repository has a maxsize: without one, no
-   * expression's answer depends on them (spec §7.5). A node that wants the key by its size
-   * counts it as in flight for other uploads' decisions until this one ends (`reserve`), as
-   * git-annex's live size updates do; nodes of one decision all see the same sizes.
+   * expression's answer depends on them (spec §7.5). With `reserve`, the key's size counts
+   * on the targets lacking it until `release()`, for every upload's decision meanwhile,
+   * through this gateway or any of its fleet (the coordinator makes decide-and-reserve one
+   * step). No node lacking the key has room: DiskFullError, never an overfilled node.
    */
   private async targets(members: readonly NodeRemote[], key: Key, op: Op, reserve: boolean): Promise<Placement> {
-    const held = new Set<string>(await this.config.locations(key))
-    const lacking = members.filter((m) => !held.has(m.remote.uuid))
-    const wants = this.opts.wants
-    const snap = this.config.current
-    const holders = [...held] as Uuid[]
-    const bySize = wants !== undefined && snap.maxSize.size > 0
-    // Sizes that cannot be brought up to date are used as last read: a placement a little off
-    // is better than a refused upload.
-    if (bySize) await this.repoSizes.refresh().catch((err: unknown) => op.log.warn({ err }, 'repository sizes could not be re-read; using the last ones'))
-    // From here to the reservation nothing awaits: concurrent uploads each see the others' reservations.
-    const sizes = bySize ? this.repoSizes.sizes() : undefined
-    const wanting: NodeRemote[] = []
-    const live: Uuid[] = []
-    for (const m of lacking) {
-      if (!wants) {
-        wanting.push(m)
-        continue
-      }
-      let usedSizes = false
-      if (!wants(snap, m.remote.uuid, key, op.associatedFile, holders, sizes, () => (usedSizes = true))) continue
-      wanting.push(m)
-      if (usedSizes) live.push(m.remote.uuid)
+    const nodes = members.map((m) => m.remote.uuid)
+    let locations: ReadonlySet<string> = new Set()
+    let committed: ReadonlyMap<string, number> = new Map()
+    const placed = await this.coordinator.place<PlacementDecision>({
+      nodes,
+      key: serializeKey(key),
+      prepare: async () => {
+        locations = new Set<string>(await this.config.locations(key))
+        if (this.config.current.maxSize.size === 0) return
+        // Sizes that cannot be brought up to date are used as last read: a placement a little
+        // off is better than a refused upload.
+        await this.repoSizes.refresh().catch((err: unknown) => op.log.warn({ err }, 'repository sizes could not be re-read; using the last ones'))
+        committed = this.repoSizes.sizes()
+      },
+      decide: (reservations) => {
+        const reserved = reservedBytes(reservations, (k, u) => this.repoSizes.counts(k, u))
+        const value = decidePlacement({ policy: this.config.current, key, file: op.associatedFile, nodes, locations, committed, reserved })
+        return { value, reserve: reserve && value.kind === 'send' ? value.reserve : [], size: value.kind === 'send' ? value.size : 0 }
+      },
+    })
+    const d = placed.value
+    if (d.kind === 'full') {
+      await placed.reservation.release()
+      throw new DiskFullError(`no node of the cluster lacking ${serializeKey(key)} has room for it under its maxsize`)
     }
-    const nodes = wanting.length > 0 ? wanting : lacking.length > 0 ? lacking : [...members]
-    const release = reserve && wanting.length > 0 && key.size !== undefined ? this.repoSizes.reserve(live, key.size) : () => {}
-    return { nodes, release }
+    const chosen = new Set<string>(d.targets)
+    return { nodes: members.filter((m) => chosen.has(m.remote.uuid)), release: () => void placed.reservation.release().catch((err: unknown) => op.log.warn({ err }, 'could not release a placement reservation')) }
   }
 
   /** Nodes the location log says hold the key first; the rest after, so a stale log costs a lookup, not a false "absent". */
@@ -264,6 +267,6 @@ export class Gateway {
     this.closed = true
     this.config.close()
     const nodes = await Promise.all(this.nodes.values())
-    await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close())])
+    await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])
   }
 }

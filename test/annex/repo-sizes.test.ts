@@ -100,23 +100,31 @@ test('repository sizes equal git-annex maxsize --json, from the branch, the jour
   assert.deepEqual(sorted(fresh.sizes()), sorted(await annexSizes(judge)))
 })
 
-test('reservations count on top of the logs until released', async (t) => {
+test('counts(): whether sizes() counts a key on a repository, from the branch and the journal over it', async (t) => {
   const dir = await tempDir(t)
   const repo = await makeRepo(join(dir, 'r'), 'r')
+  await git(repo, 'config', 'annex.alwayscommit', 'false')
   const reader = await BranchReader.open(repo)
   defer(t, () => reader.close())
   const sizes = new RepoSizes(reader)
-  await setPresent(repo, [`SHA256E-s1000--a ${UUIDS[0]} 1`])
+  const a = 'SHA256E-s1000--a&b.bin'
+  const b = 'WORM-s7--b'
+  await setPresent(repo, [`${a} ${UUIDS[0]} 1`, `${b} ${UUIDS[1]} 1`])
+  await sh(repo, 'git', ['annex', 'merge'])
   await sizes.refresh()
-  const u = (s: string) => s as Uuid
-  const r1 = sizes.reserve([u(UUIDS[0]!), u(UUIDS[1]!)], 300)
-  const r2 = sizes.reserve([u(UUIDS[1]!)], 50)
-  assert.deepEqual(sorted(sizes.sizes()), [[UUIDS[0], 1300], [UUIDS[1], 350]])
-  r1()
-  r1() // idempotent
-  assert.deepEqual(sorted(sizes.sizes()), [[UUIDS[0], 1000], [UUIDS[1], 50]])
-  r2()
-  assert.deepEqual(sorted(sizes.sizes()), [[UUIDS[0], 1000]])
+  assert.equal(sizes.counts(a, UUIDS[0]!), true)
+  assert.equal(sizes.counts(a, UUIDS[1]!), false)
+  assert.equal(sizes.counts(b, UUIDS[1]!), true)
+  // The journal overrides the branch: a removed in it, added elsewhere.
+  await setPresent(repo, [`${a} ${UUIDS[0]} 0`, `${a} ${UUIDS[2]} 1`])
+  await sizes.refresh()
+  assert.equal(sizes.counts(a, UUIDS[0]!), false)
+  assert.equal(sizes.counts(a, UUIDS[2]!), true)
+  // Unsized keys are never counted, and neither is what is not a key.
+  await setPresent(repo, [`WORM--nosize ${UUIDS[0]} 1`])
+  await sizes.refresh()
+  assert.equal(sizes.counts('WORM--nosize', UUIDS[0]!), false)
+  assert.equal(sizes.counts('not a key', UUIDS[0]!), false)
 })
 
 test('journal file names of location logs map back to their branch paths; other logs do not', () => {

@@ -162,6 +162,7 @@ test('cluster placement as nodes fill up (maxsize, sizebalanced=g:1, balanced=g:
   await c.run('annex', 'add', '-q', '.')
   await c.run('commit', '-q', '-m', 'files')
   const nodes = ['n1', 'n2', 'n3'] as const
+  const max: Record<string, number> = { n1: 25_000, n2: 15_000, n3: 30_000 }
   const counts: number[] = []
   for (const f of files) {
     // The client learns what the gateway recorded so far, then asks git-annex who wants f.
@@ -169,15 +170,32 @@ test('cluster placement as nodes fill up (maxsize, sizebalanced=g:1, balanced=g:
     await c.run('annex', 'sync', '-q', '--no-content', '--no-push')
     const wanting: string[] = []
     for (const n of nodes) if ((await c.run('annex', 'find', `--want-get-by=origin-${n}`, f)).trim() === f) wanting.push(`origin-${n}`)
-    await c.run('annex', 'copy', '--to', 'origin-mycluster', f)
+    const used = await usedBytes(gw)
+    const size = Number(/-s(\d+)-/.exec((await c.run('annex', 'lookupkey', f)).trim())![1])
+    const roomy = nodes.filter((n) => (used.get(n) ?? 0) + size <= max[n]!).map((n) => `origin-${n}`)
+    const copied = await c.run('annex', 'copy', '--to', 'origin-mycluster', f).then(
+      () => true,
+      () => false,
+    )
     const got = (await whereis(c, [f]))[f]!.filter((d) => d.startsWith('origin-'))
-    // Nobody wanting it: every node not holding it gets it (spec §3.4).
-    assert.deepEqual(got, wanting.length > 0 ? wanting : nodes.map((n) => `origin-${n}`), `${f}: nodes`)
+    // Nobody wanting it: every node not holding it that has room (spec §3.4, short of overfilling).
+    assert.deepEqual(got, wanting.length > 0 ? wanting : roomy, `${f}: nodes`)
+    assert.equal(copied, got.length > 0, `${f}: copy ${copied ? 'succeeded' : 'failed'} with ${got.length} nodes`)
     counts.push(got.length)
   }
-  // Sizes mattered: files went to some nodes while there was room, and to all once every node was full.
-  assert.ok(counts.some((n) => n < 3) && counts.slice(-3).every((n) => n === 3), `nodes per file: ${counts.join(' ')}`)
+  // Sizes mattered: files went to some nodes while there was room, to none once every node was full.
+  assert.ok(counts.some((n) => n > 0) && counts.some((n) => n === 0), `nodes per file: ${counts.join(' ')}`)
+  // And no node ever went over its maxsize.
+  const final = await usedBytes(gw)
+  for (const n of nodes) assert.ok((final.get(n) ?? 0) <= max[n]!, `${n} holds ${final.get(n)} of ${max[n]}`)
 })
+
+/** node name → bytes git-annex counts on it (`git annex maxsize --json`, in the gateway). */
+async function usedBytes(gw: string): Promise<Map<string, number>> {
+  const { stdout } = await sh(gw, 'git', ['annex', 'maxsize', '--json'])
+  const j = JSON.parse(stdout) as { repositories: { description: string; size: { size: number } }[] }
+  return new Map(j.repositories.map((r) => [r.description.replace(/ \[.*\]$/, '').replace(/^\[(.*)\]$/, '$1'), r.size.size]))
+}
 
 void freePort
 
