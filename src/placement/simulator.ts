@@ -411,6 +411,16 @@ export class Simulation {
     }
   }
 
+  /** The keys uploads pick from. */
+  keyList(): readonly Key[] {
+    return this.keys
+  }
+
+  /** Whether any upload is still in flight. */
+  busy(): boolean {
+    return this.inFlight.length > 0
+  }
+
   /** Nodes and where each key is, for diagnostics. */
   describe(): string {
     const c = this.committed()
