@@ -1,7 +1,7 @@
 // Builds the HTTP server from a ServeConfig: the registry of served repositories,
 // the p2phttp plugin, TLS when configured, and an orderly close.
 import { readFileSync } from 'node:fs'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { ServeConfig } from './config/config.js'
 import { Registry } from './gateway/registry.js'
 import { WorkerPool } from './gateway/worker-pool.js'
@@ -18,7 +18,7 @@ export interface Server {
   close(graceMs?: number): Promise<void>
 }
 
-export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.ProcessEnv; authorize?: Authorize } = {}): Promise<Server> {
+export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.ProcessEnv; authorize?: Authorize; logStream?: NodeJS.WritableStream } = {}): Promise<Server> {
   const https = cfg.certfile
     ? {
         https: {
@@ -28,7 +28,9 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
       }
     : {}
   const app = Fastify({
-    logger: { level: cfg.logLevel },
+    logger: { level: cfg.logLevel, ...(opts.logStream ? { stream: opts.logStream } : {}) },
+    // The p2phttp plugin logs one line per request (with the reason of a refusal) instead.
+    logController: new LogController({ disableRequestLogging: true }),
     // Uploads and held locks may take as long as they need; bounds live in the data plane.
     requestTimeout: 0,
     connectionTimeout: 0,

@@ -58,6 +58,18 @@ test('routes: every endpoint at its supported versions; others are "bad version"
   }
 })
 
+test('routes: `vN/key` without a key is no route; the UUID segment is a [base64] value, empty refused (measured)', () => {
+  for (const p of [`/git-annex/${U}/v4/key`, `/git-annex/${U}/v4/key/`, `/git-annex/${U}/key`]) assert.deepEqual(resolveRoute('GET', p, undefined), { kind: 'not-found' }, p)
+  const wrapped = `[${Buffer.from(U).toString('base64url')}]`
+  const r = resolveRoute('POST', `/git-annex/${encodeURIComponent(wrapped)}/v4/checkpresent`, undefined)
+  assert.equal(r.kind === 'ok' && r.serverUuid, U)
+  assert.deepEqual(resolveRoute('POST', '/git-annex//v4/checkpresent', undefined), { kind: 'bad-uuid', message: 'empty UUID' })
+  assert.deepEqual(resolveRoute('POST', '/git-annex//v99/checkpresent', undefined), { kind: 'bad-uuid', message: 'empty UUID' })
+  assert.deepEqual(resolveRoute('GET', '/git-annex/%5B%5D/key/x', undefined), { kind: 'bad-uuid', message: 'empty UUID' })
+  assert.deepEqual(resolveRoute('POST', '/git-annex/%5B!!!%5D/v4/checkpresent', undefined), { kind: 'bad-uuid', message: 'unable to base64 decode [] wrapped value' })
+  assert.deepEqual(resolveRoute('POST', '/git-annex//v4/nosuch', undefined), { kind: 'not-found' })
+})
+
 test('[base64] values: padded decodes, unpadded and invalid are refused with the reference text', () => {
   const b64 = Buffer.from(K).toString('base64url')
   const padded = b64 + '='.repeat((4 - (b64.length % 4)) % 4)

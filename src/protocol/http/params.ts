@@ -42,6 +42,8 @@ export const ENDPOINTS: Readonly<Record<Endpoint, EndpointSpec>> = {
 export type Route =
   | { readonly kind: 'not-found' }
   | { readonly kind: 'bad-version' }
+  /** A known route whose server UUID segment is unusable (400, the reference's text). */
+  | { readonly kind: 'bad-uuid'; readonly message: string }
   | {
       readonly kind: 'ok'
       readonly serverUuid: string
@@ -82,10 +84,12 @@ function acceptable(accept: string | undefined, produces: string): boolean {
 export function resolveRoute(method: string, rawPath: string, accept: string | undefined): Route {
   const seg = pathSegments(rawPath)
   if (!seg || seg[0] !== 'git-annex' || seg.length < 3) return { kind: 'not-found' }
-  const serverUuid = seg[1]!
   let endpoint: string
   let version: Version | undefined
   let pathKey: string | undefined
+  // Like query values, the UUID segment may be `[base64]`; checked once the route is known.
+  const serverUuid = decodeWrapped(seg[1]!)
+  const badUuid: Route = { kind: 'bad-uuid', message: serverUuid === undefined ? B64_FAIL : 'empty UUID' }
   if (seg[2] === 'key' && seg.length === 4) {
     endpoint = 'key'
     pathKey = seg[3]
@@ -94,18 +98,21 @@ export function resolveRoute(method: string, rawPath: string, accept: string | u
     if (seg[3] === 'key' && seg.length === 5) {
       endpoint = 'key'
       pathKey = seg[4]
-    } else if (seg.length === 4) {
+    } else if (seg.length === 4 && seg[3] !== 'key') {
+      // `vN/key` without a key is no route at all, as for the reference (404).
       endpoint = seg[3]!
     } else {
       return { kind: 'not-found' }
     }
     if (!(endpoint in ENDPOINTS)) return { kind: 'not-found' }
+    if (!serverUuid) return badUuid
     const m = /^v([0-9]+)$/.exec(v)
     if (!m) return { kind: 'bad-version' }
     const n = Number(m[1])
     if (!ENDPOINTS[endpoint as Endpoint].versions.includes(n as Version)) return { kind: 'bad-version' }
     version = n as Version
   }
+  if (!serverUuid) return badUuid
   const spec = ENDPOINTS[endpoint as Endpoint]
   if (!spec.methods.includes(method.toUpperCase())) return { kind: 'bad-version' }
   if (!acceptable(accept, spec.produces)) return { kind: 'bad-version' }

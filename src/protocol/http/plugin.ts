@@ -1,16 +1,17 @@
 // The P2P-over-HTTP API (spec §2) as one encapsulated fastify plugin. Routing is done
 // by the pure resolveRoute() so that wrong methods, versions and Accept headers get
 // the reference's answers (400 "bad version"; 404 for unknown paths).
-import { randomUUID } from 'node:crypto'
 import { Readable, pipeline } from 'node:stream'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { AbortedError, BadRequestError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError } from '../../errors.js'
+import { AbortedError, BadRequestError, ProxyError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError } from '../../errors.js'
 import { type Key, serializeKey } from '../../keys/key.js'
-import type { Lock, Logger, Op, Remote } from '../../remotes/remote.js'
+import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
 import { truncateLastByteUnless } from '../../streams/hold-last.js'
 import type { WorkerPool } from '../../gateway/worker-pool.js'
 import { toHttp } from '../error-map.js'
+import { HeldLocks } from './held-locks.js'
+import { boundedLines } from './line-reader.js'
 import { type Action, type AuthRequest, type Decision, ENDPOINT_ACTION } from './auth.js'
 import {
   DATA_LENGTH_HEADER,
@@ -51,25 +52,33 @@ export interface P2pHttpOptions {
 
 const JSON_TYPE = 'application/json;charset=utf-8'
 const KEEPLOCKED_LINE_LIMIT = 64 * 1024
+/** What a 503 (overload) tells clients to wait before asking again. */
+export const RETRY_AFTER_SECONDS = 2
 
-interface HeldLock {
-  readonly lock: Lock
-  timer: NodeJS.Timeout | undefined
-}
-
-/** An AbortSignal that fires when the client goes away before the response finished. */
-function clientGone(req: FastifyRequest, reply: FastifyReply, closing: AbortSignal): AbortSignal {
+/**
+ * The request's one AbortSignal: fires when the client goes away before the response
+ * finished, or when the server shuts down. One listener on the long-lived `closing`
+ * signal, removed when the response closes (always): `AbortSignal.any` with a long-lived
+ * input keeps an entry per call on Node 20 (nodejs/node#55351; undici lib/api/abort-signal.js).
+ */
+function requestSignal(reply: FastifyReply, closing: AbortSignal): AbortSignal {
   const ac = new AbortController()
-  const onClose = () => {
-    if (!reply.raw.writableFinished) ac.abort(new AbortedError('client disconnected'))
+  if (closing.aborted || reply.raw.closed) {
+    ac.abort(closing.aborted ? closing.reason : new AbortedError('client disconnected'))
+    return ac.signal
   }
-  reply.raw.once('close', onClose)
-  req.raw.once('aborted', onClose)
-  return AbortSignal.any([ac.signal, closing])
+  const onClosing = () => ac.abort(closing.reason)
+  closing.addEventListener('abort', onClosing, { once: true })
+  // 'close' follows 'finish', and also comes when the connection breaks first.
+  reply.raw.once('close', () => {
+    closing.removeEventListener('abort', onClosing)
+    if (!reply.raw.writableFinished) ac.abort(new AbortedError('client disconnected'))
+  })
+  return ac.signal
 }
 
 export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyInstance, opts) => {
-  const locks = new Map<string, HeldLock>()
+  const locks = new HeldLocks(opts.maxLocks, opts.lockExpirySeconds * 1000)
 
   app.removeAllContentTypeParsers()
   // Bodies stay raw streams: put content and keeplocked lines are consumed by the routes.
@@ -81,22 +90,30 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
     return payload
   })
 
-  app.addHook('onClose', async () => {
-    await Promise.all([...locks.values()].map((h) => releaseHeld(h)))
-    locks.clear()
-  })
+  app.addHook('onClose', () => locks.releaseAll())
 
-  async function releaseHeld(h: HeldLock): Promise<void> {
-    if (h.timer) clearTimeout(h.timer)
-    h.timer = undefined
-    await h.lock.release().catch(() => {})
-  }
+  // One line per request. Refusals are expected (overload, bad input, auth): they say
+  // why in that line, with no stack trace; only errors the server did not expect log one.
+  app.addHook('onResponse', async (req, reply) => {
+    const status = reply.statusCode
+    const line = {
+      method: req.method,
+      url: req.url,
+      status,
+      ms: Math.round(reply.elapsedTime),
+      ...(reply.raw.writableFinished ? {} : { aborted: true }),
+      ...(reasons.has(reply) ? { reason: reasons.get(reply) } : {}),
+    }
+    if (status >= 500) req.log.warn(line, 'request')
+    else req.log.info(line, 'request')
+  })
 
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = toHttp(err)
-    if (status >= 500) req.log.error({ err }, 'request failed')
-    else req.log.info({ status, msg: body }, 'request refused')
+    if (!(err instanceof ProxyError)) req.log.error({ err }, 'request failed unexpectedly')
     if (reply.sent || reply.raw.headersSent) {
+      // Too late for a status (spec §2.4): the client sees the body cut short.
+      if (err instanceof ProxyError) req.log.warn({ url: req.url, reason: body }, 'response cut short')
       reply.raw.destroy()
       return
     }
@@ -114,6 +131,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       const route = resolveRoute(req.method, q < 0 ? rawUrl : rawUrl.slice(0, q), req.headers.accept)
       if (route.kind === 'not-found') return sendError(reply, 404, '')
       if (route.kind === 'bad-version') return sendError(reply, 400, 'bad version')
+      if (route.kind === 'bad-uuid') return sendError(reply, 400, route.message)
       const query = Query.fromUrl(rawUrl)
       const v: Version = route.version ?? 0
       const body = req.body as Readable | undefined
@@ -134,7 +152,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       if (!remote) return refuse(404, '')
       if (!decision.ok) return refuse(decision.status, decision.body, decision.headers)
 
-      const signal = clientGone(req, reply, opts.closing)
+      const signal = requestSignal(reply, opts.closing)
       const op: Op = {
         signal,
         log: req.log as unknown as Logger,
@@ -148,7 +166,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
         case 'lockcontent':
           return json(await lockContent(remote, params.key!, op))
         case 'keeplocked':
-          return json(await keepLocked(params.lockId!, body, signal))
+          return json(await keepLocked(params.lockId!, body, signal, reply))
         default:
           break
       }
@@ -230,73 +248,58 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
   }
 
   async function lockContent(remote: Remote, key: Key, op: Op): Promise<Record<string, unknown>> {
-    if (locks.size >= opts.maxLocks) return { locked: false }
-    let lock: Lock | undefined
-    try {
-      lock = await remote.lock(key, op)
-    } catch (err) {
-      // A cluster (spec §3.4) or a store without locks answers like absent content.
-      if (err instanceof NotSupportedError) return { locked: false }
-      throw err
+    const take = async () => {
+      try {
+        return await remote.lock(key, op)
+      } catch (err) {
+        // A cluster (spec §3.4) or a store without locks answers like absent content.
+        if (err instanceof NotSupportedError) return undefined
+        throw err
+      }
     }
-    if (!lock) return { locked: false }
-    const lockId = randomUUID()
-    const held: HeldLock = { lock, timer: undefined }
-    held.timer = setTimeout(() => {
-      locks.delete(lockId)
-      void releaseHeld(held)
-    }, opts.lockExpirySeconds * 1000)
-    held.timer.unref()
-    locks.set(lockId, held)
-    return { locked: true, lockid: lockId }
+    const lockId = await locks.acquire(take, op.signal)
+    return lockId === undefined ? { locked: false } : { locked: true, lockid: lockId }
   }
 
   /**
    * Holds the lock while the client's request body stays open; releases on
-   * {"unlock":true}, end of body, a broken connection or unparseable input.
+   * {"unlock":true}, end of body, a broken connection or unparseable input. A line
+   * longer than KEEPLOCKED_LINE_LIMIT releases the lock and ends the reading there:
+   * the connection is closed after the answer rather than drained.
    */
-  async function keepLocked(lockId: string, body: Readable | undefined, signal: AbortSignal): Promise<Record<string, unknown>> {
-    const held = locks.get(lockId)
-    if (held?.timer) {
-      clearTimeout(held.timer)
-      held.timer = undefined
-    }
-    const release = async () => {
-      if (held && locks.get(lockId) === held) {
-        locks.delete(lockId)
-        await releaseHeld(held)
-      }
-    }
+  async function keepLocked(lockId: string, body: Readable | undefined, signal: AbortSignal, reply: FastifyReply): Promise<Record<string, unknown>> {
+    const kept = locks.keep(lockId)
     // Server shutdown or a vanished client ends the hold like the end of the body does.
     const stop = () => body?.destroy()
     signal.addEventListener('abort', stop, { once: true })
     try {
       if (body) {
-        let line = ''
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          line += chunk.toString('utf8')
-          let nl: number
-          while ((nl = line.indexOf('\n')) >= 0) {
-            const msg = line.slice(0, nl).trim()
-            line = line.slice(nl + 1)
-            if (msg === '') continue
-            if (!isUnlockFalse(msg)) await release()
+        // Stopping early must not destroy the body: that would take the answer's connection with it.
+        for await (const ev of boundedLines(body.iterator({ destroyOnReturn: false }), KEEPLOCKED_LINE_LIMIT)) {
+          if (ev.kind === 'too-long') {
+            reply.header('connection', 'close')
+            break
           }
-          if (line.length > KEEPLOCKED_LINE_LIMIT) await release()
+          const msg = ev.text.trim()
+          if (msg !== '' && !isUnlockFalse(msg)) await kept?.release()
         }
-        if (line.trim() !== '' && !isUnlockFalse(line.trim())) await release()
       }
     } catch {
       // A broken connection ends the lock like the end of the stream does.
     } finally {
       signal.removeEventListener('abort', stop)
-      await release()
+      await kept?.release()
     }
     return { locked: false }
   }
 }
 
+/** Why a request was refused, for its log line. */
+const reasons = new WeakMap<FastifyReply, string>()
+
 function sendError(reply: FastifyReply, status: number, text: string) {
+  reasons.set(reply, text)
+  if (status === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
   return reply.code(status).send(text)
 }
 
