@@ -88,3 +88,77 @@ export class AllTargetsFailedError extends ProxyError {
 export class StalledError extends ProxyError {
   readonly code = 'STALLED'
 }
+
+// ---------------------------------------------------------------------------------------
+// Refinements: each is one of the codes above, with a narrower meaning where it arises.
+
+/** A downstream server refused the credentials (401 after sending them) or the action (403). */
+export class PermissionDeniedError extends ReadOnlyError {
+  constructor(
+    message: string,
+    readonly status: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options)
+  }
+}
+
+/** A downstream server answered something the protocol does not allow (missing header, bad JSON). */
+export class ProtocolViolationError extends RemoteUnavailableError {}
+
+/** Every version a downstream endpoint has was answered 404 or `bad version`. */
+export class NoVersionError extends UnknownRepoError {}
+
+/** A P2P peer broke the protocol: an overlong or unparseable line, or an unexpected message. */
+export class ProtocolError extends RemoteUnavailableError {}
+
+/** A P2P peer closed the connection (or the reader was abandoned) before the exchange ended. */
+export class PeerClosedError extends RemoteUnavailableError {}
+
+/** A P2P peer answered a request with `ERROR <text>`; the session stays usable (spec §1.1). */
+export class PeerError extends RemoteUnavailableError {}
+
+/** A P2P request needs a newer protocol version than the one negotiated. */
+export class VersionError extends ProtocolError {}
+
+/** An expression that git-annex would refuse (`git annex wanted` says "Parse failure: …"). */
+export class PreferredContentParseError extends ConfigError {}
+
+/** A groupwanted expression that does not parse, met while evaluating: the whole expression acts as `present`. */
+export class BadGroupWantedError extends PreferredContentParseError {}
+
+// ---------------------------------------------------------------------------------------
+// Internal failures: not ProxyErrors, so a client sees a plain 500 without their details.
+
+/** A git command exited non-zero. */
+export class GitCommandError extends Error {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
+    super(message)
+    this.name = 'GitCommandError'
+  }
+}
+
+/** The location-log writer (`git annex setpresentkey --batch`) failed. */
+export class LocationLogError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+/** The batch child went away before answering: the line may not have been applied. */
+export class LocationLogChildGoneError extends LocationLogError {}
+
+/** Reading the git-annex branch (`git cat-file --batch`) failed. */
+export class BranchReaderError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
+/** The cat-file child went away mid-request: the request is safe to repeat on a fresh one. */
+export class BranchReaderChildGoneError extends BranchReaderError {}

@@ -6,18 +6,10 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { isAbsolute, join } from 'node:path'
+import { BranchReaderChildGoneError as ChildGone, BranchReaderError } from '../errors.js'
 import { repoEnv, runGit } from './git.js'
 import { journalFileName } from './branch-logs.js'
 
-export class BranchReaderError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.name = 'BranchReaderError'
-  }
-}
-
-/** The child went away mid-request: the request is safe to repeat on a fresh one. */
-class ChildGone extends BranchReaderError {}
 
 interface Pending {
   readonly resolve: (b: Buffer | undefined) => void

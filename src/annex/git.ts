@@ -2,6 +2,7 @@
 // hook or wrapper may have exported (GIT_DIR, GIT_WORK_TREE, …) would silently point
 // the commands at another repository than `cwd`, so they are dropped.
 import { spawn } from 'node:child_process'
+import { GitCommandError } from '../errors.js'
 
 const REPO_VARS = ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE', 'GIT_OBJECT_DIRECTORY', 'GIT_ALTERNATE_OBJECT_DIRECTORIES', 'GIT_COMMON_DIR', 'GIT_NAMESPACE']
 
@@ -9,16 +10,6 @@ export function repoEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env }
   for (const v of REPO_VARS) delete env[v]
   return env
-}
-
-export class GitCommandError extends Error {
-  constructor(
-    message: string,
-    readonly stderr: string,
-  ) {
-    super(message)
-    this.name = 'GitCommandError'
-  }
 }
 
 const KEEP = 64 << 10

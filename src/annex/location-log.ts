@@ -8,17 +8,11 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { BadKeyError } from '../errors.js'
+import { BadKeyError, LocationLogChildGoneError as ChildGone, LocationLogError } from '../errors.js'
 import { serializeKey, type Key } from '../keys/key.js'
 import type { Logger, Uuid } from '../remotes/remote.js'
 import { repoEnv, runGit } from './git.js'
 
-export class LocationLogError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.name = 'LocationLogError'
-  }
-}
 
 /**
  * Whether setpresentkey can record the key: it splits its input on whitespace, so
@@ -28,8 +22,6 @@ export function loggable(key: Key): boolean {
   return !/\s/.test(serializeKey(key))
 }
 
-/** The batch child went away before answering: the line may not have been applied. */
-class ChildGone extends LocationLogError {}
 
 export interface LocationLogOptions {
   /** Idle time after which the batch child is stopped and the journal committed. */

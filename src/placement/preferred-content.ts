@@ -21,13 +21,10 @@
 // * `securehash` is false for external (X…) and VURL backends, whose security git-annex asks
 //   the backend about.
 // test/placement/git-annex.test.ts checks the rest against the real git-annex.
-import { ConfigError } from '../errors.js'
+import { BadGroupWantedError, PreferredContentParseError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { balancedPick, fullyBalancedCandidates, fullySizeBalancedCandidates, type SizeView } from './balanced.js'
 import { standardExpression, standardGroupOf } from './standard-groups.js'
-
-/** An expression that git-annex would refuse (`git annex wanted` says "Parse failure: …"). */
-export class PreferredContentParseError extends ConfigError {}
 
 export type TrustLevel = 'dead' | 'untrusted' | 'semitrusted' | 'trusted'
 const TRUST_ORDER: Readonly<Record<TrustLevel, number>> = { dead: 0, untrusted: 1, semitrusted: 2, trusted: 3 }
@@ -567,8 +564,6 @@ const PRESENT: Resolved = { kind: 'term', term: { op: 'present' } }
 /** Logs/PreferredContent.hs unknownMatcher: what an unusable expression falls back to. */
 const UNKNOWN: Resolved = { kind: 'call', body: PRESENT, unstable: true }
 
-class BadGroupWanted extends Error {}
-
 function resolve(e: Expr, ctx: EvalContext, expandStandard: boolean, expandGroupWanted: boolean): Resolved {
   switch (e.kind) {
     case 'any':
@@ -596,7 +591,7 @@ function resolve(e: Expr, ctx: EvalContext, expandStandard: boolean, expandGroup
         parsed = parse(text)
       } catch (err) {
         // A groupwanted expression that does not parse spoils the expression using it.
-        if (err instanceof PreferredContentParseError) throw new BadGroupWanted()
+        if (err instanceof PreferredContentParseError) throw new BadGroupWantedError(`groupwanted expression does not parse: ${text}`)
         throw err
       }
       const body = op === 'standard' ? resolve(parsed, ctx, false, false) : resolve(parsed, ctx, true, false)
@@ -654,7 +649,7 @@ export function evaluate(expr: Expr, ctx: EvalContext): boolean {
   try {
     r = resolve(expr, ctx, true, true)
   } catch (err) {
-    if (!(err instanceof BadGroupWanted)) throw err
+    if (!(err instanceof BadGroupWantedError)) throw err
     r = UNKNOWN
   }
   if (negatedUnstable(r, false)) return false

@@ -14,7 +14,8 @@ import { join } from 'node:path'
 import { after, before, describe, test, type TestContext } from 'node:test'
 import fc from 'fast-check'
 import { parseKey, serializeKey, type Key } from '../../src/keys/key.js'
-import { evaluate, parse, PreferredContentParseError, readSize, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
+import { PreferredContentParseError } from '../../src/errors.js'
+import { evaluate, parse, readSize, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
 import { annex, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
 
 const REMOTES = {

@@ -11,13 +11,12 @@ import {
   isPreferredContent,
   matchGlob,
   parse,
-  PreferredContentParseError,
   readSize,
   type EvalContext,
   type Expr,
 } from '../../src/placement/preferred-content.js'
 import { standardExpression, standardGroupOf, STANDARD_GROUPS } from '../../src/placement/standard-groups.js'
-import { ConfigError, ProxyError } from '../../src/errors.js'
+import { ConfigError, PreferredContentParseError, ProxyError } from '../../src/errors.js'
 
 const U1 = '11111111-1111-4111-8111-111111111111'
 const U2 = '22222222-2222-4222-8222-222222222222'

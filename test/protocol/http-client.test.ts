@@ -8,9 +8,11 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { test, type TestContext } from 'node:test'
-import { AbortedError, ConfigError, RemoteUnavailableError } from '../../src/errors.js'
-import { NoVersionError, P2PHttpClient, parseAnnexUrl, PermissionDeniedError, type HttpClientOptions } from '../../src/protocol/http/client.js'
-import { defer, freePort, makeRepo, repoUuid, tempDir, waitForPort, type After } from '../helpers/annex.js'
+import { AbortedError, ConfigError, DiskFullError, HashMismatchError, NoVersionError, PermissionDeniedError, RemoteUnavailableError, TransferInProgressError } from '../../src/errors.js'
+import { parseServeArgs } from '../../src/config/config.js'
+import { buildServer } from '../../src/server.js'
+import { P2PHttpClient, parseAnnexUrl, type HttpClientOptions } from '../../src/protocol/http/client.js'
+import { defer, freePort, git, makeRepo, repoUuid, tempDir, waitForPort, type After } from '../helpers/annex.js'
 import { content, stallingBody } from '../remotes/contract.js'
 
 const CLIENT = '00000000-0000-4000-8000-0000000000c2'
@@ -276,4 +278,48 @@ test('a GET that keeps stalling fails after its resumes, with the bytes so far a
   await assert.rejects(buffer(g.body))
   assert.equal(await g.complete, false)
   assert.equal(requests, 4, 'the first request and 3 resumes')
+})
+
+/** annex-proxy itself serving a fresh repository, in this process, on a port the system chose. */
+async function annexProxy(t: TestContext, setup: (repo: string) => Promise<void> = async () => {}): Promise<{ port: number; uuid: string }> {
+  const d = await tempDir(t)
+  const repo = await makeRepo(join(d, 'node'), 'node')
+  await setup(repo)
+  const server = await buildServer(parseServeArgs(['--repo', repo, '--wideopen', '--log-level', 'warn'], d))
+  defer(t, () => server.close(0))
+  await server.app.listen({ host: '127.0.0.1', port: 0 })
+  return { port: (server.app.server.address() as AddressInfo).port, uuid: await repoUuid(repo) }
+}
+
+test('a downstream annex-proxy that is full (507) or busy with the key (409) gives its own errors, not 502', async (t) => {
+  const full = await annexProxy(t, (repo) => git(repo, 'config', 'annex.diskreserve', '1000 PB').then(() => undefined))
+  const k = content(10_000)
+  await assert.rejects(
+    client(t, full.port).put(full.uuid, k.key, Readable.from([k.bytes]), { signal: signal(), length: k.bytes.length }),
+    (e) => e instanceof DiskFullError,
+  )
+  const busy = await annexProxy(t)
+  const c = client(t, busy.port)
+  const big = content(200_000)
+  const { body, consumed, finish } = stallingBody(big.bytes.subarray(0, 50_000))
+  const first = c.put(busy.uuid, big.key, body, { signal: signal(), length: big.bytes.length })
+  await consumed
+  await assert.rejects(c.put(busy.uuid, big.key, Readable.from([big.bytes]), { signal: signal(), length: big.bytes.length }), (e) => e instanceof TransferInProgressError)
+  finish(big.bytes.subarray(50_000))
+  assert.equal((await first).stored, true)
+})
+
+test('error statuses of a server that names no code (the reference, a proxy) map by status: 422 is a hash mismatch', async (t) => {
+  const server = http.createServer((req, res) => {
+    req.resume()
+    res.writeHead(Number(/\/git-annex\/s(\d+)\//.exec(req.url!)![1])).end('because')
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  defer(t, () => new Promise<void>((r) => server.close(() => r())))
+  const c = client(t, (server.address() as AddressInfo).port)
+  const ask = (status: number) => c.checkPresent(`s${status}`, content(1).key, { signal: signal() })
+  await assert.rejects(ask(422), (e) => e instanceof HashMismatchError && /HTTP 422: because/.test(e.message))
+  await assert.rejects(ask(507), (e) => e instanceof DiskFullError)
+  await assert.rejects(ask(409), (e) => e instanceof TransferInProgressError)
+  await assert.rejects(ask(500), (e) => e instanceof RemoteUnavailableError)
 })

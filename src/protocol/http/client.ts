@@ -10,13 +10,14 @@ import {
   AbortedError,
   BadRequestError,
   ConfigError,
-  OverloadedError,
+  NoVersionError,
+  PermissionDeniedError,
+  ProtocolViolationError,
   ProxyError,
-  ReadOnlyError,
   RemoteUnavailableError,
-  UnknownRepoError,
 } from '../../errors.js'
 import { serializeKey, type Key } from '../../keys/key.js'
+import { ERROR_CODE_HEADER, fromHttp } from '../error-map.js'
 import { DATA_LENGTH_HEADER, ENDPOINTS, encodeWrapped, type Endpoint, type Version } from './params.js'
 
 export interface Credentials {
@@ -50,19 +51,6 @@ export interface HttpClientOptions {
   /** A GET body that sends nothing for this many ms is resumed with a ranged GET (default 15 s). */
   readonly getStallMs?: number
 }
-
-/** The server refused the credentials (401 after sending them) or the action (403). */
-export class PermissionDeniedError extends ReadOnlyError {
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message)
-  }
-}
-
-/** The server answered something the protocol does not allow (missing header, bad JSON). */
-export class ProtocolViolationError extends RemoteUnavailableError {}
 
 export interface CallOptions {
   readonly signal: AbortSignal
@@ -477,16 +465,12 @@ export class P2PHttpClient {
     }
     if (status === 404) return 'try-lower'
     if (status === 400 && text.trim() === 'bad version') return 'try-lower'
-    const why = `${endpoint} (v${version}): HTTP ${status}${text ? `: ${text.trim().slice(0, 500)}` : ''}`
-    if (status === 400) throw new BadRequestError(why)
-    if (status === 401 || status === 403) throw new PermissionDeniedError(why, status)
-    if (status === 503) throw new OverloadedError(why)
-    throw new RemoteUnavailableError(why)
+    const why = `${endpoint} (v${version}): HTTP ${status}`
+    if (status === 401 || status === 403) throw new PermissionDeniedError(`${why}${text ? `: ${text.trim().slice(0, 500)}` : ''}`, status)
+    const code = res.headers[ERROR_CODE_HEADER]
+    throw fromHttp(status, text, Array.isArray(code) ? code[0] : code, why)
   }
 }
-
-/** Every version the endpoint has was answered 404 or `bad version`. */
-export class NoVersionError extends UnknownRepoError {}
 
 function wrapKey(key: Key): string {
   return encodeWrapped(serializeKey(key))

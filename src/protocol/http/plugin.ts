@@ -9,7 +9,7 @@ import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
 import { truncateLastByteUnless } from '../../streams/hold-last.js'
 import type { WorkerPool } from '../../gateway/worker-pool.js'
-import { toHttp } from '../error-map.js'
+import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
 import { boundedLines } from './line-reader.js'
 import { type Action, type AuthRequest, type Decision, ENDPOINT_ACTION } from './auth.js'
@@ -109,7 +109,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
   })
 
   app.setErrorHandler((err, req, reply) => {
-    const { status, body } = toHttp(err)
+    const { status, body, code } = toHttp(err)
     if (!(err instanceof ProxyError)) req.log.error({ err }, 'request failed unexpectedly')
     if (reply.sent || reply.raw.headersSent) {
       // Too late for a status (spec §2.4): the client sees the body cut short.
@@ -117,6 +117,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       reply.raw.destroy()
       return
     }
+    if (code !== undefined) reply.header(ERROR_CODE_HEADER, code)
     return sendError(reply, status, body)
   })
 

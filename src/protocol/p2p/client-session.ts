@@ -7,17 +7,11 @@
 import { once } from 'node:events'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { AppendOnlyError, ProxyError, ReadOnlyError, RemoteUnavailableError } from '../../errors.js'
+import { AppendOnlyError, PeerClosedError, PeerError, ProtocolError, ProxyError, ReadOnlyError, RemoteUnavailableError, VersionError } from '../../errors.js'
 import type { Key } from '../../keys/key.js'
 import { encodeLine } from './codec.js'
-import { FrameReader, PeerClosedError, ProtocolError } from './framer.js'
+import { FrameReader } from './framer.js'
 import { MAX_PROTOCOL_VERSION, MIN_VERSION, type Message } from './messages.js'
-
-/** The peer answered a request with `ERROR <text>`; the session stays usable (spec §1.1). */
-export class PeerError extends RemoteUnavailableError {}
-
-/** A request needs a newer protocol version than the one negotiated. */
-export class VersionError extends ProtocolError {}
 
 export interface SessionIo {
   /** Bytes from the peer. */

@@ -5,18 +5,12 @@
 // payload has been consumed, and a payload abandoned half-way leaves the stream
 // unframeable, so the reader fails for good.
 import { Readable } from 'node:stream'
-import { RemoteUnavailableError } from '../../errors.js'
+import { PeerClosedError, ProtocolError, RemoteUnavailableError } from '../../errors.js'
 import { parse } from './codec.js'
 import type { Message } from './messages.js'
 
 /** The reference gives up when this many characters arrive without a newline. */
 export const MAX_LINE_CHARS = 32768
-
-/** The peer broke the protocol: an overlong or unparseable line, or an unexpected message. */
-export class ProtocolError extends RemoteUnavailableError {}
-
-/** The peer closed the connection (or the reader was abandoned) before the exchange ended. */
-export class PeerClosedError extends RemoteUnavailableError {}
 
 const EMPTY = Buffer.alloc(0)
 const NL = 10

@@ -6,7 +6,8 @@ import { buffer } from 'node:stream/consumers'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import { encodeLine } from '../../../src/protocol/p2p/codec.js'
-import { FrameReader, MAX_LINE_CHARS, PeerClosedError, ProtocolError } from '../../../src/protocol/p2p/framer.js'
+import { PeerClosedError, ProtocolError } from '../../../src/errors.js'
+import { FrameReader, MAX_LINE_CHARS } from '../../../src/protocol/p2p/framer.js'
 import type { Message } from '../../../src/protocol/p2p/messages.js'
 
 /** `bytes` cut at the given points, as an async iterable of chunks. */
