@@ -162,3 +162,11 @@ export class BranchReaderError extends Error {
 
 /** The cat-file child went away mid-request: the request is safe to repeat on a fresh one. */
 export class BranchReaderChildGoneError extends BranchReaderError {}
+
+/** The placement simulator found a state its invariants forbid (a bug, never a client's doing). */
+export class InvariantViolation extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'InvariantViolation'
+  }
+}

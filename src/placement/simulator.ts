@@ -11,6 +11,7 @@ import { parseKey, serializeKey, type Key } from '../keys/key.js'
 import { asUuid, type Uuid } from '../remotes/remote.js'
 import { decidePlacement, hasRoom, liveSizes, type PlacementDecision, type PlacementPolicy } from './decide.js'
 import { MemoryLedger, reservedBytes, type ReservationView } from './ledger.js'
+import { InvariantViolation } from '../errors.js'
 
 export interface SimNode {
   /** undefined: no maxsize. */
@@ -89,8 +90,6 @@ export interface SimStats {
   stored: number
   maxOverfill: number
 }
-
-export class InvariantViolation extends Error {}
 
 export class Simulation {
   now = 0

@@ -14,7 +14,8 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
 import { parseKey } from '../../src/keys/key.js'
-import { InvariantViolation, Simulation, type SimAction, type SimConfig } from '../../src/placement/simulator.js'
+import { InvariantViolation } from '../../src/errors.js'
+import { Simulation, type SimAction, type SimConfig } from '../../src/placement/simulator.js'
 
 const RUNS = Number(process.env['FC_RUNS'] ?? 3000)
 const replay = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']), path: process.env['FC_PATH'] }
