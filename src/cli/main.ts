@@ -3,10 +3,16 @@ import { ConfigError } from '../errors.js'
 import { parseServeArgs, serveOptionsHelp } from '../config/config.js'
 import { runDemo } from './demo.js'
 import { serve } from './serve.js'
+import { runGitAnnexShell } from './git-annex-shell.js'
+import { runP2pStdio, ShellRefusal } from './p2pstdio.js'
 
 const USAGE = `usage:
   annex-proxy serve [OPTION]...   serve git-annex repositories over P2P-over-HTTP (git annex p2phttp's flags)
   annex-proxy demo [OPTION]...    serve a demo cluster gateway on 127.0.0.1:9417 (what npm start runs)
+  annex-proxy p2pstdio DIR CLIENTUUID [--uuid UUID]
+                                  the P2P protocol on stdin/stdout, as git-annex-shell p2pstdio
+  annex-proxy git-annex-shell ARG...
+                                  git-annex-shell's command line: p2pstdio served here, the rest by git-annex-shell
 
 options of serve (and demo):
 ${serveOptionsHelp()}`
@@ -14,6 +20,12 @@ ${serveOptionsHelp()}`
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
   switch (cmd) {
+    case 'p2pstdio':
+      process.exitCode = await runP2pStdio(rest)
+      return
+    case 'git-annex-shell':
+      process.exitCode = await runGitAnnexShell(rest)
+      return
     case 'serve':
     case 'demo':
       if (rest.includes('--help') || rest.includes('-h')) {
@@ -35,5 +47,6 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch((err: unknown) => {
   const msg = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err)
   process.stderr.write(`annex-proxy: ${msg}\n`)
-  process.exit(err instanceof ConfigError ? 2 : 1)
+  // git-annex-shell's refusals and broken sessions exit 1, as the reference's do.
+  process.exit(err instanceof ConfigError && !(err instanceof ShellRefusal) ? 2 : 1)
 })
