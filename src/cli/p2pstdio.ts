@@ -76,6 +76,7 @@ export async function runP2pStdio(argv: readonly string[], env: NodeJS.ProcessEn
     for (const s of signals) process.off(s, stop)
     // Commits the location log before the client is told the session is over.
     await gateway.close().catch((e: unknown) => log.error({ err: e }, 'closing the repository failed'))
+    log.debug('session ended')
   }
 }
 

@@ -10,7 +10,7 @@
 import { untilAborted } from './until-aborted.js'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
-import { dirname } from 'node:path'
+import { dirname, join } from 'node:path'
 import { finished, Readable, Transform, Writable, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
@@ -55,6 +55,7 @@ import {
 import { runGit } from '../annex/git.js'
 import { LocationLog, loggable } from '../annex/location-log.js'
 import { TmpFileSink } from './local/tmp-sink.js'
+import { claimStore } from './local/store-claim.js'
 import {
   ALL_CAPABILITIES,
   asUuid,
@@ -317,6 +318,17 @@ export class LocalRepo implements Remote {
     if (key.size !== undefined && offset > key.size) {
       throw new LengthMismatchError(`offset ${offset} is beyond the key's ${key.size} bytes`)
     }
+    // Other processes may serve this repository too (p2pstdio sessions beside the HTTP server).
+    const claim = await claimStore(join(this.layout.gitDir, 'annex', 'annex-proxy', 'claims'), id)
+    if (!claim) throw new TransferInProgressError(IN_PROGRESS)
+    try {
+      return await this.storeClaimed(key, id, body, offset, op)
+    } finally {
+      await claim.release()
+    }
+  }
+
+  private async storeClaimed(key: Key, id: string, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
     const tmp = tmpPath(this.layout, key)
     const have = await stat(tmp).then((s) => s.size, () => 0)
     if (have < offset) throw new LengthMismatchError(`cannot resume at ${offset}: only ${have} bytes of the key are kept`)

@@ -5,8 +5,9 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 
 /**
- * The script: skips ssh's options, answers git's `-G` probe with 1, drops the host, and runs
- * the command with `run` (a shell fragment that gets the command line as "$*").
+ * The script: skips ssh's options, answers git's `-G` probe with 1, refuses host `!dne!` (the
+ * unavailable remote of testremote) with exit 255, drops the host, and runs the command with
+ * `run` (a shell fragment that gets the command line as "$*").
  */
 export function fakeSshScript(run = 'exec sh -c "$*"'): string {
   return `#!/bin/bash
@@ -20,6 +21,8 @@ while [ $# -gt 0 ]; do
     *) break ;;
   esac
 done
+# git annex testremote's "unavailable remote" is the same url with host !dne!: refuse it as ssh would.
+case "$1" in '!dne!') echo "ssh: Could not resolve hostname $1: Name or service not known" >&2; exit 255 ;; esac
 shift
 ${run}
 `

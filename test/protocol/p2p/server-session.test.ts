@@ -345,6 +345,33 @@ describe('where annex-proxy p2pstdio departs from the reference on purpose', { t
     assert.equal(after.stdout, `AUTH-SUCCESS ${w.uuid}\nVERSION 4\nSUCCESS\n`)
   })
 
+  test('a second session uploading a key another session is writing gets ERROR and goes on (the reference ends the session); nothing mixed is committed', async (t) => {
+    const tw = await twins(t)
+    const w = tw['annex-proxy']
+    const [cmd, argv] = command('annex-proxy', [w.dir, CLIENT, '--uuid', w.uuid])
+    const first = spawn(cmd, argv, { env: gitEnv, stdio: ['pipe', 'pipe', 'inherit'] })
+    defer(t, async () => {
+      if (first.exitCode === null) first.kill('SIGKILL')
+    })
+    let out = ''
+    first.stdout.setEncoding('utf8').on('data', (d: string) => (out += d))
+    // Half the bytes, then nothing: the first session holds the key's temp file.
+    first.stdin.write(`VERSION 4\nPUT  ${WORLD}\nDATA 6\nwor`)
+    const tmp = join(w.dir, '.git/annex/tmp', WORLD)
+    const deadline = Date.now() + 60_000
+    while (((await stat(tmp).catch(() => undefined))?.size ?? 0) < 3) {
+      assert.ok(Date.now() < deadline, 'the first session did not write its 3 bytes within 60 s')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const bad = Buffer.from('WORLD\n')
+    const second = await session(t, 'annex-proxy', [w.dir, CLIENT, '--uuid', w.uuid], [line('VERSION 4'), line(`PUT  ${WORLD}`), ...data(bad), line('VALID'), line(`CHECKPRESENT ${WORLD}`)])
+    assert.equal(second.stdout, `AUTH-SUCCESS ${w.uuid}\nVERSION 4\nPUT-FROM 3\nERROR transfer already in progress, or unable to take transfer lock\nFAILURE\n`)
+    first.stdin.end('ld\nVALID\n')
+    await once(first, 'exit')
+    assert.equal(out, `AUTH-SUCCESS ${w.uuid}\nVERSION 4\nPUT-FROM 0\nSUCCESS\n`)
+    await annex(w.dir, 'fsck', '-q', '--key', WORLD)
+  })
+
   test('the whole key is checked: a key with no size is stored and verified too', async (t) => {
     const tw = await twins(t)
     const w = tw['annex-proxy']
