@@ -297,3 +297,20 @@ test('a real client held to protocol v0 (and v1) copies, gets, fscks and drops, 
     else assert.match(log, /P2P [<>] VALID/)
   }
 })
+
+test('a client can pick the front per remote (remote.origin.annex-shell), with no change to the server’s PATH', { timeout: 900_000 }, async (t) => {
+  const s = await setup(t, false)
+  await s.run('config', 'remote.origin.annex-shell', FRONT)
+  const env = { ...s.env, ANNEX_PROXY_NODE: process.execPath, ANNEX_PROXY_LOG_LEVEL: 'debug' }
+  const run = async (...args: string[]) => (await sh(s.client, 'git', args, { env })).stdout
+  await addFiles(s)
+  await run('annex', 'copy', '--to', 'origin', 'a.txt')
+  await run('annex', 'copy', '--to', 'origin-px', 'b.bin')
+  await run('annex', 'copy', '--to', 'origin-mycluster', 'c.bin')
+  const log = await s.remoteLog()
+  for (const f of ['a.txt', 'b.bin', 'c.bin']) {
+    const key = (await s.run('annex', 'lookupkey', f)).trim()
+    assert.match(log, new RegExp(`P2P < PUT ${f} ${key}`), `${f} went through annex-proxy`)
+  }
+  assert.deepEqual(await whereis(s, ['a.txt', 'b.bin', 'c.bin']), { 'a.txt': ['client', 'srv'], 'b.bin': ['client', 'px'], 'c.bin': ['client', 'cluster', 'n1', 'n2'] })
+})
