@@ -1,0 +1,383 @@
+// A special remote (S3 bucket, directory) as a Remote, over an ObjectStore, with
+// git-annex's own object names, chunking and chunk log, so that git-annex's S3 and
+// directory remotes read, check and drop what is stored here, and the reverse.
+//
+// Store: one pass over the client's bytes, through the verifier, cut into the layout's
+// objects as they arrive (splitter.ts). Nothing unverified becomes content: the whole
+// object, or the LAST chunk, is made visible only after the hash and length verified (and
+// the sender did not report a change); earlier chunks are written as they complete but are
+// no content without the last one and the chunk log, which is written only after every
+// chunk is stored. A failed upload deletes the chunks it wrote. No resume: an upload
+// starts at 0 (as the reference's proxy does).
+//
+// Retrieve: a ranged read of the object, or of the chunk holding the offset and the
+// chunks after it. GETTIMESTAMP / REMOVE-BEFORE are answered with the gateway's own
+// monotonic clock (the reference's proxy dies on them, spec §4, §9.8); special remotes
+// cannot lock content.
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { AbortedError, ConfigError, NotSupportedError, ProxyError, RemoteUnavailableError, TransferInProgressError } from '../../errors.js'
+import type { Key } from '../../keys/key.js'
+import { keyFile } from '../../keys/object-path.js'
+import { monotonicSeconds } from '../../annex/clock.js'
+import { createVerifier, type HasherKind } from '../../streams/verify.js'
+import { untilAborted } from '../until-aborted.js'
+import type { Capability, Lock, Logger, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from '../remote.js'
+import { candidateLayouts, chunkCount, chunkKey, chunkKeys, isStableKey, type ChunkConfig, type Layout } from './chunks.js'
+import type { ChunkLog } from './chunk-log.js'
+import type { ObjectStore } from './object-store.js'
+import { ObjectSplitter, type ObjectPart } from './splitter.js'
+
+export interface SpecialRemoteOptions {
+  readonly uuid: Uuid
+  readonly store: ObjectStore
+  /** The remote's chunk= setting (legacy chunksize= is not served natively). */
+  readonly chunking: ChunkConfig
+  /** The chunk logs of the repository whose git-annex branch records this remote. */
+  readonly chunkLog: ChunkLog
+  readonly hasher?: HasherKind
+  readonly log?: Logger
+  /** Objects (chunks) being written at once per upload; default 2. */
+  readonly writesInFlight?: number
+  /** Called by close(), after the store is closed (e.g. a chunk log the remote owns). */
+  readonly onClose?: () => Promise<void>
+}
+
+const CAPABILITIES: readonly Capability[] = ['retrieve-from-offset', 'remove-before', 'timestamp']
+/** HEAD / DELETE requests in flight for one key's chunks. */
+const PROBES = 8
+const NOTHING: readonly Uuid[] = Object.freeze([])
+
+/** One AbortSignal for an operation: the client's, or the remote closing. Listeners removed by dispose(). */
+function linked(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose(): void } {
+  const ac = new AbortController()
+  const onAbort = () => ac.abort()
+  if (a.aborted || b.aborted) ac.abort()
+  a.addEventListener('abort', onAbort, { once: true })
+  b.addEventListener('abort', onAbort, { once: true })
+  return {
+    signal: ac.signal,
+    dispose() {
+      a.removeEventListener('abort', onAbort)
+      b.removeEventListener('abort', onAbort)
+    },
+  }
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length)
+  let i = 0
+  const worker = async () => {
+    while (i < items.length) {
+      const j = i++
+      out[j] = await fn(items[j]!)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}
+
+function emptyBody(): Readable {
+  return Readable.from([], { objectMode: false })
+}
+
+export class SpecialRemote implements Remote {
+  readonly capabilities: ReadonlySet<Capability> = new Set(CAPABILITIES)
+  readonly uuid: Uuid
+  private readonly objects: ObjectStore
+  private readonly chunking: ChunkConfig
+  private readonly chunkLog: ChunkLog
+  private readonly storing = new Map<string, Promise<void>>()
+  private readonly closing = new AbortController()
+  private closed: Promise<void> | undefined
+
+  constructor(private readonly opts: SpecialRemoteOptions) {
+    if (opts.chunking.kind === 'legacy') throw new ConfigError('legacy chunksize= remotes are not served natively')
+    this.uuid = opts.uuid
+    this.objects = opts.store
+    this.chunking = opts.chunking
+    this.chunkLog = opts.chunkLog
+  }
+
+  get description(): string {
+    return this.objects.description
+  }
+
+  /** Where git-annex would look for the key, in its order. */
+  private async layouts(key: Key): Promise<Layout[]> {
+    return candidateLayouts(key, this.chunking, await this.chunkLog.logged(key, this.uuid))
+  }
+
+  /** Whether every object of `layout` is there. */
+  private async has(key: Key, layout: Layout, signal: AbortSignal): Promise<boolean> {
+    if (layout.kind === 'whole') return this.objects.has(key, signal)
+    const keys = chunkKeys(key, layout.size, layout.count)
+    // Stop asking as soon as one is missing.
+    let missing = false
+    await mapLimit(keys, PROBES, async (k) => {
+      if (missing) return
+      if (!(await this.objects.has(k, signal))) missing = true
+    })
+    return !missing
+  }
+
+  /**
+   * checkPresentChunks: the first layout found complete. A layout guessed from the
+   * configured chunk size that is found gets logged, as git-annex does. A failure to check
+   * one layout is reported only when no later one is found.
+   */
+  private async locate(key: Key, signal: AbortSignal): Promise<Layout | undefined> {
+    let deferred: unknown
+    for (const layout of await this.layouts(key)) {
+      try {
+        if (!(await this.has(key, layout, signal))) continue
+      } catch (e) {
+        if (signal.aborted) throw new AbortedError('aborted', { cause: e })
+        deferred ??= e
+        continue
+      }
+      if (layout.kind === 'chunks' && !layout.logged) await this.chunkLog.record(key, this.uuid, layout.size, layout.count)
+      return layout
+    }
+    if (deferred !== undefined) throw this.unavailable(deferred)
+    return undefined
+  }
+
+  private unavailable(e: unknown): ProxyError {
+    if (e instanceof ProxyError) return e
+    return new RemoteUnavailableError(`${this.objects.description}: ${(e as Error)?.message ?? String(e)}`, { cause: e })
+  }
+
+  async checkPresent(key: Key, op: Op): Promise<boolean> {
+    this.assertOpen()
+    const l = linked(op.signal, this.closing.signal)
+    try {
+      return (await this.locate(key, l.signal)) !== undefined
+    } finally {
+      l.dispose()
+    }
+  }
+
+  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+    this.assertOpen()
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new NotSupportedError(`invalid offset ${offset}`)
+    const absent: Retrieved = { length: 0, body: emptyBody(), valid: Promise.resolve(false) }
+    const l = linked(op.signal, this.closing.signal)
+    let handedOver = false
+    try {
+      let deferred: unknown
+      for (const layout of await this.layouts(key)) {
+        try {
+          const r = layout.kind === 'whole' ? await this.retrieveWhole(key, offset, l.signal) : await this.retrieveChunks(key, layout, offset, l.signal)
+          if (!r) continue
+          if (layout.kind === 'chunks' && !layout.logged) await this.chunkLog.record(key, this.uuid, layout.size, layout.count)
+          handedOver = true
+          const done = () => l.dispose()
+          r.body.once('close', done)
+          return r
+        } catch (e) {
+          if (l.signal.aborted) throw new AbortedError('retrieve aborted', { cause: e })
+          deferred ??= e
+        }
+      }
+      if (deferred !== undefined) throw this.unavailable(deferred)
+      return absent
+    } finally {
+      if (!handedOver) l.dispose()
+    }
+  }
+
+  private async retrieveWhole(key: Key, offset: number, signal: AbortSignal): Promise<Retrieved | undefined> {
+    const r = await this.objects.read(key, offset, signal)
+    if (!r) return undefined
+    const length = Math.max(0, r.size - offset)
+    return this.counted(r.body, length)
+  }
+
+  private async retrieveChunks(key: Key, layout: Extract<Layout, { kind: 'chunks' }>, offset: number, signal: AbortSignal): Promise<Retrieved | undefined> {
+    const total = key.size
+    if (total === undefined) return undefined
+    const S = layout.size
+    if (offset >= total) {
+      // Nothing to send; still only "present" if it is.
+      if (!(await this.objects.has(chunkKey(key, S, 1), signal))) return undefined
+      return { length: 0, body: emptyBody(), valid: Promise.resolve(true) }
+    }
+    const first = Math.floor(offset / S) + 1
+    if (first > layout.count) return undefined
+    const r1 = await this.objects.read(chunkKey(key, S, first), offset - (first - 1) * S, signal)
+    if (!r1) return undefined
+    const store = this.objects
+    async function* chunks(): AsyncGenerator<Buffer> {
+      yield* r1!.body as AsyncIterable<Buffer>
+      for (let n = first + 1; n <= layout.count; n++) {
+        const r = await store.read(chunkKey(key, S, n), 0, signal)
+        if (!r) throw new RemoteUnavailableError(`chunk ${n} of ${layout.count} of the key is missing from ${store.description}`)
+        yield* r.body as AsyncIterable<Buffer>
+      }
+    }
+    const body = Readable.from(chunks(), { objectMode: false })
+    body.once('close', () => r1.body.destroy())
+    return this.counted(body, total - offset)
+  }
+
+  /** The body with `valid` true when exactly `length` bytes came through. */
+  private counted(source: Readable, length: number): Retrieved {
+    let seen = 0
+    let settle!: (ok: boolean) => void
+    const valid = new Promise<boolean>((r) => (settle = r))
+    async function* count(): AsyncGenerator<Buffer> {
+      try {
+        for await (const c of source as AsyncIterable<Buffer>) {
+          seen += c.length
+          if (seen > length) throw new RemoteUnavailableError('the remote sent more bytes than the object has')
+          yield c
+        }
+        settle(seen === length)
+      } finally {
+        settle(false)
+        source.destroy()
+      }
+    }
+    return { length, body: Readable.from(count(), { objectMode: false }), valid }
+  }
+
+  async startStore(key: Key, op: Op): Promise<StoreStart> {
+    if (await this.checkPresent(key, op)) return { kind: 'present', plusUuids: NOTHING }
+    return { kind: 'offset', offset: 0 }
+  }
+
+  store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+    try {
+      this.assertOpen()
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    if (offset !== 0) return Promise.reject(new NotSupportedError('special remotes cannot resume an upload; send from offset 0'))
+    const id = keyFile(key)
+    if (this.storing.has(id)) return Promise.reject(new TransferInProgressError('transfer already in progress, or unable to take transfer lock'))
+    let settled!: () => void
+    this.storing.set(id, new Promise<void>((r) => (settled = r)))
+    return this.doStore(key, body, op).finally(() => {
+      this.storing.delete(id)
+      settled()
+    })
+  }
+
+  /** The objects an upload of `key` writes now. */
+  private plan(key: Key, verdict: Promise<boolean>): { parts: ObjectPart[]; chunked?: { size: number; count: number } } {
+    const size = key.size
+    if (this.chunking.kind !== 'chunks' || !isStableKey(key) || size === undefined) {
+      return { parts: [{ key, length: size, commit: verdict }] }
+    }
+    const S = this.chunking.size
+    const count = chunkCount(size, S)
+    const now = Promise.resolve(true)
+    const parts = chunkKeys(key, S, count).map((k, i) => ({
+      key: k,
+      length: Math.max(0, Math.min(S, size - i * S)),
+      commit: i === count - 1 ? verdict : now,
+    }))
+    return { parts, chunked: { size: S, count } }
+  }
+
+  private async doStore(key: Key, body: Readable, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+    const l = linked(op.signal, this.closing.signal)
+    const signal = l.signal
+    try {
+      if (await this.locate(key, signal).catch(() => undefined)) {
+        // Already there: the bytes are not needed, but the sender may still be sending.
+        void pipeline(body, new Writable({ write: (_c, _e, cb) => cb() })).catch(() => undefined)
+        return { stored: true, plusUuids: NOTHING }
+      }
+      let decide!: (ok: boolean) => void
+      const verdict = new Promise<boolean>((r) => (decide = r))
+      const { parts, chunked } = this.plan(key, verdict)
+      const verifier = await createVerifier(key, this.opts.hasher ? { hasher: this.opts.hasher } : {})
+      const sink = new ObjectSplitter(parts, this.objects, signal, this.opts.writesInFlight ?? 2)
+      try {
+        await pipeline(body, verifier, sink, { signal })
+        if (op.senderValid && !(await untilAborted(op.senderValid, signal))) {
+          throw new AbortedError('the sender reported that the content changed while it was sent')
+        }
+        decide(true)
+        await sink.allWritten()
+      } catch (e) {
+        decide(false)
+        const written = await sink.settle()
+        // Chunks that were made visible are no content without the rest: take them back.
+        await Promise.allSettled(written.map((k) => this.objects.delete(k, new AbortController().signal)))
+        throw this.storeError(e, sink, signal)
+      }
+      if (chunked) await this.chunkLog.record(key, this.uuid, chunked.size, chunked.count)
+      return { stored: true, plusUuids: NOTHING }
+    } finally {
+      l.dispose()
+    }
+  }
+
+  private storeError(e: unknown, sink: ObjectSplitter, signal: AbortSignal): ProxyError {
+    if (e instanceof ProxyError) return e
+    if (sink.storeFailure !== undefined && (e === sink.storeFailure || !signal.aborted)) return this.unavailable(sink.storeFailure)
+    if (signal.aborted) return new AbortedError('store aborted', { cause: e })
+    return new AbortedError('upload interrupted', { cause: e })
+  }
+
+  async storePresent(key: Key, op: Op): Promise<Stored> {
+    return { stored: await this.checkPresent(key, op), plusUuids: NOTHING }
+  }
+
+  remove(key: Key, op: Op): Promise<Removed> {
+    return this.removeUnless(key, undefined, op)
+  }
+
+  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+    return this.removeUnless(key, deadline, op)
+  }
+
+  /** removeChunks: every layout's objects go, then each logged chunk size is logged 0. */
+  private async removeUnless(key: Key, deadline: number | undefined, op: Op): Promise<Removed> {
+    this.assertOpen()
+    if (deadline !== undefined && !(monotonicSeconds() < deadline)) return { removed: false, plusUuids: NOTHING }
+    const l = linked(op.signal, this.closing.signal)
+    try {
+      for (const layout of await this.layouts(key)) {
+        if (layout.kind === 'whole') {
+          await this.objects.delete(key, l.signal)
+          continue
+        }
+        // A guessed layout whose first chunk is not there was never stored.
+        if (!layout.logged && !(await this.objects.has(chunkKey(key, layout.size, 1), l.signal))) continue
+        await mapLimit(chunkKeys(key, layout.size, layout.count), PROBES, (k) => this.objects.delete(k, l.signal))
+        await this.chunkLog.record(key, this.uuid, layout.size, 0)
+      }
+      return { removed: true, plusUuids: NOTHING }
+    } catch (e) {
+      throw this.unavailable(e)
+    } finally {
+      l.dispose()
+    }
+  }
+
+  async timestamp(_op: Op): Promise<number> {
+    return monotonicSeconds()
+  }
+
+  async lock(_key: Key, _op: Op): Promise<Lock | undefined> {
+    throw new NotSupportedError('a special remote cannot lock content')
+  }
+
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.closing.abort()
+      await Promise.allSettled([...this.storing.values()])
+      await this.objects.close()
+      await this.opts.onClose?.()
+    })()
+    return this.closed
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new AbortedError('remote is closed')
+  }
+}
