@@ -22,6 +22,14 @@ import { LocalCoordinator, type Coordinator } from '../placement/coordinator.js'
 import { decidePlacement, type PlacementDecision } from '../placement/decide.js'
 import { reservedBytes } from '../placement/ledger.js'
 import { DiskFullError } from '../errors.js'
+import { isAbsolute as isAbsolutePath, join } from 'node:path'
+import { ChunkLog } from '../remotes/special/chunk-log.js'
+import { DirectoryStore } from '../remotes/directory/directory-store.js'
+import { openS3Remote } from '../remotes/s3/open.js'
+import { servingPath } from '../remotes/special/serving-path.js'
+import { SpecialRemote } from '../remotes/special/special-remote.js'
+import { chunkConfigOf } from '../remotes/special/chunks.js'
+import { ViaGitAnnex } from '../remotes/special/via-git-annex.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -236,7 +244,7 @@ export class Gateway {
    * through a local git-annex-shell for what it proxies (only git-annex-shell routes it).
    */
   private async open(info: RemoteInfo, uuid: Uuid, bypass: readonly Uuid[]): Promise<Remote | undefined> {
-    if (info.special) return undefined
+    if (info.special) return uuid === info.uuid ? this.openSpecial(info) : undefined
     const base = { uuid, clientUuid: this.self.uuid, bypass }
     // annex+http nodes (spec §9.20: a capability the reference gateway lacks). undici closes
     // idle connections after the keep-alive timeout; it has no bound on idle ones to honour.
@@ -260,6 +268,32 @@ export class Gateway {
       throw new Error(`remote ${info.name} at ${path} has UUID ${repo.uuid}, expected ${info.uuid}`)
     }
     return repo
+  }
+
+  /**
+   * One of the gateway's special remotes: S3 and directory natively (streamed, verified,
+   * git-annex's layout and chunk logs in the gateway's branch), any other through the
+   * gateway's own git-annex-shell, which proxies it as the reference does.
+   */
+  private async openSpecial(info: RemoteInfo): Promise<Remote> {
+    const path = servingPath(info.remoteConfig, info.gitConfig)
+    const log = this.opts.log
+    const chunkLog = ChunkLog.over(this.config.reader)
+    switch (path.kind) {
+      case 'S3':
+        return openS3Remote({ uuid: info.uuid, gitDir: this.self.layout.gitDir, config: info.remoteConfig, chunkLog, hasher: this.opts.hasher, log })
+      case 'directory': {
+        const dir = isAbsolutePath(path.dir) ? path.dir : join(this.dir, path.dir)
+        log.info({ remote: info.name, uuid: info.uuid, dir }, 'directory special remote served natively')
+        return new SpecialRemote({ uuid: info.uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(info.remoteConfig), chunkLog, hasher: this.opts.hasher, log })
+      }
+      case 'git-annex': {
+        log.info({ remote: info.name, uuid: info.uuid, why: path.why }, 'special remote served through the gateway\'s git-annex')
+        const maxSessions = Math.max(4, this.opts.jobs ?? 4)
+        const sessions = { maxSessions, maxIdle: Math.min(maxSessions, this.opts.proxyConnections ?? maxSessions) }
+        return new ViaGitAnnex(openStdioRepo({ uuid: info.uuid, clientUuid: this.self.uuid, bypass: [], dir: resolve(this.dir), ...sessions }))
+      }
+    }
   }
 
   async close(): Promise<void> {

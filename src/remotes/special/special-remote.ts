@@ -318,8 +318,8 @@ export class SpecialRemote implements Remote {
 
   private storeError(e: unknown, sink: ObjectSplitter, signal: AbortSignal): ProxyError {
     if (e instanceof ProxyError) return e
-    if (sink.storeFailure !== undefined && (e === sink.storeFailure || !signal.aborted)) return this.unavailable(sink.storeFailure)
     if (signal.aborted) return new AbortedError('store aborted', { cause: e })
+    if (sink.storeFailure !== undefined) return this.unavailable(sink.storeFailure)
     return new AbortedError('upload interrupted', { cause: e })
   }
 

@@ -96,6 +96,8 @@ export class ObjectSplitter extends Writable {
     const older = this.writes[this.next - this.inFlight]
     if (older) await older.catch(() => undefined)
     if (this.storeFailure) throw this.storeFailure
+    // Destroyed (aborted, failed) while a write was still being handled: start nothing more.
+    if (this.destroyed) throw (this.errored as Error | null) ?? new AbortedError('upload aborted')
     const part = this.parts[this.next++]!
     const pass = new PassThrough({ highWaterMark: PIPE_BYTES })
     // Destroyed with the upload's error before the store may have started reading it; the

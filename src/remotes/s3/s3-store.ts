@@ -1,0 +1,300 @@
+// An S3 bucket as a special remote's ObjectStore, with git-annex's object names
+// (Remote/S3.hs getBucketObject): `<fileprefix><serialized key>` — chunk keys included —
+// or, for exporttree=yes annexobjects=yes remotes, `<fileprefix>.git/annex/objects/
+// <hashdirlower><keyFile>/<keyFile>` (Annex/Locations.hs exportAnnexObjectLocation).
+//
+// Writes are never visible before they are committed: an object that fits in one part
+// (partSize) is buffered and sent with one PutObject after the commit decision; a larger
+// one goes up as a multipart upload, `partsInFlight` parts at a time (memory ≈ (that + 1)
+// × partSize), completed only after the decision and aborted otherwise or on any failure,
+// so a failed upload leaves neither an object nor parts. Each request is retried by the
+// SDK (standard mode: backoff on 5xx, SlowDown, throttling and dropped connections) with
+// buffered bodies it can resend. Requests are signed SigV4 whatever remote.log's
+// `signature=` says (git-annex 10.20250416 defaults to v2; S3 services accept v4).
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  type CompletedPart,
+} from '@aws-sdk/client-s3'
+import { Agent as HttpAgent } from 'node:http'
+import { Agent as HttpsAgent } from 'node:https'
+import { Readable } from 'node:stream'
+import type { Key } from '../../keys/key.js'
+import { serializeKey } from '../../keys/key.js'
+import { hashDirLower, keyFile } from '../../keys/object-path.js'
+import type { ObjectRead, ObjectStore } from '../special/object-store.js'
+import type { S3Credentials } from './credentials.js'
+import type { S3Settings } from './settings.js'
+
+/** Used when remote.log has no partsize (or one below S3's 5 MiB part minimum). */
+export const DEFAULT_PART_SIZE = 8 * 1024 * 1024
+const MIN_PART_SIZE = 5 * 1024 * 1024
+const MAX_PARTS = 10_000
+
+export interface S3StoreOptions {
+  /** Parts uploaded at once per object (default 2). */
+  readonly partsInFlight?: number
+  /** Part size override (default: remote.log's partsize, else 8 MiB). */
+  readonly partSize?: number
+  /** Attempts per request, the first included (default 6). */
+  readonly maxAttempts?: number
+  /** Sockets per S3 endpoint (default 32). */
+  readonly maxSockets?: number
+}
+
+type SdkError = Error & { $metadata?: { httpStatusCode?: number }; Code?: string }
+
+function status(e: unknown): number | undefined {
+  return (e as SdkError | undefined)?.$metadata?.httpStatusCode
+}
+
+function isNotFound(e: unknown): boolean {
+  const n = (e as SdkError | undefined)?.name
+  return status(e) === 404 || n === 'NotFound' || n === 'NoSuchKey'
+}
+
+/** AbortMultipartUpload must run even when the operation's own signal has fired. */
+const cleanupSignal = () => AbortSignal.timeout(120_000)
+
+export class S3Store implements ObjectStore {
+  readonly description: string
+  readonly client: S3Client
+  private readonly partSize: number
+  private readonly partsInFlight: number
+
+  constructor(
+    readonly settings: S3Settings,
+    credentials: S3Credentials,
+    opts: S3StoreOptions = {},
+  ) {
+    this.description = `S3 bucket ${settings.bucket}${settings.endpoint ? ` at ${settings.endpoint}` : ''}${settings.fileprefix ? ` (fileprefix ${settings.fileprefix})` : ''}`
+    const maxSockets = opts.maxSockets ?? 32
+    this.client = new S3Client({
+      ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
+      region: settings.region,
+      forcePathStyle: settings.forcePathStyle,
+      credentials: {
+        accessKeyId: credentials.accessKeyId,
+        secretAccessKey: credentials.secretAccessKey,
+        ...(credentials.sessionToken ? { sessionToken: credentials.sessionToken } : {}),
+      },
+      maxAttempts: opts.maxAttempts ?? 6,
+      retryMode: 'standard',
+      // Checksums only where S3 requires them: portable to S3-compatible stores, and our
+      // own verification is the hash of the key.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets }),
+        connectionTimeout: 30_000,
+        requestTimeout: 300_000,
+      },
+    })
+    const configured = opts.partSize ?? settings.partSize
+    this.partSize = configured !== undefined && configured >= MIN_PART_SIZE ? configured : DEFAULT_PART_SIZE
+    this.partsInFlight = Math.max(1, opts.partsInFlight ?? 2)
+  }
+
+  /** The object name of a key (or chunk key) in the bucket. */
+  objectName(key: Key): string {
+    const p = this.settings.fileprefix
+    if (!this.settings.annexObjects) return p + serializeKey(key)
+    const f = keyFile(key)
+    return `${p}.git/annex/objects/${hashDirLower(key)}${f}/${f}`
+  }
+
+  /** The bucket's `annex-uuid` object (not used by export remotes). */
+  get uuidObject(): string {
+    return `${this.settings.fileprefix}annex-uuid`
+  }
+
+  async has(key: Key, signal: AbortSignal): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key: this.objectName(key) }), { abortSignal: signal })
+      return true
+    } catch (e) {
+      if (isNotFound(e)) return false
+      throw e
+    }
+  }
+
+  async read(key: Key, start: number, signal: AbortSignal): Promise<ObjectRead | undefined> {
+    const Key = this.objectName(key)
+    try {
+      const r = await this.client.send(
+        new GetObjectCommand({ Bucket: this.settings.bucket, Key, ...(start > 0 ? { Range: `bytes=${start}-` } : {}) }),
+        { abortSignal: signal },
+      )
+      const total = /\/(\d+)$/.exec(r.ContentRange ?? '')?.[1]
+      const size = total !== undefined ? Number(total) : start + (r.ContentLength ?? 0)
+      return { size, body: r.Body as Readable }
+    } catch (e) {
+      if (isNotFound(e)) return undefined
+      // A range starting at or past the end: present, nothing to send.
+      if (status(e) === 416) {
+        try {
+          const h = await this.client.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key }), { abortSignal: signal })
+          return { size: h.ContentLength ?? 0, body: Readable.from([], { objectMode: false }) }
+        } catch (e2) {
+          if (isNotFound(e2)) return undefined
+          throw e2
+        }
+      }
+      throw e
+    }
+  }
+
+  /** Headers git-annex sends with every object (putObject / multipart initiate). */
+  private objectParams(Key: string) {
+    const s = this.settings
+    return {
+      Bucket: s.bucket,
+      Key,
+      StorageClass: s.storageClass as never,
+      ...(Object.keys(s.metadata).length > 0 ? { Metadata: { ...s.metadata } } : {}),
+      ...(s.publicRead ? { ACL: 'public-read' as const } : {}),
+    }
+  }
+
+  /** Writes an object (see ObjectStore.write). */
+  async write(key: Key, body: Readable, length: number | undefined, commit: Promise<boolean>, signal: AbortSignal): Promise<boolean> {
+    const name = this.objectName(key)
+    // Enough parts for the largest object S3 takes in one multipart upload.
+    const partSize = length === undefined ? this.partSize : Math.max(this.partSize, Math.ceil(length / MAX_PARTS))
+    const reader = new PartReader(body, partSize)
+    try {
+      const first = await reader.next()
+      if (reader.done) {
+        if (!(await commit)) return false
+        const Body = first ?? Buffer.alloc(0)
+        await this.client.send(new PutObjectCommand({ ...this.objectParams(name), Body, ContentLength: Body.length }), { abortSignal: signal })
+        return true
+      }
+      return await this.multipart(name, first!, reader, commit, signal)
+    } finally {
+      reader.close()
+    }
+  }
+
+  private async multipart(name: string, first: Buffer, reader: PartReader, commit: Promise<boolean>, signal: AbortSignal): Promise<boolean> {
+    const Bucket = this.settings.bucket
+    const created = await this.client.send(new CreateMultipartUploadCommand(this.objectParams(name)), { abortSignal: signal })
+    const UploadId = created.UploadId!
+    const parts: CompletedPart[] = []
+    const inFlight = new Set<Promise<void>>()
+    let failure: unknown
+    const upload = (PartNumber: number, Body: Buffer) => {
+      const p = this.client
+        .send(new UploadPartCommand({ Bucket, Key: name, UploadId, PartNumber, Body, ContentLength: Body.length }), { abortSignal: signal })
+        .then((r) => {
+          parts.push({ PartNumber, ETag: r.ETag! })
+        })
+        .catch((e: unknown) => {
+          failure ??= e
+        })
+        .finally(() => inFlight.delete(p))
+      inFlight.add(p)
+    }
+    try {
+      let n = 1
+      let part: Buffer | undefined = first
+      while (part) {
+        upload(n++, part)
+        // Read no further than there is room to send: backpressure on the client.
+        while (inFlight.size >= this.partsInFlight && failure === undefined) await Promise.race(inFlight)
+        if (failure !== undefined) throw failure
+        part = await reader.next()
+      }
+      await Promise.all(inFlight)
+      if (failure !== undefined) throw failure
+      if (!(await commit)) {
+        await this.abort(name, UploadId)
+        return false
+      }
+      parts.sort((a, b) => a.PartNumber! - b.PartNumber!)
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key: name, UploadId, MultipartUpload: { Parts: parts } }), { abortSignal: signal })
+      return true
+    } catch (e) {
+      await Promise.allSettled(inFlight)
+      await this.abort(name, UploadId)
+      throw e
+    }
+  }
+
+  /** AbortMultipartUpload, retried by the SDK; a failure is reported, not thrown over the real one. */
+  private async abort(name: string, UploadId: string): Promise<void> {
+    await this.client
+      .send(new AbortMultipartUploadCommand({ Bucket: this.settings.bucket, Key: name, UploadId }), { abortSignal: cleanupSignal() })
+      .catch((e: unknown) => {
+        if (status(e) !== 404) process.emitWarning(`could not abort multipart upload ${UploadId} of ${name}: ${(e as Error).message}`)
+      })
+  }
+
+  async delete(key: Key, signal: AbortSignal): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: this.objectName(key) }), { abortSignal: signal })
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy()
+  }
+}
+
+/** Reads a byte stream as parts of exactly `size` bytes (the last shorter), copying once per part. */
+class PartReader {
+  private readonly it: AsyncIterator<Buffer>
+  private held: Buffer | undefined
+  done = false
+
+  constructor(
+    private readonly body: Readable,
+    private readonly size: number,
+  ) {
+    this.it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+  }
+
+  /** The next part; undefined when the stream had nothing more. Sets `done` once the stream ended. */
+  async next(): Promise<Buffer | undefined> {
+    const pieces: Buffer[] = []
+    let have = 0
+    if (this.held) {
+      pieces.push(this.held)
+      have = this.held.length
+      this.held = undefined
+    }
+    while (have < this.size && !this.done) {
+      const r = await this.it.next()
+      if (r.done) {
+        this.done = true
+        break
+      }
+      pieces.push(r.value)
+      have += r.value.length
+    }
+    if (have > this.size) {
+      const all = Buffer.concat(pieces, have)
+      this.held = all.subarray(this.size)
+      return all.subarray(0, this.size)
+    }
+    if (have === this.size && !this.done) {
+      // Exactly one part: the stream may have ended right here; look ahead so that an
+      // object of exactly one part is not sent as a one-part multipart upload.
+      const r = await this.it.next()
+      if (r.done) this.done = true
+      else this.held = r.value
+    }
+    if (have === 0) return undefined
+    return pieces.length === 1 ? Buffer.from(pieces[0]!) : Buffer.concat(pieces, have)
+  }
+
+  close(): void {
+    if (!this.done) this.body.destroy()
+  }
+}
