@@ -20,6 +20,7 @@ export type Code =
   | 'OVERLOADED'
   | 'ALL_TARGETS_FAILED'
   | 'STALLED'
+  | 'COORDINATION_UNAVAILABLE'
 
 export abstract class ProxyError extends Error {
   abstract readonly code: Code
@@ -87,6 +88,10 @@ export class AllTargetsFailedError extends ProxyError {
 /** A consumer made no progress within its time limit and was dropped. */
 export class StalledError extends ProxyError {
   readonly code = 'STALLED'
+}
+/** The state a fleet of gateways shares (Redis) cannot be reached: what needs it is refused, reads go on. */
+export class CoordinationUnavailableError extends ProxyError {
+  readonly code = 'COORDINATION_UNAVAILABLE'
 }
 
 // ---------------------------------------------------------------------------------------

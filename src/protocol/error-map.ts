@@ -9,6 +9,7 @@ import {
   BadRequestError,
   type Code,
   ConfigError,
+  CoordinationUnavailableError,
   DiskFullError,
   HashMismatchError,
   LengthMismatchError,
@@ -50,6 +51,7 @@ const WIRE: Readonly<Record<Code, WireReply>> = {
   OVERLOADED: { http: 503, p2p: 'ERROR', make: OverloadedError },
   ALL_TARGETS_FAILED: { http: 502, p2p: 'FAILURE', make: AllTargetsFailedError },
   STALLED: { http: 504, p2p: 'ERROR', make: StalledError },
+  COORDINATION_UNAVAILABLE: { http: 503, p2p: 'ERROR', make: CoordinationUnavailableError },
 }
 
 /**

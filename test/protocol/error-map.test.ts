@@ -30,6 +30,7 @@ const ONE_OF_EACH: Readonly<Record<Code, (m: string) => ProxyError>> = {
   OVERLOADED: (m) => new errors.OverloadedError(m),
   ALL_TARGETS_FAILED: (m) => new errors.AllTargetsFailedError(m),
   STALLED: (m) => new errors.StalledError(m),
+  COORDINATION_UNAVAILABLE: (m) => new errors.CoordinationUnavailableError(m),
 }
 
 test('toHttp → fromHttp round trip: the same class, code and text come back for every code', () => {

@@ -1,0 +1,70 @@
+// A real redis-server for tests (Debian's, installed by scripts/test-deps/20-redis.sh): on
+// a unix socket in a temp directory (`--port 0` turns TCP off), so no port is picked and
+// no other process can be reached by mistake. Stopped (and its directory removed) after
+// the test.
+import { spawn, type ChildProcess } from 'node:child_process'
+import * as net from 'node:net'
+import { join } from 'node:path'
+import { defer, tempDir, type After } from './annex.js'
+
+export interface RedisServer {
+  /** unix:///…/redis.sock, as --redis takes it. */
+  readonly url: string
+  readonly socket: string
+  readonly child: ChildProcess
+  /** Stops the server (SIGTERM, then SIGKILL after 10 s). */
+  stop(): Promise<void>
+  /** Starts it again on the same socket (empty: nothing is saved). */
+  restart(): Promise<void>
+}
+
+async function waitForSocket(path: string, child: ChildProcess, timeoutMs: number, output: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}: ${output()}`)
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(path)
+      s.once('connect', () => {
+        s.destroy()
+        resolve(true)
+      })
+      s.once('error', () => resolve(false))
+    })
+    if (ok) return
+    if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${path} within ${timeoutMs} ms: ${output()}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+export async function startRedis(t: After): Promise<RedisServer> {
+  const dir = await tempDir(t, 'annex-proxy-redis-')
+  const socket = join(dir, 'redis.sock')
+  let child!: ChildProcess
+  let out = ''
+  const start = async () => {
+    out = ''
+    child = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+    child.stdout!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)))
+    child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)))
+    await waitForSocket(socket, child, 30_000, () => out)
+  }
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const closed = new Promise((r) => child.once('close', r))
+    child.kill('SIGTERM')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    await closed
+    clearTimeout(timer)
+  }
+  await start()
+  defer(t, stop)
+  return {
+    url: `unix://${socket}`,
+    socket,
+    get child() {
+      return child
+    },
+    stop,
+    restart: start,
+  }
+}
