@@ -10,6 +10,7 @@ import { Gateway } from './gateway/gateway.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
 import { LocalCoordinator } from './placement/coordinator.js'
+import { RedisCoordinator } from './placement/redis-coordinator.js'
 
 export interface Server {
   readonly app: FastifyInstance
@@ -40,8 +41,10 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     ...https,
   }) as unknown as FastifyInstance
   const log = app.log as unknown as Logger
-  // One placement ledger for every repository served: nodes may be shared between them.
-  const coordinator = new LocalCoordinator()
+  // One placement ledger for every repository served (nodes may be shared between them): in
+  // this process, or in Redis for a fleet. Redis down at start: reads are served meanwhile.
+  const coordinator = cfg.redis === undefined ? new LocalCoordinator() : new RedisCoordinator({ url: cfg.redis, leaseMs: cfg.redisLeaseSeconds * 1000, log })
+  if (coordinator instanceof RedisCoordinator) void coordinator.connect().catch((err: unknown) => log.warn({ err }, 'redis unavailable at start'))
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,

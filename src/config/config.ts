@@ -34,6 +34,10 @@ export interface ServeConfig extends Required<AuthFlags> {
    * many as --jobs, so a steady load does not respawn them (p2phttp's default is 1).
    */
   readonly proxyConnections: number | undefined
+  /** --redis: placement state (reservations, locks, location facts) shared by a fleet of gateways. */
+  readonly redis: string | undefined
+  /** Seconds a dead gateway's reservations and locks outlive it in Redis. */
+  readonly redisLeaseSeconds: number
 }
 
 export const DEFAULT_PORT = 9417
@@ -77,6 +81,8 @@ export const SERVE_OPTIONS = {
   'max-queue': { type: 'string', arg: 'N', help: 'requests waiting for a worker beyond N are refused with 503 (default 64 x --jobs)' },
   'max-queue-wait': { type: 'string', arg: 'S', help: 'a request waiting S seconds for a worker is refused with 503 (default 120)' },
   proxyconnections: { type: 'string', arg: 'N', help: 'idle git-annex-shell sessions kept per proxied remote (default: up to max(4, --jobs))' },
+  redis: { type: 'string', arg: 'URL', help: 'share placement state with other gateways of the same nodes: redis://host:port or unix:///path/to/socket' },
+  'redis-lease': { type: 'string', arg: 'S', help: "seconds a dead gateway's reservations and locks outlive it in Redis (default 30)" },
   // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
   clusterjobs: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility; a cluster upload reaches every node at once' },
   cpus: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility' },
@@ -141,5 +147,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     maxQueue: int('max-queue', o['max-queue'], 64 * jobs, 0),
     maxQueueWaitSeconds: int('max-queue-wait', o['max-queue-wait'], 120, 1),
     proxyConnections: o.proxyconnections === undefined ? undefined : int('proxyconnections', o.proxyconnections, 1, 0, 1024),
+    redis: o.redis,
+    redisLeaseSeconds: int('redis-lease', o['redis-lease'], 30, 1, 86_400),
   })
 }

@@ -6,7 +6,7 @@
 // effect without a restart.
 import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
-import { serializeKey } from '../keys/key.js'
+import { serializeKey, tryParseKey } from '../keys/key.js'
 import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Placement } from '../remotes/cluster.js'
 import { LocationLog } from '../annex/location-log.js'
 import { openLocalRepo, type LocalRepo } from '../remotes/local-repo.js'
@@ -30,6 +30,8 @@ import { servingPath } from '../remotes/special/serving-path.js'
 import { SpecialRemote } from '../remotes/special/special-remote.js'
 import { chunkConfigOf } from '../remotes/special/chunks.js'
 import { ViaGitAnnex } from '../remotes/special/via-git-annex.js'
+import { Guarded } from './guarded.js'
+import type { LocationFact } from '../placement/ledger.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -53,6 +55,7 @@ export class Gateway {
   private readonly nodes = new Map<string, Promise<Remote | undefined>>()
   private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
   private closed = false
+  private readonly unsubscribe: () => void
   private readonly repoSizes: RepoSizes
   private readonly coordinator: Coordinator
   private readonly ownCoordinator: boolean
@@ -67,6 +70,10 @@ export class Gateway {
     this.repoSizes = new RepoSizes(config.reader)
     this.ownCoordinator = opts.coordinator === undefined
     this.coordinator = opts.coordinator ?? new LocalCoordinator()
+    // What other gateways of a fleet stored or removed on our nodes goes into our own
+    // location log, as syncing the branches would bring it later: sizes, locations and
+    // routing then agree across the fleet.
+    this.unsubscribe = this.coordinator.subscribe?.((facts) => this.learn(facts)) ?? (() => {})
   }
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
@@ -173,6 +180,7 @@ export class Gateway {
     const placed = await this.coordinator.place<PlacementDecision>({
       nodes,
       key: serializeKey(key),
+      shared: nodes.some((u) => this.config.current.maxSize.has(u)),
       prepare: async () => {
         locations = new Set<string>(await this.config.locations(key))
         if (this.config.current.maxSize.size === 0) return
@@ -203,14 +211,31 @@ export class Gateway {
   }
 
   private async record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void> {
+    const facts: LocationFact[] = []
     for (const u of new Set(uuids)) {
       // Cluster UUIDs are never written to location logs (spec §3.6).
       if (isClusterUuid(u) || u === this.self.uuid) continue
       try {
         await this.locationLog.record(key, u, present)
+        facts.push({ key: serializeKey(key), uuid: u, present, size: key.size ?? 0 })
       } catch (err) {
         this.opts.log.warn({ key: serializeKey(key), uuid: u, err }, 'could not record location in the gateway')
       }
+    }
+    // Published before an upload's reservation is released, so the fleet never counts its
+    // bytes neither reserved nor logged; kept for later when Redis is away.
+    if (facts.length > 0 && this.coordinator.fleet) await this.coordinator.publish(facts)
+  }
+
+  /** Records facts other gateways published about nodes this gateway knows. */
+  private async learn(facts: readonly LocationFact[]): Promise<void> {
+    const snap = this.config.current
+    const known = new Set<string>([...snap.remotes.values()].map((r) => r.uuid))
+    for (const f of facts) {
+      if (!known.has(f.uuid) || isClusterUuid(f.uuid) || f.uuid === this.self.uuid) continue
+      const key = tryParseKey(f.key)
+      if (!key) continue
+      await this.locationLog.record(key, f.uuid as Uuid, f.present).catch((err: unknown) => this.opts.log.warn({ key: f.key, uuid: f.uuid, err }, 'could not record a location learnt from the fleet'))
     }
   }
 
@@ -228,7 +253,7 @@ export class Gateway {
     const id = `${info.name} ${info.uuid} ${info.url ?? ''} ${info.annexUrl ?? ''} ${uuid} ${bypass.join(',')}`
     let p = this.nodes.get(id)
     if (!p) {
-      p = this.open(info, uuid, bypass).catch((err: unknown) => {
+      p = this.open(info, uuid, bypass).then((r) => (r ? new Guarded(r, this.coordinator) : undefined)).catch((err: unknown) => {
         this.opts.log.warn({ remote: info.name, uuid, err }, 'cannot reach proxied remote')
         this.nodes.delete(id)
         return undefined
@@ -299,6 +324,7 @@ export class Gateway {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.unsubscribe()
     this.config.close()
     const nodes = await Promise.all(this.nodes.values())
     await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])

@@ -13,6 +13,11 @@ export interface PlaceRequest<T> {
   /** The key, serialized (for diagnostics and the fleet's records). */
   readonly key: string
   /**
+   * Whether the decision depends on reservations (a node has a maxsize). When not, a fleet
+   * decides without asking the shared state, so an unavailable Redis does not stop it.
+   */
+  readonly shared: boolean
+  /**
    * Brings what the gateway knows locally up to date (repository sizes, the key's
    * locations). Runs after the shared view was read, so nothing committed before the view
    * is missed: a release publishes its facts before it lets go of its bytes.
@@ -55,6 +60,8 @@ export interface Coordinator {
   hold(node: Uuid, key: string): Promise<Hold | undefined>
   /** Excludes holds while removing content from a node; LockedError while it is held. */
   exclude(node: Uuid, key: string): Promise<Exclusion>
+  /** Where location facts from other gateways go (a fleet only); returns the unsubscribe. */
+  subscribe?(sink: (facts: readonly LocationFact[]) => Promise<void>): () => void
   close(): Promise<void>
 }
 
