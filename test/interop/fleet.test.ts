@@ -101,7 +101,7 @@ test('fleet: a lock taken through one gateway keeps a remove through the other f
   // Client A's lock on that node, through gateway 1 (the lockcontent a drop's proof takes).
   const res = await fetch(`http://127.0.0.1:${f.s1.port}/git-annex/${nodeUuid}/v4/lockcontent?key=${encodeURIComponent(key)}&clientuuid=00000000-0000-4000-8000-0000000000aa`, { method: 'POST' })
   const lock = (await res.json()) as { locked: boolean; lockid?: string }
-  assert.equal(lock.locked, true)
+  assert.equal(lock.locked, true, `lockcontent answered ${JSON.stringify(lock)}: ${f.s1.output().slice(-3000)}`)
   // Client B drops it from that node through gateway 2: refused while the lock holds.
   const drop = await sh(f.b, 'git', ['annex', 'drop', '--from', `origin-${node}`, 'x0.bin']).then(
     () => 'dropped',
