@@ -126,6 +126,15 @@ export class PeerError extends RemoteUnavailableError {}
 /** A P2P request needs a newer protocol version than the one negotiated. */
 export class VersionError extends ProtocolError {}
 
+/** A P2P session served to a client cannot go on (unframeable stream, CONNECT, NOTIFYCHANGE); the message is for the user. */
+export class SessionEndedError extends RemoteUnavailableError {}
+
+/** git-annex-shell's refusal before serving (bad arguments, wrong UUID, GIT_ANNEX_SHELL_DIRECTORY): exit status 1. */
+export class ShellRefusal extends ConfigError {}
+
+/** No git-annex new enough on PATH; the message says what to install. */
+export class GitAnnexMissingError extends ConfigError {}
+
 /** An expression that git-annex would refuse (`git annex wanted` says "Parse failure: …"). */
 export class PreferredContentParseError extends ConfigError {}
 

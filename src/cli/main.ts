@@ -4,7 +4,9 @@ import { parseServeArgs, serveOptionsHelp } from '../config/config.js'
 import { runDemo } from './demo.js'
 import { serve } from './serve.js'
 import { runGitAnnexShell } from './git-annex-shell.js'
-import { runP2pStdio, ShellRefusal } from './p2pstdio.js'
+import { runP2pStdio } from './p2pstdio.js'
+import { GitAnnexMissingError, ShellRefusal } from '../errors.js'
+import { requireGitAnnex } from '../annex/git-annex-version.js'
 
 const USAGE = `usage:
   annex-proxy serve [OPTION]...   serve git-annex repositories over P2P-over-HTTP (git annex p2phttp's flags)
@@ -21,6 +23,7 @@ async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
   switch (cmd) {
     case 'p2pstdio':
+      await requireGitAnnex()
       process.exitCode = await runP2pStdio(rest)
       return
     case 'git-annex-shell':
@@ -32,6 +35,7 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(USAGE)
         return
       }
+      await requireGitAnnex()
       return cmd === 'serve' ? serve(parseServeArgs(rest, process.cwd())) : runDemo(rest)
     case undefined:
     case '-h':
@@ -46,7 +50,8 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   const msg = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err)
-  process.stderr.write(`annex-proxy: ${msg}\n`)
+  // No usable git-annex: one line that says what to install (the install script's words).
+  process.stderr.write(err instanceof GitAnnexMissingError ? `${msg}\n` : `annex-proxy: ${msg}\n`)
   // git-annex-shell's refusals and broken sessions exit 1, as the reference's do.
-  process.exit(err instanceof ConfigError && !(err instanceof ShellRefusal) ? 2 : 1)
+  process.exit(err instanceof ConfigError && !(err instanceof ShellRefusal) && !(err instanceof GitAnnexMissingError) ? 2 : 1)
 })

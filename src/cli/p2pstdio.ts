@@ -6,15 +6,12 @@
 // reference's "git-annex: …" lines, which ssh shows the user.
 import { execFileSync } from 'node:child_process'
 import { homedir } from 'node:os'
-import { ConfigError, ProxyError } from '../errors.js'
+import { ProxyError, SessionEndedError, ShellRefusal } from '../errors.js'
 import { Gateway } from '../gateway/gateway.js'
-import { serve, SessionEndedError, type ServedRepo } from '../protocol/p2p/server-session.js'
+import { serve, type ServedRepo } from '../protocol/p2p/server-session.js'
 import type { Logger } from '../remotes/remote.js'
-import { directoryRefusal, parseP2pStdioArgs, repoAbsPath, serverModeFromEnv, ShellArgsError } from './shell-args.js'
+import { directoryRefusal, parseP2pStdioArgs, repoAbsPath, serverModeFromEnv } from './shell-args.js'
 import { stderrLogger } from './stderr-log.js'
-
-/** A refusal before serving: the reference's text, exit status 1. */
-export class ShellRefusal extends ConfigError {}
 
 function homeOf(user: string): string | undefined {
   try {
@@ -27,13 +24,7 @@ function homeOf(user: string): string | undefined {
 
 /** Runs one session; resolves with the exit status. */
 export async function runP2pStdio(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  let args
-  try {
-    args = parseP2pStdioArgs(argv)
-  } catch (e) {
-    if (e instanceof ShellArgsError) throw new ShellRefusal(e.message)
-    throw e
-  }
+  const args = parseP2pStdioArgs(argv)
   const log: Logger = stderrLogger(args.debug ? 'debug' : (env.ANNEX_PROXY_LOG_LEVEL ?? 'warn'))
   const home = env.HOME ?? homedir()
   const refusal = directoryRefusal(env, args.dir, home)

@@ -4,6 +4,7 @@
 // the arguments of p2pstdio, the server mode from the environment, and the
 // GIT_ANNEX_SHELL_DIRECTORY restriction.
 import { isAbsolute, join, normalize, resolve } from 'node:path'
+import { ShellRefusal } from '../errors.js'
 import type { ServerMode } from '../protocol/p2p/server-session.js'
 
 /**
@@ -69,8 +70,6 @@ export interface P2pStdioArgs {
   readonly debug: boolean
 }
 
-export class ShellArgsError extends Error {}
-
 /**
  * `DIR CLIENTUUID [--uuid UUID] [--debug] [-- field=value … --]`, in any order after DIR,
  * as git-annex-shell's option parser takes them (Remote/Helper/Ssh.hs puts `--debug` after
@@ -78,7 +77,7 @@ export class ShellArgsError extends Error {}
  */
 export function parseP2pStdioArgs(args: readonly string[]): P2pStdioArgs {
   const [dir, ...rest] = args
-  if (dir === undefined) throw new ShellArgsError('bad parameters: p2pstdio needs a directory')
+  if (dir === undefined) throw new ShellRefusal('bad parameters: p2pstdio needs a directory')
   let uuid: string | undefined
   let debug = false
   const positional: string[] = []
@@ -90,16 +89,16 @@ export function parseP2pStdioArgs(args: readonly string[]): P2pStdioArgs {
       i = end < 0 ? rest.length : end
     } else if (a === '--uuid') {
       const v = rest[++i]
-      if (v === undefined) throw new ShellArgsError('option --uuid needs a value')
+      if (v === undefined) throw new ShellRefusal('option --uuid needs a value')
       uuid = v
     } else if (a.startsWith('--uuid=')) uuid = a.slice('--uuid='.length)
     else if (a === '--debug') debug = true
     else if (a === '--quiet' || a === '-q' || a === '--verbose' || a === '-v') continue
-    else if (a.startsWith('-') && a.length > 1) throw new ShellArgsError(`unknown option ${a}`)
+    else if (a.startsWith('-') && a.length > 1) throw new ShellRefusal(`unknown option ${a}`)
     else positional.push(a)
   }
-  if (positional.length === 0) throw new ShellArgsError('missing UUID parameter')
-  if (positional.length > 1) throw new ShellArgsError(`unexpected parameter ${positional[1]}`)
+  if (positional.length === 0) throw new ShellRefusal('missing UUID parameter')
+  if (positional.length > 1) throw new ShellRefusal(`unexpected parameter ${positional[1]}`)
   return { dir, clientUuid: positional[0]!, uuid, debug }
 }
 

@@ -21,7 +21,7 @@ import {
   NotSupportedError,
   ProxyError,
   ReadOnlyError,
-  RemoteUnavailableError,
+  SessionEndedError,
   UnknownRepoError,
 } from '../../errors.js'
 import type { Key } from '../../keys/key.js'
@@ -38,9 +38,6 @@ export type ServerMode = 'read-write' | 'append-only' | 'read-only'
 /** The reference's texts (P2P/Protocol.hs sendReadOnlyError / sendAppendOnlyError). */
 export const READ_ONLY_TEXT = 'this repository is read-only; write access denied'
 export const APPEND_ONLY_TEXT = 'this repository is append-only; removal denied'
-
-/** The session cannot go on; `message` says why, as git-annex-shell would on stderr. */
-export class SessionEndedError extends RemoteUnavailableError {}
 
 export interface ServedRepo {
   /** The UUID the greeting names: the repository's, a proxied remote's or a cluster's. */
