@@ -7,6 +7,7 @@ import { runGitAnnexShell } from './git-annex-shell.js'
 import { runP2pStdio } from './p2pstdio.js'
 import { GitAnnexMissingError, ShellRefusal } from '../errors.js'
 import { requireGitAnnex } from '../annex/git-annex-version.js'
+import { runUpload } from '../upload/cli.js'
 
 const USAGE = `usage:
   annex-proxy serve [OPTION]...   serve git-annex repositories over P2P-over-HTTP (git annex p2phttp's flags)
@@ -15,6 +16,8 @@ const USAGE = `usage:
                                   the P2P protocol on stdin/stdout, as git-annex-shell p2pstdio
   annex-proxy git-annex-shell ARG...
                                   git-annex-shell's command line: p2pstdio served here, the rest by git-annex-shell
+  annex-proxy upload (--url URL --uuid UUID | --to REMOTE) [-J N] [--backend B] [--json] [--record DIR] PATH...
+                                  push files and trees into a served repository (annex-proxy upload --help)
 
 options of serve (and demo):
 ${serveOptionsHelp()}`
@@ -28,6 +31,9 @@ async function main(argv: string[]): Promise<void> {
       return
     case 'git-annex-shell':
       process.exitCode = await runGitAnnexShell(rest)
+      return
+    case 'upload':
+      process.exitCode = await runUpload(rest, { cwd: process.cwd(), env: process.env, stdout: process.stdout, stderr: process.stderr })
       return
     case 'serve':
     case 'demo':

@@ -50,6 +50,8 @@ export interface HttpClientOptions {
   readonly maxVersion?: Version
   /** A GET body that sends nothing for this many ms is resumed with a ranged GET (default 15 s). */
   readonly getStallMs?: number
+  /** CA certificates (PEM) HTTPS trusts instead of Node's bundle, e.g. the system's store. */
+  readonly ca?: readonly string[]
 }
 
 export interface CallOptions {
@@ -135,6 +137,7 @@ export class P2PHttpClient {
       keepAliveTimeout: opts.keepAliveTimeout ?? 30_000,
       connectTimeout: opts.connectTimeout ?? 10_000,
       pipelining: 1,
+      ...(opts.ca ? { connect: { ca: [...opts.ca] } } : {}),
     })
   }
 
