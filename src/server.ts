@@ -9,12 +9,16 @@ import { type Authorize, p2pHttp } from './protocol/http/plugin.js'
 import { Gateway } from './gateway/gateway.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
+import { ServerMetrics } from './metrics/metrics.js'
+import { installMetricsHooks } from './metrics/http-hooks.js'
 import { LocalCoordinator } from './placement/coordinator.js'
 import { RedisCoordinator } from './placement/redis-coordinator.js'
 
 export interface Server {
   readonly app: FastifyInstance
   readonly registry: Registry
+  /** Present with --metrics or --metrics-port. */
+  readonly metrics: ServerMetrics | undefined
   /** Stops accepting, lets in-flight requests finish for `graceMs`, then aborts them. */
   close(graceMs?: number): Promise<void>
 }
@@ -45,19 +49,27 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   // this process, or in Redis for a fleet. Redis down at start: reads are served meanwhile.
   const coordinator = cfg.redis === undefined ? new LocalCoordinator() : new RedisCoordinator({ url: cfg.redis, leaseMs: cfg.redisLeaseSeconds * 1000, log })
   if (coordinator instanceof RedisCoordinator) void coordinator.connect().catch((err: unknown) => log.warn({ err }, 'redis unavailable at start'))
+  const metrics = cfg.metrics || cfg.metricsPort !== undefined ? new ServerMetrics() : undefined
+  if (metrics) {
+    installMetricsHooks(app, metrics)
+    if (cfg.metrics) app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.text()))
+  }
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,
     open: (dir) =>
-      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections }),
+      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, ...(metrics ? { events: metrics } : {}) }),
     log,
   })
   await registry.start()
   const closing = new AbortController()
+  const workers = new WorkerPool({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 })
+  metrics?.observe({ queueDepth: () => workers.queued, workersBusy: () => workers.inFlight })
   await app.register(p2pHttp, {
     repos: registry,
     authorize: opts.authorize ?? authorizerFor(cfg, opts.env ?? process.env),
-    workers: new WorkerPool({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 }),
+    workers,
+    ...(metrics ? { metrics } : {}),
     maxLocks: cfg.lockedfiles,
     lockExpirySeconds: cfg.lockExpirySeconds,
     closing: closing.signal,
@@ -70,6 +82,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   return {
     app,
     registry,
+    metrics,
     close(graceMs = cfg.shutdownGraceSeconds * 1000) {
       closed ??= (async () => {
         const timer = setTimeout(() => closing.abort(new Error('server shutting down')), graceMs)

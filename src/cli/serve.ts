@@ -2,11 +2,15 @@
 // Shared by the `serve` and `demo` commands, so neither imports the other.
 import type { ServeConfig } from '../config/config.js'
 import { buildServer } from '../server.js'
+import { listenMetrics } from '../metrics/endpoint.js'
 
 export async function serve(cfg: ServeConfig): Promise<void> {
   const server = await buildServer(cfg)
   const address = await server.app.listen({ host: cfg.bind, port: cfg.port })
   server.app.log.info({ address, repositories: server.registry.uuids }, 'annex-proxy serving')
+  const metricsListener =
+    server.metrics && cfg.metricsPort !== undefined ? await listenMetrics(server.metrics, cfg.metricsBind ?? cfg.bind, cfg.metricsPort) : undefined
+  if (metricsListener) server.app.log.info({ metricsPort: metricsListener.port }, 'metrics on their own port')
   let stopping = false
   const stop = (sig: string) => {
     if (stopping) {
@@ -15,6 +19,7 @@ export async function serve(cfg: ServeConfig): Promise<void> {
       return
     }
     stopping = true
+    void metricsListener?.close()
     server.app.log.info({ signal: sig }, 'shutting down: finishing in-flight requests')
     server.close().then(
       () => process.exit(0),

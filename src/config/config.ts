@@ -38,6 +38,11 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly redis: string | undefined
   /** Seconds a dead gateway's reservations and locks outlive it in Redis. */
   readonly redisLeaseSeconds: number
+  /** Serve Prometheus metrics at /metrics on the main port (--metrics). */
+  readonly metrics: boolean
+  /** Serve them on their own port instead (--metrics-port; bound to --metrics-bind, default --bind). */
+  readonly metricsPort: number | undefined
+  readonly metricsBind: string | undefined
 }
 
 export const DEFAULT_PORT = 9417
@@ -83,6 +88,9 @@ export const SERVE_OPTIONS = {
   proxyconnections: { type: 'string', arg: 'N', help: 'idle git-annex-shell sessions kept per proxied remote (default: up to max(4, --jobs))' },
   redis: { type: 'string', arg: 'URL', help: 'share placement state with other gateways of the same nodes: redis://host:port or unix:///path/to/socket' },
   'redis-lease': { type: 'string', arg: 'S', help: "seconds a dead gateway's reservations and locks outlive it in Redis (default 30)" },
+  metrics: { type: 'boolean', help: 'serve Prometheus metrics at /metrics on this port (off by default)' },
+  'metrics-port': { type: 'string', arg: 'N', help: 'serve /metrics on a listener of its own at port N (0: any free port, logged)' },
+  'metrics-bind': { type: 'string', arg: 'ADDR', help: 'address of the --metrics-port listener (default: --bind)' },
   // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
   clusterjobs: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility; a cluster upload reaches every node at once' },
   cpus: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility' },
@@ -149,5 +157,8 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     proxyConnections: o.proxyconnections === undefined ? undefined : int('proxyconnections', o.proxyconnections, 1, 0, 1024),
     redis: o.redis,
     redisLeaseSeconds: int('redis-lease', o['redis-lease'], 30, 1, 86_400),
+    metrics: o.metrics ?? false,
+    metricsPort: o['metrics-port'] === undefined ? undefined : int('metrics-port', o['metrics-port'], 0, 0, 65535),
+    metricsBind: o['metrics-bind'],
   })
 }

@@ -4,6 +4,7 @@
 // node remotes, or a proxied node. Configuration comes from the repository (git config
 // and git-annex branch, re-read on change), so updatecluster or a new `wanted` takes
 // effect without a restart.
+import type { ServerEvents } from '../metrics/metrics.js'
 import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { serializeKey, tryParseKey } from '../keys/key.js'
@@ -49,6 +50,8 @@ export interface GatewayOptions {
    * gateways over the same nodes. Shared by every gateway of the process; not closed here.
    */
   readonly coordinator?: Coordinator
+  /** Data-plane events for metrics (cluster nodes dropped from uploads). */
+  readonly events?: Pick<ServerEvents, 'fanoutNodeDropped'>
 }
 
 export class Gateway {
@@ -159,7 +162,11 @@ export class Gateway {
       holders: (key) => this.holders(members, key),
       record: (key, uuids, present) => this.record(key, uuids, present),
     }
-    const cluster = new Cluster(info.uuid, policy, { highWaterMark: this.opts.fanoutHighWaterMark, stallMs: this.opts.fanoutStallMs })
+    const cluster = new Cluster(info.uuid, policy, {
+      highWaterMark: this.opts.fanoutHighWaterMark,
+      stallMs: this.opts.fanoutStallMs,
+      ...(this.opts.events ? { onNodeDropped: (c: Uuid, n: Uuid) => this.opts.events!.fanoutNodeDropped(c, n) } : {}),
+    })
     this.clusters.set(cacheKey, { signature, cluster })
     return cluster
   }

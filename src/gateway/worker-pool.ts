@@ -19,6 +19,11 @@ export class WorkerPool {
     return this.active
   }
 
+  /** Requests waiting for a worker. */
+  get queued(): number {
+    return this.waiting.length
+  }
+
   async run<T>(signal: AbortSignal, work: () => Promise<T>): Promise<T> {
     await this.acquire(signal)
     try {

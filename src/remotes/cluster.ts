@@ -44,6 +44,8 @@ export interface ClusterOptions {
   readonly highWaterMark: number
   /** A node whose branch has not drained for this long is dropped from the upload. */
   readonly stallMs: number
+  /** Told of each node dropped from an upload (metrics). */
+  readonly onNodeDropped?: (cluster: Uuid, node: Uuid) => void
 }
 
 interface NodeStats {
@@ -220,6 +222,7 @@ export class Cluster implements Remote {
       if (r.status === 'fulfilled' && r.value.stored) ok.push(node.remote.uuid, ...r.value.plusUuids)
       else if (r.status === 'rejected') {
         failures.push(r.reason)
+        this.opts.onNodeDropped?.(this.uuid, node.remote.uuid)
         op.log.warn({ node: node.remote.uuid, err: r.reason as unknown }, 'cluster node did not store')
       }
     })

@@ -9,6 +9,7 @@ import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
 import { truncateLastByteUnless } from '../../streams/hold-last.js'
 import type { WorkerPool } from '../../gateway/worker-pool.js'
+import type { HttpEvents } from '../../metrics/metrics.js'
 import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
 import { boundedLines } from './line-reader.js'
@@ -48,6 +49,8 @@ export interface P2pHttpOptions {
   readonly lockExpirySeconds: number
   /** Fires when the server is shutting down: every in-flight operation is aborted. */
   readonly closing: AbortSignal
+  /** Metrics (--metrics): locks held, put outcomes, verification failures. */
+  readonly metrics?: HttpEvents
 }
 
 const JSON_TYPE = 'application/json;charset=utf-8'
@@ -79,6 +82,7 @@ function requestSignal(reply: FastifyReply, closing: AbortSignal): AbortSignal {
 
 export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyInstance, opts) => {
   const locks = new HeldLocks(opts.maxLocks, opts.lockExpirySeconds * 1000)
+  opts.metrics?.observe({ locksHeld: () => locks.size })
 
   app.removeAllContentTypeParsers()
   // Bodies stay raw streams: put content and keeplocked lines are consumed by the routes.
@@ -210,6 +214,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
           }
           case 'put': {
             const stored = await put(remote, params, body, v, op)
+            opts.metrics?.putAnswered(remote.uuid, stored.stored ? 'stored' : 'not_stored')
             return json(plus({ stored: stored.stored }, stored.plusUuids))
           }
           default:
@@ -241,6 +246,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       // Content that fails to verify, or an incomplete body, is a refused store, not a server error.
       if (err instanceof HashMismatchError || err instanceof LengthMismatchError || err instanceof AbortedError) {
         op.log.info({ key: p.keyText, err: (err as Error).message }, 'put not stored')
+        if (!(err instanceof AbortedError) && !op.signal.aborted) opts.metrics?.verificationFailed(remote.uuid, err instanceof HashMismatchError ? 'hash' : 'length')
         source.resume()
         return { stored: false, plusUuids: [] }
       }
