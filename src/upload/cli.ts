@@ -1,5 +1,6 @@
 // `annex-proxy upload`: flags, wiring and exit status. The work is in uploader.ts.
 import { execFile } from 'node:child_process'
+import { setMaxListeners } from 'node:events'
 import { randomUUID } from 'node:crypto'
 import { resolve } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
@@ -19,7 +20,7 @@ const run = promisify(execFile)
 export const UPLOAD_USAGE = `usage: annex-proxy upload (--url annex+http(s)://HOST:PORT/git-annex/ --uuid UUID | --to REMOTE)
                           [-J N] [--backend SHA256E] [--json] [--quiet] [--record DIR]
                           [--manifest FILE|-] [--read-ahead BYTES] [--hasher auto|native|wasm]
-                          [--hash-threads N] PATH...
+                          [--hash-threads N] [--stall-timeout SECONDS] PATH...
   Uploads files and directory trees (recursively) into the repository UUID served at URL
   (a plain repository, a node proxied by a gateway, or a cluster). Keys are those git annex
   add computes; a rerun skips what the server has and resumes partial uploads.
@@ -32,6 +33,7 @@ export const UPLOAD_USAGE = `usage: annex-proxy upload (--url annex+http(s)://HO
                   where the server said (git annex whereis / get work there at once)
   --manifest F    upload the paths listed in F, one per line ('-': standard input)
   --read-ahead N  files up to N bytes are read once, into memory (default 4MiB; memory: N × -J)
+  --stall-timeout S  a request with no progress for S seconds is abandoned and retried (default 120)
   credentials: user:password@ in the URL, or GIT_ANNEX_P2PHTTP_USERNAME / GIT_ANNEX_P2PHTTP_PASSWORD
 `
 
@@ -49,6 +51,7 @@ export interface UploadArgs {
   readonly readAhead: number
   readonly hasher: HasherKind
   readonly hashThreads: number | undefined
+  readonly stallSeconds: number
 }
 
 function bytes(name: string, raw: string): number {
@@ -85,6 +88,7 @@ export function parseUploadArgs(argv: readonly string[]): UploadArgs {
         'read-ahead': { type: 'string' },
         hasher: { type: 'string' },
         'hash-threads': { type: 'string' },
+        'stall-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     })
@@ -110,6 +114,7 @@ export function parseUploadArgs(argv: readonly string[]): UploadArgs {
     readAhead: o['read-ahead'] === undefined ? 4 * 1024 * 1024 : bytes('read-ahead', o['read-ahead']),
     hasher,
     hashThreads: count('hash-threads', o['hash-threads'], undefined, 64),
+    stallSeconds: count('stall-timeout', o['stall-timeout'], 120, 86_400)!,
   }
 }
 
@@ -171,6 +176,8 @@ export async function runUpload(argv: readonly string[], io: { cwd: string; env:
   })
   const hashes = new HashPool(backend.algorithm, args.hasher, args.hashThreads)
   const ac = new AbortController()
+  // Every request of the run listens on this one signal (and removes its listener when done).
+  setMaxListeners(0, ac.signal)
   let interrupted = false
   const onSignal = () => {
     if (interrupted) process.exit(130)
@@ -194,6 +201,7 @@ export async function runUpload(argv: readonly string[], io: { cwd: string; env:
       hasher: args.hasher,
       jobs: args.jobs,
       readAhead: args.readAhead,
+      stallMs: args.stallSeconds * 1000,
       signal: ac.signal,
       events: reporter,
     })

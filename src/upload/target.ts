@@ -43,14 +43,42 @@ async function remotesWithUuid(cwd: string, uuid: string): Promise<string[]> {
   }
 }
 
+/** The UUID git-annex gives `remote`: proxied remotes (origin-mycluster) exist only in its view, not in git config. */
+async function annexRemoteUuid(cwd: string, remote: string): Promise<string | undefined> {
+  try {
+    const { stdout } = await run('git', ['annex', 'info', '--json', '--fast', remote], { cwd, maxBuffer: 16 << 20 })
+    const j = JSON.parse(stdout) as { uuid?: unknown; remote?: unknown }
+    return j.remote === remote && typeof j.uuid === 'string' ? j.uuid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+async function remoteNames(cwd: string): Promise<string[]> {
+  try {
+    const { stdout } = await run('git', ['remote'], { cwd })
+    return stdout.split('\n').filter(Boolean)
+  } catch {
+    return []
+  }
+}
+
 /**
  * The remote's annexUrl and UUID from `cwd`'s git config. A proxied remote (a cluster or a
- * node behind a gateway) has no URL of its own: it is reached at its proxy's.
+ * node behind a gateway, named `<proxy remote>-<name>` by git-annex) has no URL of its own:
+ * it is reached at its proxy's.
  */
 export async function targetFromRemote(cwd: string, remote: string): Promise<{ url: string; uuid: string }> {
-  const uuid = await gitConfig(cwd, `remote.${remote}.annex-uuid`)
-  if (!uuid) throw new ConfigError(`remote '${remote}' has no annex-uuid in ${cwd} (run git annex sync, or give --url and --uuid)`)
+  const uuid = (await gitConfig(cwd, `remote.${remote}.annex-uuid`)) ?? (await annexRemoteUuid(cwd, remote))
+  if (!uuid) throw new ConfigError(`git-annex knows no remote '${remote}' with a UUID in ${cwd} (run git annex sync, or give --url and --uuid)`)
   let url = await gitConfig(cwd, `remote.${remote}.annexurl`)
+  if (!url) {
+    const proxies = (await remoteNames(cwd)).filter((r) => remote.startsWith(`${r}-`)).sort((a, b) => b.length - a.length)
+    for (const r of proxies) {
+      url = await gitConfig(cwd, `remote.${r}.annexurl`)
+      if (url) break
+    }
+  }
   if (!url) {
     const proxy = await gitConfig(cwd, `remote.${remote}.annex-proxied-by`)
     if (proxy) {

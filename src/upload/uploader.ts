@@ -6,7 +6,7 @@
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { Readable, Transform } from 'node:stream'
-import { AbortedError, OverloadedError, RemoteUnavailableError } from '../errors.js'
+import { AbortedError, OverloadedError, RemoteUnavailableError, StalledError } from '../errors.js'
 import { createHasher, type HasherKind } from '../keys/backend.js'
 import { serializeKey, type Key } from '../keys/key.js'
 import type { P2PHttpClient } from '../protocol/http/client.js'
@@ -51,8 +51,10 @@ export interface UploaderOptions {
   readonly readAhead: number
   readonly signal: AbortSignal
   readonly events?: UploadEvents
-  /** Attempts per file on 503 or a lost connection (default 4). */
+  /** Attempts per file on 503, a lost connection or a stall (default 4). */
   readonly attempts?: number
+  /** A request that moves no byte and gets no answer for this long is abandoned and retried (default 120 s). */
+  readonly stallMs?: number
 }
 
 /** Files up to this size are hashed on the event loop: a worker round trip costs more. */
@@ -119,8 +121,17 @@ async function uploadOne(f: SourceFile, o: UploaderOptions): Promise<FileResult>
     key = keyOf(o.backend, size, hex, f.name, o.extensionRules)
     const attempts = o.attempts ?? 4
     for (let attempt = 1; ; attempt++) {
+      // One signal per attempt: the run's abort, or this attempt stalling (no byte out and no
+      // answer for stallMs; the reference server sometimes stops answering, spec §9.19).
+      const attemptAc = new AbortController()
+      const onRunAbort = () => attemptAc.abort(o.signal.reason)
+      o.signal.addEventListener('abort', onRunAbort, { once: true })
+      const stallMs = o.stallMs ?? 120_000
+      const watchdog = setTimeout(() => attemptAc.abort(new StalledError(`no progress for ${stallMs / 1000} s`)), stallMs)
+      const signal = attemptAc.signal
       try {
-        const po = await o.client.putOffset(o.uuid, key, { signal: o.signal })
+        const po = await o.client.putOffset(o.uuid, key, { signal })
+        watchdog.refresh()
         if (po.kind === 'alreadyhave') return result('present', po.plusUuids)
         offset = po.offset
         if (offset > size) offset = 0
@@ -128,6 +139,7 @@ async function uploadOne(f: SourceFile, o: UploaderOptions): Promise<FileResult>
         const counter = new Transform({
           transform(chunk: Buffer, _enc, cb) {
             sent += chunk.length
+            watchdog.refresh()
             o.events?.progress?.(f, chunk.length)
             cb(null, chunk)
           },
@@ -140,7 +152,7 @@ async function uploadOne(f: SourceFile, o: UploaderOptions): Promise<FileResult>
               : Readable.from([], { objectMode: false })
         source.on('error', (e) => counter.destroy(e))
         const body = source.pipe(counter)
-        const r = await o.client.put(o.uuid, key, body, { signal: o.signal, offset, length: size - offset, associatedFile: f.name })
+        const r = await o.client.put(o.uuid, key, body, { signal, offset, length: size - offset, associatedFile: f.name })
         if (r.stored) {
           if (data === undefined) await unchanged(f.path, size, mtimeMs)
           return result('stored', r.plusUuids)
@@ -149,8 +161,13 @@ async function uploadOne(f: SourceFile, o: UploaderOptions): Promise<FileResult>
         return result('failed', r.plusUuids, 'the server did not store it (its verification refused the content, or no repository would take it)')
       } catch (e) {
         if (o.signal.aborted) throw new AbortedError('interrupted', { cause: e })
-        if (attempt >= attempts || !(e instanceof OverloadedError || e instanceof RemoteUnavailableError)) throw e
+        const stalled = signal.aborted ? (signal.reason as Error) : undefined
+        const retriable = stalled !== undefined || e instanceof OverloadedError || e instanceof RemoteUnavailableError
+        if (attempt >= attempts || !retriable) throw stalled ?? e
         await new Promise((r) => setTimeout(r, 250 * 2 ** attempt))
+      } finally {
+        clearTimeout(watchdog)
+        o.signal.removeEventListener('abort', onRunAbort)
       }
     }
   } catch (e) {
