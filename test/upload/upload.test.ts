@@ -108,7 +108,8 @@ test('upload -J8 of a 300-file tree (1 B to 48 MiB, spaces and unicode) into a c
   assert.equal(again.code, 0, again.stderr)
   assert.ok(again.results.every((x) => x.result === 'present' && x.bytes === 0))
 
-  // --record: the files become annexed files of the clone, located on the nodes.
+  // --record: the files become annexed files of the clone, located on the nodes (and so in the cluster).
+  const clusterUuid = (await git(gw, 'config', 'annex.cluster.mycluster')).stdout.trim()
   const rec = await upload(client, ['--to', 'origin-mycluster', '-J8', '--record', '.', '../tree'])
   assert.equal(rec.code, 0, rec.stderr)
   const { stdout: found } = await annex(client, 'find', '--format=${key}\\t${file}\\n', '--not', '--in', 'here', 'tree')
@@ -119,7 +120,7 @@ test('upload -J8 of a 300-file tree (1 B to 48 MiB, spaces and unicode) into a c
     assert.equal(j.key, uploaded.get(j.file))
     assert.deepEqual(
       j.whereis.map((w) => w.uuid).sort(),
-      [...nodeUuids].sort(),
+      [...nodeUuids, clusterUuid].sort(),
       `whereis ${j.file}`,
     )
   }
