@@ -18,10 +18,12 @@ const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
 const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?[0-9]+)?$/
 const LABEL = /\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"\s*(,|$)/y
 
+/** As Prometheus reads them (Go's ParseFloat): NaN and Inf in any case (prom-client writes "Nan"). */
 function parseValue(v: string): number {
-  if (v === '+Inf') return Infinity
-  if (v === '-Inf') return -Infinity
-  if (v === 'NaN') return NaN
+  const l = v.toLowerCase()
+  if (l === '+inf' || l === 'inf') return Infinity
+  if (l === '-inf') return -Infinity
+  if (l === 'nan') return NaN
   if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(v)) throw new Error(`bad sample value ${v}`)
   return Number(v)
 }

@@ -3,12 +3,14 @@
 // own metrics are the witness of what it received.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdir, open, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, stat, writeFile } from 'node:fs/promises'
+import * as net from 'node:net'
+import { Transform } from 'node:stream'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { annex, makeRepo, repoUuid, startAnnexProxy, tempDir } from '../helpers/annex.js'
-import { startThrottleProxy } from '../helpers/throttle-proxy.js'
+import { defer, type After } from '../helpers/annex.js'
 import { parseExposition, type Exposition } from '../metrics/exposition.js'
 import { startUpload, upload } from './helpers.js'
 
@@ -17,6 +19,46 @@ const MiB = 1024 * 1024
 async function metrics(port: number): Promise<Exposition> {
   const r = await request(`http://127.0.0.1:${port}/metrics`, { headersTimeout: 30_000, bodyTimeout: 30_000 })
   return parseExposition(await r.body.text())
+}
+
+/**
+ * A relay to 127.0.0.1:`target` that sends client bytes on at most `rate` bytes/s per
+ * connection, with no credit for idle time (a kept-alive connection stays slow).
+ */
+async function slowRelay(t: After, target: number, rate: number): Promise<{ port: number }> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target, '127.0.0.1')
+    sockets.add(client).add(upstream)
+    const pace = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        setTimeout(() => cb(null, chunk), (chunk.length / rate) * 1000)
+      },
+    })
+    const end = () => {
+      client.destroy()
+      upstream.destroy()
+      pace.destroy()
+    }
+    client.on('error', end).on('close', end)
+    upstream.on('error', end).on('close', end)
+    client.pipe(pace).pipe(upstream)
+    upstream.pipe(client)
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  defer(t, () => {
+    for (const s of sockets) s.destroy()
+    return new Promise<void>((r) => server.close(() => r()))
+  })
+  return { port: (server.address() as net.AddressInfo).port }
+}
+
+/** Bytes of partial uploads the served repository keeps. */
+async function partialBytes(repo: string): Promise<number> {
+  const dir = join(repo, '.git/annex/tmp')
+  let n = 0
+  for (const f of await readdir(dir).catch(() => [] as string[])) n += (await stat(join(dir, f)).catch(() => ({ size: 0 }))).size
+  return n
 }
 
 async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
@@ -33,7 +75,7 @@ test('upload killed at about half way: the rerun completes, resends no finished 
   const uuid = await repoUuid(srv)
   const served = await startAnnexProxy(t, srv, ['--wideopen', '--metrics'])
   // 12 MB/s per connection: each 6 MiB file takes about half a second, so a kill lands mid-file.
-  const slow = await startThrottleProxy(t, served.port, 12_000_000)
+  const slow = await slowRelay(t, served.port, 12_000_000)
   const data = join(root, 'data')
   await mkdir(data)
   const sizes = new Map<string, number>()
@@ -46,8 +88,10 @@ test('upload killed at about half way: the rerun completes, resends no finished 
 
   const first = startUpload(root, args)
   await first.until(4, 120_000)
+  await waitFor('a partial upload on the server', 60_000, async () => (await partialBytes(srv)) > 0)
   first.child.kill('SIGKILL')
   await first.done
+  await waitFor('the server to see the killed uploads end', 60_000, async () => (await metrics(served.port)).value('annex_proxy_transfers_in_flight', { direction: 'in' }) === 0)
   const finished = first.results.filter((r) => r.result === 'stored').map((r) => r.file)
   assert.ok(finished.length >= 4 && finished.length < 8, `finished before the kill: ${finished.length}`)
   const m1 = await metrics(served.port)
@@ -81,7 +125,7 @@ test('a file changed while being uploaded is refused by the server and reported;
   const srv = await makeRepo(join(root, 'srv'), 'srv')
   const uuid = await repoUuid(srv)
   const served = await startAnnexProxy(t, srv, ['--wideopen', '--metrics'])
-  const slow = await startThrottleProxy(t, served.port, 4_000_000)
+  const slow = await slowRelay(t, served.port, 4_000_000)
   const data = join(root, 'data')
   await mkdir(data)
   const big = join(data, 'a-big.bin')
