@@ -57,14 +57,35 @@ function makeGateway(data: string): string {
   return repo
 }
 
+/**
+ * A directory special remote `archive` proxied by the gateway (served natively, streamed).
+ * Added to a demo made before it existed too.
+ */
+function ensureArchive(data: string, repo: string): void {
+  try {
+    execFileSync('git', ['config', 'remote.archive.annex-uuid'], { cwd: repo, stdio: 'ignore' })
+    return
+  } catch {
+    // not there yet
+  }
+  const dir = join(data, 'demo-archive')
+  mkdirSync(dir, { recursive: true })
+  git(repo, 'annex', 'initremote', 'archive', 'type=directory', `directory=${dir}`, 'encryption=none')
+  git(repo, 'config', 'remote.archive.annex-proxy', 'true')
+  git(repo, 'annex', 'updateproxy')
+}
+
 export async function runDemo(extra: string[]): Promise<void> {
   // ANNEX_PROXY_DATA moves the demo's data folder (tests use a temp dir).
-  const repo = makeGateway(process.env.ANNEX_PROXY_DATA ?? join(PROJECT_ROOT, 'data'))
+  const data = process.env.ANNEX_PROXY_DATA ?? join(PROJECT_ROOT, 'data')
+  const repo = makeGateway(data)
+  ensureArchive(data, repo)
   const cfg = parseServeArgs(['--repo', repo, '--bind', '127.0.0.1', '--port', '9417', '--wideopen', ...extra], PROJECT_ROOT)
   const url = `annex+http://${cfg.bind}:${cfg.port}/git-annex/`
   process.stdout.write(
     [
       `annex-proxy demo: serving ${repo}, gateway to cluster "demo" of ${NODES.map((n) => `demo-${n}`).join(', ')}`,
+      `and to the directory special remote "archive" (${join(data, 'demo-archive')})`,
       `on ${url} (read-write for anyone on this machine; Ctrl-C stops it)`,
       '',
       'Use it from a git-annex client:',
@@ -75,6 +96,7 @@ export async function runDemo(extra: string[]): Promise<void> {
       '  git annex sync --no-content',
       '  echo hello > hello.txt && git annex add hello.txt && git commit -m hello',
       '  git annex copy --to origin-demo hello.txt     # one upload, stored on 2 of the 3 nodes',
+      '  git annex copy --to origin-archive hello.txt  # the directory special remote, streamed through the gateway',
       '  git annex whereis hello.txt',
       '',
     ].join('\n'),

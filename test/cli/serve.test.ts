@@ -41,6 +41,9 @@ test('npm start (demo): creates its repository, prints the client config, serves
   const whereis = (await sh(client, 'git', ['annex', 'whereis', '--json', 'hello.txt'])).stdout
   const at = (JSON.parse(whereis) as { whereis: { description: string }[] }).whereis.map((w) => w.description)
   assert.equal(at.filter((d) => /^origin-node\d$/.test(d)).length, 2, whereis)
+  // And in the directory special remote behind the gateway, in git-annex's layout.
+  assert.ok(at.some((d) => /archive/.test(d)), whereis)
+  assert.equal((await sh(repo, 'git', ['annex', 'checkpresentkey', (await sh(client, 'git', ['annex', 'lookupkey', 'hello.txt'])).stdout.trim(), 'archive'])).stdout, '')
   const closed = new Promise((r) => child.once('exit', r))
   child.kill('SIGTERM')
   assert.equal(await closed, 0)
