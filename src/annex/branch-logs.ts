@@ -8,6 +8,7 @@
 import { type Key } from '../keys/key.js'
 import { hashDirLower, keyFile } from '../keys/object-path.js'
 import { asUuid, type Uuid } from '../remotes/remote.js'
+import { readishInteger } from './data-units.js'
 
 // ---------------------------------------------------------------------------------------
 // Vector clocks (spec §7.1)
@@ -193,12 +194,12 @@ export function parseGroupPreferredContentLog(text: string): Map<string, string>
   return values(parseNewLog(text, (v) => v))
 }
 
-/** maxsize.log: decimal bytes per repository. */
+/** maxsize.log: bytes per repository, read as Logs/MaxSize.hs reads them (readish). */
 export function parseMaxSizeLog(text: string): Map<Uuid, number> {
   return values(
     parseNewLog(
       text,
-      (v) => (/^\d+$/.test(v) ? Number(v) : undefined),
+      readishInteger,
       (f) => (f === '' ? undefined : asUuid(f)),
     ),
   )

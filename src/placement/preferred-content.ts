@@ -21,6 +21,7 @@
 // * `securehash` is false for external (X…) and VURL backends, whose security git-annex asks
 //   the backend about.
 // test/placement/git-annex.test.ts checks the rest against the real git-annex.
+import { readSize } from '../annex/data-units.js'
 import { BadGroupWantedError, PreferredContentParseError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { balancedPick, fullyBalancedCandidates, fullySizeBalancedCandidates, type SizeView } from './balanced.js'
@@ -175,65 +176,6 @@ function readInt(s: string): number | undefined {
   return m[1] ? -n : n
 }
 
-// ---------------------------------------------------------------------------------------------
-// Sizes: Utility/DataUnits.hs readSize with dataUnits (storage, committee, then bandwidth units).
-
-type Unit = readonly [abbrev: string, name: string, bytes: number]
-const p10 = (n: number): number => 1000 ** n
-const p2 = (n: number): number => 2 ** (10 * n)
-const UNITS: readonly Unit[] = [
-  ['QB', 'quettabyte', p10(10)], ['RB', 'ronnabyte', p10(9)], ['YB', 'yottabyte', p10(8)],
-  ['ZB', 'zettabyte', p10(7)], ['EB', 'exabyte', p10(6)], ['PB', 'petabyte', p10(5)],
-  ['TB', 'terabyte', p10(4)], ['GB', 'gigabyte', p10(3)], ['MB', 'megabyte', p10(2)],
-  ['kB', 'kilobyte', p10(1)], ['B', 'byte', 1],
-  ['YiB', 'yobibyte', p2(8)], ['ZiB', 'zebibyte', p2(7)], ['EiB', 'exbibyte', p2(6)],
-  ['PiB', 'pebibyte', p2(5)], ['TiB', 'tebibyte', p2(4)], ['GiB', 'gibibyte', p2(3)],
-  ['MiB', 'mebibyte', p2(2)], ['KiB', 'kibibyte', p2(1)], ['B', 'byte', 1],
-  ['Ybit', 'yottabit', p10(8) / 8], ['Zbit', 'zettabit', p10(7) / 8], ['Ebit', 'exabit', p10(6) / 8],
-  ['Pbit', 'petabit', p10(5) / 8], ['Tbit', 'terabit', p10(4) / 8], ['Gbit', 'gigabit', p10(3) / 8],
-  ['Mbit', 'megabit', p10(2) / 8], ['kbit', 'kilobit', p10(1) / 8],
-]
-
-/**
- * Parses "10mb", "0.5 GiB", "100 KiloBytes", "3" (bytes) like git-annex: a decimal number
- * (Haskell `reads :: Double`), then optional spaces and a unit matched case-insensitively by
- * abbreviation, name, plural name, or abbreviation without its final "B"; anything after the
- * unit's letters is ignored. Storage units are powers of 10, "…iB" powers of 2. Rounds half to
- * even, as Haskell's `round`. Returns undefined for what git-annex calls a bad size.
- */
-export function readSize(input: string): number | undefined {
-  const m = /^[\t\n\v\f\r \u00a0]*(-?)(?:(NaN)|(Infinity)|0[xX]([0-9a-fA-F]+)|0[oO]([0-7]+)|(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))/u.exec(input)
-  if (!m) return undefined
-  const sign = m[1] ? -1 : 1
-  const rest = input.slice(m[0].length).replace(/^[\t\n\v\f\r \u00a0]*/u, '')
-  const unit = /^\p{L}*/u.exec(rest)![0].toLowerCase()
-  let mult: number | undefined
-  if (unit === '') mult = 1
-  else {
-    for (const [a, n, s] of UNITS) {
-      const al = a.toLowerCase()
-      const nl = n.toLowerCase()
-      if (al === unit || nl === unit || `${nl}s` === unit || al === `${unit}b`) {
-        mult = s
-        break
-      }
-    }
-  }
-  if (mult === undefined) return undefined
-  // Haskell rounds NaN to a huge negative Integer and Infinity to a huge positive one.
-  if (m[2] !== undefined) return -Infinity
-  if (m[3] !== undefined) return sign * Infinity
-  const number = m[4] !== undefined ? Number.parseInt(m[4], 16) : m[5] !== undefined ? Number.parseInt(m[5], 8) : Number(m[6])
-  return roundHalfEven(sign * number * mult)
-}
-
-function roundHalfEven(x: number): number {
-  const f = Math.floor(x)
-  const d = x - f
-  if (d < 0.5) return f
-  if (d > 0.5) return f + 1
-  return f % 2 === 0 ? f : f + 1
-}
 
 // ---------------------------------------------------------------------------------------------
 // Globs: Utility/Glob.hs compiles a glob to a POSIX regex for regex-tdfa (case-sensitive, file

@@ -27,7 +27,8 @@ import {
 } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { keyFile } from '../keys/object-path.js'
-import { DEFAULT_DISK_RESERVE, DiskReserve, parseDataSize, type Reservation } from '../streams/disk-reserve.js'
+import { DEFAULT_DISK_RESERVE, DiskReserve, type Reservation } from '../streams/disk-reserve.js'
+import { readSize } from '../annex/data-units.js'
 import { createVerifier, type HasherKind } from '../streams/verify.js'
 import { monotonicSeconds } from '../annex/clock.js'
 import {
@@ -137,7 +138,7 @@ export async function openLocalRepo(dir: string, opts: LocalRepoOptions = {}): P
     oneLevel: isTrue(cfg.get('annex.tune.objecthash1')),
   }
   const configured = cfg.get('annex.diskreserve')
-  const reserve = opts.diskReserve ?? (configured !== undefined ? parseDataSize(configured) : undefined) ?? DEFAULT_DISK_RESERVE
+  const reserve = opts.diskReserve ?? (configured !== undefined ? readSize(configured) : undefined) ?? DEFAULT_DISK_RESERVE
   await mkdir(`${gitDir}/annex`, { recursive: true })
   return new LocalRepo(asUuid(uuid), dir, layout, reserve, opts)
 }

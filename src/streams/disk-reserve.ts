@@ -4,103 +4,11 @@
 // in-flight stores, so reservations live in a ledger shared by every DiskReserve of
 // this process that points at the same filesystem.
 import { stat, statfs } from 'node:fs/promises'
+import { roughSize } from '../annex/data-units.js'
 import { DiskFullError } from '../errors.js'
 
 /** git-annex's default annex.diskreserve: 100 megabytes. */
 export const DEFAULT_DISK_RESERVE = 100_000_000
-
-interface Unit {
-  readonly size: number
-  readonly abbrev: string
-  readonly name: string
-}
-
-const p10 = (n: number) => 1000 ** n
-const p2 = (n: number) => 2 ** (10 * n)
-
-// Utility/DataUnits.hs: storage units are powers of ten, "committee" units powers of
-// two, bandwidth units bits. The lookup order matters ("mb" is a megabyte, not a
-// megabit), so the lists keep git-annex's order.
-const STORAGE: readonly Unit[] = [
-  { size: p10(10), abbrev: 'QB', name: 'quettabyte' },
-  { size: p10(9), abbrev: 'RB', name: 'ronnabyte' },
-  { size: p10(8), abbrev: 'YB', name: 'yottabyte' },
-  { size: p10(7), abbrev: 'ZB', name: 'zettabyte' },
-  { size: p10(6), abbrev: 'EB', name: 'exabyte' },
-  { size: p10(5), abbrev: 'PB', name: 'petabyte' },
-  { size: p10(4), abbrev: 'TB', name: 'terabyte' },
-  { size: p10(3), abbrev: 'GB', name: 'gigabyte' },
-  { size: p10(2), abbrev: 'MB', name: 'megabyte' },
-  { size: p10(1), abbrev: 'kB', name: 'kilobyte' },
-  { size: 1, abbrev: 'B', name: 'byte' },
-]
-const COMMITTEE: readonly Unit[] = [
-  { size: p2(8), abbrev: 'YiB', name: 'yobibyte' },
-  { size: p2(7), abbrev: 'ZiB', name: 'zebibyte' },
-  { size: p2(6), abbrev: 'EiB', name: 'exbibyte' },
-  { size: p2(5), abbrev: 'PiB', name: 'pebibyte' },
-  { size: p2(4), abbrev: 'TiB', name: 'tebibyte' },
-  { size: p2(3), abbrev: 'GiB', name: 'gibibyte' },
-  { size: p2(2), abbrev: 'MiB', name: 'mebibyte' },
-  { size: p2(1), abbrev: 'KiB', name: 'kibibyte' },
-  { size: 1, abbrev: 'B', name: 'byte' },
-]
-const BANDWIDTH: readonly Unit[] = [
-  { size: p10(8) / 8, abbrev: 'Ybit', name: 'yottabit' },
-  { size: p10(7) / 8, abbrev: 'Zbit', name: 'zettabit' },
-  { size: p10(6) / 8, abbrev: 'Ebit', name: 'exabit' },
-  { size: p10(5) / 8, abbrev: 'Pbit', name: 'petabit' },
-  { size: p10(4) / 8, abbrev: 'Tbit', name: 'terabit' },
-  { size: p10(3) / 8, abbrev: 'Gbit', name: 'gigabit' },
-  { size: p10(2) / 8, abbrev: 'Mbit', name: 'megabit' },
-  { size: p10(1) / 8, abbrev: 'kbit', name: 'kilobit' },
-]
-const DATA_UNITS: readonly Unit[] = [...STORAGE, ...COMMITTEE, ...BANDWIDTH]
-
-// Haskell's `reads :: Double`: digits, an optional fraction that needs digits on both
-// sides of the dot, an optional exponent.
-const NUMBER = /^\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)/
-
-/**
- * Parses a data size the way git-annex's readSize does ("100 megabytes", "1GB",
- * "1 GiB", "0.5tb", "512"): units are case-insensitive, a bare number is bytes,
- * anything after the unit word is ignored. Undefined when git-annex would not
- * parse it either (it then falls back to the default).
- */
-export function parseDataSize(input: string): number | undefined {
-  const m = NUMBER.exec(input)
-  if (!m) return undefined
-  const n = Number(m[1])
-  const unit = /^[A-Za-z]*/.exec(input.slice(m[0].length).trimStart())![0].toLowerCase()
-  if (unit === '') return Math.round(n)
-  const u = DATA_UNITS.find(
-    (x) =>
-      x.abbrev.toLowerCase() === unit ||
-      x.name === unit ||
-      `${x.name}s` === unit ||
-      x.abbrev.toLowerCase() === `${unit}b`,
-  )
-  return u ? Math.round(n * u.size) : undefined
-}
-
-// Utility/HumanNumber.hs showImprecise: at most `precision` decimals, trailing zeros dropped.
-function showImprecise(precision: number, v: number): string {
-  let int = Math.trunc(v)
-  let rem = Math.round((v - int) * 10 ** precision)
-  if (rem === 10 ** precision) {
-    int += 1
-    rem = 0
-  }
-  if (rem === 0) return String(int)
-  return `${int}.${String(rem).padStart(precision, '0').replace(/0+$/, '')}`
-}
-
-/** git-annex's `roughSize storageUnits True`: "1.23 MB", "100 kB", "7 B". */
-export function roughSize(bytes: number): string {
-  if (bytes < 0) return `-${roughSize(-bytes)}`
-  const u = STORAGE.find((x) => bytes >= x.size) ?? STORAGE[STORAGE.length - 1]!
-  return `${showImprecise(2, bytes / u.size)} ${u.abbrev}`
-}
 
 /** The warning git-annex prints when annex.diskreserve refuses a transfer. */
 export function needMoreDiskSpace(bytes: number): string {

@@ -15,7 +15,8 @@ import { after, before, describe, test, type TestContext } from 'node:test'
 import fc from 'fast-check'
 import { parseKey, serializeKey, type Key } from '../../src/keys/key.js'
 import { PreferredContentParseError } from '../../src/errors.js'
-import { evaluate, parse, readSize, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
+import { readSize } from '../../src/annex/data-units.js'
+import { evaluate, parse, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
 import { annex, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
 
 const REMOTES = {

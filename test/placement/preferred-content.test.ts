@@ -11,12 +11,12 @@ import {
   isPreferredContent,
   matchGlob,
   parse,
-  readSize,
   type EvalContext,
   type Expr,
 } from '../../src/placement/preferred-content.js'
 import { standardExpression, standardGroupOf, STANDARD_GROUPS } from '../../src/placement/standard-groups.js'
 import { ConfigError, PreferredContentParseError, ProxyError } from '../../src/errors.js'
+import { readSize } from '../../src/annex/data-units.js'
 
 const U1 = '11111111-1111-4111-8111-111111111111'
 const U2 = '22222222-2222-4222-8222-222222222222'

@@ -3,7 +3,8 @@ import { statfs } from 'node:fs/promises'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import { DiskFullError } from '../../src/errors.js'
-import { DiskReserve, needMoreDiskSpace, parseDataSize, roughSize } from '../../src/streams/disk-reserve.js'
+import { DiskReserve, needMoreDiskSpace } from '../../src/streams/disk-reserve.js'
+import { readSize as parseDataSize, roughSize } from '../../src/annex/data-units.js'
 import { tempDir } from '../helpers/annex.js'
 
 test('data sizes parse as git-annex reads annex.diskreserve', () => {
