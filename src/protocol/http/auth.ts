@@ -5,6 +5,7 @@
 // real server (test/protocol/auth-matrix-vectors.ts). Where we knowingly differ, the
 // comment at the spot says so.
 import { createHash, timingSafeEqual } from 'node:crypto'
+import { decodeBase64Url } from '../base64url.js'
 
 export type Permission = 'readwrite' | 'readonly' | 'appendonly'
 export type Action = 'read' | 'write' | 'remove' | 'lock'
@@ -157,52 +158,12 @@ function isHsSpace(c: number): boolean {
   return c === 0x20 || (c >= 0x09 && c <= 0x0d) || c === 0xa0
 }
 
-const PAD = 0x40
-const BAD = 0x80
-const B64 = new Uint8Array(256).fill(BAD)
-for (let i = 0; i < 64; i++) {
-  B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'.charCodeAt(i)] = i
-}
-B64['='.charCodeAt(0)] = PAD
-// The reference decodes with sandi's Codec.Binary.Base64Url, so a header whose standard
+// Credentials are decoded by the wire formats' one base64 decoder (sandi's rules, as the
+// reference). The reference uses the base64url alphabet only, so a header whose standard
 // base64 contains '+' or '/' is a 400 there (the git-annex client itself encodes base64url,
 // so it never notices). RFC 7617 clients such as curl send the standard alphabet; we accept
 // both rather than reject some passwords of theirs at random.
-B64['+'.charCodeAt(0)] = 62
-B64['/'.charCodeAt(0)] = 63
-
-function sextet(s: string, i: number): number {
-  const c = s.charCodeAt(i)
-  return c < 256 ? B64[c]! : BAD
-}
-
-// sandi's decode: whole unpadded quads, then optionally ONE padded quad ("xx==" or "xxx=")
-// after which the rest of the input is ignored; non-zero bits under the padding are
-// accepted; 1-3 trailing characters are an error.
-function decodeBase64(s: string): Buffer | undefined {
-  const out: number[] = []
-  let i = 0
-  for (; i + 4 <= s.length; i += 4) {
-    const a = sextet(s, i)
-    const b = sextet(s, i + 1)
-    const c = sextet(s, i + 2)
-    const d = sextet(s, i + 3)
-    if ((a | b | c | d) < PAD) {
-      out.push(((a << 2) | (b >> 4)) & 0xff, ((b << 4) | (c >> 2)) & 0xff, ((c << 6) | d) & 0xff)
-      continue
-    }
-    if ((a | b) < PAD && c === PAD && d === PAD) {
-      out.push(((a << 2) | (b >> 4)) & 0xff)
-      return Buffer.from(out)
-    }
-    if ((a | b | c) < PAD && d === PAD) {
-      out.push(((a << 2) | (b >> 4)) & 0xff, ((b << 4) | (c >> 2)) & 0xff)
-      return Buffer.from(out)
-    }
-    return undefined
-  }
-  return i === s.length ? Buffer.from(out) : undefined
-}
+const decodeBase64 = (s: string) => decodeBase64Url(s, { standardAlphabet: true })
 
 // The reference lowercases the UTF-8-decoded scheme with GHC's simple case mapping, under
 // which U+0130 (capital I with dot) becomes a plain 'i': "BASİC" is accepted (measured).

@@ -18,7 +18,7 @@ import {
 } from '../../errors.js'
 import { serializeKey, type Key } from '../../keys/key.js'
 import { ERROR_CODE_HEADER, fromHttp } from '../error-map.js'
-import { DATA_LENGTH_HEADER, ENDPOINTS, encodeWrapped, type Endpoint, type Version } from './params.js'
+import { DATA_LENGTH_HEADER, ENDPOINTS, decodeWrapped, encodeWrapped, type Endpoint, type Version } from './params.js'
 
 export interface Credentials {
   readonly user: string
@@ -496,7 +496,11 @@ function plus(body: Record<string, unknown>, required: boolean): string[] {
   const v = body.plusuuids
   if (v === undefined && !required) return []
   if (!Array.isArray(v) || !v.every((u) => typeof u === 'string')) throw new ProtocolViolationError(`expected "plusuuids" in ${JSON.stringify(body)}`)
-  return (v as string[]).map((u) => (u.startsWith('[') && u.endsWith(']') ? Buffer.from(u.slice(1, -1), 'base64url').toString('utf8') : u))
+  return (v as string[]).map((u) => {
+    const d = decodeWrapped(u)
+    if (d === undefined) throw new ProtocolViolationError(`undecodable UUID ${JSON.stringify(u)} in "plusuuids"`)
+    return d
+  })
 }
 
 /** Connection failures are RemoteUnavailable; an abort of our signal is Aborted; body errors keep their type. */

@@ -2,6 +2,7 @@
 // reference's (servant) texts so clients and scripts see the same errors.
 import { BadRequestError } from '../../errors.js'
 import { type Key, tryParseKey } from '../../keys/key.js'
+import { decodeBase64Url, encodeBase64Url } from '../base64url.js'
 
 export type Version = 0 | 1 | 2 | 3 | 4
 export const MAX_VERSION: Version = 4
@@ -119,12 +120,15 @@ export function resolveRoute(method: string, rawPath: string, accept: string | u
   return { kind: 'ok', serverUuid, endpoint: endpoint as Endpoint, version, ...(pathKey !== undefined ? { pathKey } : {}) }
 }
 
-/** `[base64url]` values (spec §2.2): padded base64url between brackets, else literal text. */
+/**
+ * `[base64url]` values (spec §2.2): a value in brackets is base64url, decoded as the
+ * reference decodes it (padding required, anything after a padded quad ignored); any other
+ * value is literal text. Undefined when it does not decode, or not to UTF-8.
+ */
 export function decodeWrapped(value: string): string | undefined {
   if (!(value.startsWith('[') && value.endsWith(']') && value.length >= 2)) return value
-  const b = value.slice(1, -1)
-  if (b.length % 4 !== 0 || !/^[A-Za-z0-9_-]*={0,2}$/.test(b)) return undefined
-  const buf = Buffer.from(b, 'base64url')
+  const buf = decodeBase64Url(value.slice(1, -1))
+  if (buf === undefined) return undefined
   const text = buf.toString('utf8')
   // Keys and UUIDs are handled as text; bytes that are not UTF-8 cannot round-trip.
   if (!Buffer.from(text, 'utf8').equals(buf)) return undefined
@@ -133,13 +137,8 @@ export function decodeWrapped(value: string): string | undefined {
 
 /** The inverse: what the reference's encoder emits for a value. */
 export function encodeWrapped(value: string): string {
-  if (value.startsWith('[') && value.endsWith(']')) return `[${Buffer.from(value, 'utf8').toString('base64url')}${pad(value)}]`
+  if (value.startsWith('[') && value.endsWith(']')) return `[${encodeBase64Url(Buffer.from(value, 'utf8'))}]`
   return value
-}
-
-function pad(value: string): string {
-  const n = Buffer.byteLength(value) % 3
-  return n === 0 ? '' : n === 1 ? '==' : '='
 }
 
 const required = (name: string) => new BadRequestError(`Query parameter ${name} is required`)
