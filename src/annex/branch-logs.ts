@@ -7,7 +7,7 @@
 // Nothing here touches the disk: branch-reader.ts supplies the text.
 import { type Key } from '../keys/key.js'
 import { hashDirLower, keyFile } from '../keys/object-path.js'
-import { asUuid, type Uuid } from '../remotes/remote.js'
+import { asUuid, isClusterUuid, parseTrustValue, type TrustLevel, type Uuid } from './uuid.js'
 import { readishInteger } from './data-units.js'
 
 // ---------------------------------------------------------------------------------------
@@ -163,18 +163,6 @@ export function parseUuidLog(text: string): Map<Uuid, string> {
   return values(parseOldLog(text, (v) => v))
 }
 
-export type TrustLevel = 'trusted' | 'semitrusted' | 'untrusted' | 'dead'
-
-/**
- * Logs/Trust/Pure.hs trustLevelParser: one character (`1`, `0`, `X`, anything else
- * semitrusted), or nothing, which means trusted (the log once listed only trusted repos).
- */
-export function parseTrustValue(v: string): TrustLevel | undefined {
-  if (v === '') return 'trusted'
-  if ([...v].length !== 1) return undefined
-  return v === '1' ? 'trusted' : v === '0' ? 'untrusted' : v === 'X' ? 'dead' : 'semitrusted'
-}
-
 export function parseTrustLog(text: string): Map<Uuid, TrustLevel> {
   return values(parseOldLog(text, parseTrustValue))
 }
@@ -261,11 +249,6 @@ export function parseRemoteConfigs(text: string): Map<Uuid, ReadonlyMap<string, 
 
 // ---------------------------------------------------------------------------------------
 // Clusters and proxies (spec §3.1, §3.2)
-
-/** Types/Cluster.hs isClusterUUID: starts with `ac` and has `8` at index 14 (spec §3.1). */
-export function isClusterUuid(u: string): boolean {
-  return u.startsWith('ac') && u[14] === '8'
-}
 
 /**
  * Git/Remote.hs isLegalName (s == makeLegalName s): only letters, digits, `_`, `-` and `.`,

@@ -7,9 +7,9 @@ import { stat } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { runGit } from '../annex/git.js'
-import { asUuid, type Logger, type Uuid } from '../remotes/remote.js'
+import type { Logger } from '../remotes/remote.js'
+import { asUuid, isClusterUuid, readTrustLevel, type TrustLevel, type Uuid } from '../annex/uuid.js'
 import {
-  isClusterUuid,
   locationLogPath,
   LOG_FILES,
   parseClusterLog,
@@ -23,7 +23,6 @@ import {
   parseUuidLog,
   presentUuids,
   type ProxyEntry,
-  type TrustLevel,
 } from '../annex/branch-logs.js'
 import { BranchReader } from '../annex/branch-reader.js'
 
@@ -209,7 +208,7 @@ export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot 
   const trust = parseTrustLog(logs.trust)
   for (const r of remotes.values()) {
     const t = r.gitConfig.get('annex-trustlevel')
-    const level = t === undefined ? undefined : trustFromConfig(t)
+    const level = t === undefined ? undefined : readTrustLevel(t)
     if (level) trust.set(r.uuid, level)
   }
 
@@ -292,10 +291,6 @@ export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot 
   })
 }
 
-/** Types/TrustLevel.hs readTrustLevel. */
-function trustFromConfig(t: string): TrustLevel | undefined {
-  return t === 'trusted' || t === 'untrusted' || t === 'semitrusted' || t === 'dead' ? t : undefined
-}
 
 /** Reads git config and the branch logs of the reader's repository into a snapshot. */
 export async function loadSnapshot(reader: BranchReader): Promise<GatewaySnapshot> {

@@ -12,7 +12,8 @@
 import type { Key } from '../keys/key.js'
 import type { Uuid } from '../remotes/remote.js'
 import { repoHasSpace } from './balanced.js'
-import { isPreferredContent, type TrustLevel } from './preferred-content.js'
+import { isPreferredContent } from './preferred-content.js'
+import type { TrustLevel } from '../annex/uuid.js'
 
 /** What the git-annex branch says about the nodes (a subset of GatewaySnapshot). */
 export interface PlacementPolicy {

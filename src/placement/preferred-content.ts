@@ -22,13 +22,11 @@
 //   the backend about.
 // test/placement/git-annex.test.ts checks the rest against the real git-annex.
 import { readSize } from '../annex/data-units.js'
+import { isClusterUuid, isTrustLevel, TRUST_ORDER, type TrustLevel } from '../annex/uuid.js'
 import { BadGroupWantedError, PreferredContentParseError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { balancedPick, fullyBalancedCandidates, fullySizeBalancedCandidates, type SizeView } from './balanced.js'
 import { standardExpression, standardGroupOf } from './standard-groups.js'
-
-export type TrustLevel = 'dead' | 'untrusted' | 'semitrusted' | 'trusted'
-const TRUST_ORDER: Readonly<Record<TrustLevel, number>> = { dead: 0, untrusted: 1, semitrusted: 2, trusted: 3 }
 
 export type CopiesFilter =
   | { readonly kind: 'all' }
@@ -145,7 +143,6 @@ function parseCopies(v: string): Term {
   return { op: 'copies', text: v, filter, n }
 }
 
-const isTrustLevel = (s: string): s is TrustLevel => Object.hasOwn(TRUST_ORDER, s)
 
 function parseBalanced(k: BalancedKind, v: string): Term {
   const parts = v.split(':')
@@ -667,8 +664,6 @@ class Facts {
   }
 }
 
-/** Spec §3.1: cluster UUIDs start "ac" and have version digit 8; they are never a copy. */
-export const isClusterUuid = (u: string): boolean => u.startsWith('ac') && u[14] === '8'
 
 function run(r: Resolved, f: Facts): boolean {
   switch (r.kind) {

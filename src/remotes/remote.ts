@@ -3,8 +3,9 @@
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
 
-export type Uuid = string & { readonly __uuid: true }
-export const asUuid = (s: string): Uuid => s as Uuid
+// Defined with the other UUID rules in annex/uuid.ts; the Remote contract speaks in them.
+export { asUuid, type Uuid } from '../annex/uuid.js'
+import type { Uuid } from '../annex/uuid.js'
 
 export type Capability =
   | 'retrieve-from-offset' // retrieve(key, offset>0) reads only the tail

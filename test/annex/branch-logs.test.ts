@@ -4,12 +4,12 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import fc from 'fast-check'
 import { parseKey } from '../../src/keys/key.js'
+import { isClusterUuid } from '../../src/annex/uuid.js'
 import {
   compareClocks,
   configEscape,
   configUnescape,
   formatClock,
-  isClusterUuid,
   isLegalRemoteName,
   journalFileName,
   locationLogPath,

@@ -16,7 +16,8 @@ import fc from 'fast-check'
 import { parseKey, serializeKey, type Key } from '../../src/keys/key.js'
 import { PreferredContentParseError } from '../../src/errors.js'
 import { readSize } from '../../src/annex/data-units.js'
-import { evaluate, parse, type EvalContext, type TrustLevel } from '../../src/placement/preferred-content.js'
+import { evaluate, parse, type EvalContext } from '../../src/placement/preferred-content.js'
+import type { TrustLevel } from '../../src/annex/uuid.js'
 import { annex, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
 
 const REMOTES = {
