@@ -177,6 +177,22 @@ export class BranchReaderError extends Error {
 /** The cat-file child went away mid-request: the request is safe to repeat on a fresh one. */
 export class BranchReaderChildGoneError extends BranchReaderError {}
 
+/** A special remote's chunk= / chunksize= settings that git-annex would refuse. */
+export class ChunkConfigError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ChunkConfigError'
+  }
+}
+
+/** An S3 special remote's remote.log settings that cannot be used. */
+export class S3SettingsError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'S3SettingsError'
+  }
+}
+
 /** The placement simulator found a state its invariants forbid (a bug, never a client's doing). */
 export class InvariantViolation extends Error {
   constructor(message: string) {

@@ -4,7 +4,7 @@ import { test } from 'node:test'
 import fc from 'fast-check'
 import { DiskFullError } from '../../src/errors.js'
 import { DiskReserve, needMoreDiskSpace } from '../../src/streams/disk-reserve.js'
-import { readSize as parseDataSize, roughSize } from '../../src/annex/data-units.js'
+import { readSize, roughSize } from '../../src/annex/data-units.js'
 import { tempDir } from '../helpers/annex.js'
 
 test('data sizes parse as git-annex reads annex.diskreserve', () => {
@@ -19,7 +19,7 @@ test('data sizes parse as git-annex reads annex.diskreserve', () => {
     ['nonsense', undefined],
     ['', undefined],
   ]
-  for (const [text, bytes] of cases) assert.equal(parseDataSize(text), bytes, text)
+  for (const [text, bytes] of cases) assert.equal(readSize(text), bytes, text)
 })
 
 test('the refusal message is git-annex\'s', () => {

@@ -8,7 +8,8 @@ import type { Logger, Uuid } from '../remote.js'
 import type { ChunkLog } from '../special/chunk-log.js'
 import { SpecialRemote } from '../special/special-remote.js'
 import { findS3Credentials } from './credentials.js'
-import { parseS3Settings, S3SettingsError } from './settings.js'
+import { parseS3Settings } from './settings.js'
+import { S3SettingsError } from '../../errors.js'
 import { S3Store, type S3StoreOptions } from './s3-store.js'
 
 export interface OpenS3Options {

@@ -3,7 +3,8 @@
 // SDK needs. Pure. Whether annex-proxy serves the remote natively at all is decided here
 // too (nativeS3Refusal): what it cannot do byte-for-byte like git-annex goes through the
 // gateway's own git-annex instead.
-import { parseDataSize } from '../../streams/disk-reserve.js'
+import { readSize } from '../../annex/data-units.js'
+import { S3SettingsError } from '../../errors.js'
 import { chunkConfigOf, type ChunkConfig } from '../special/chunks.js'
 
 export interface S3Settings {
@@ -24,8 +25,6 @@ export interface S3Settings {
   readonly metadata: Readonly<Record<string, string>>
   readonly publicRead: boolean
 }
-
-export class S3SettingsError extends Error {}
 
 const AWS_DEFAULT_HOST = 's3.amazonaws.com'
 
@@ -76,7 +75,7 @@ export function parseS3Settings(config: ReadonlyMap<string, string>): S3Settings
   // AWS itself: the SDK's own endpoint for the region, over https (git-annex would use plain http).
   const endpoint = host === AWS_DEFAULT_HOST ? undefined : `${protocol}://${host.includes(':') ? `[${host}]` : host}:${port}`
   const partSizeSetting = config.get('partsize')
-  const partSize = partSizeSetting === undefined ? undefined : parseDataSize(partSizeSetting)
+  const partSize = partSizeSetting === undefined ? undefined : readSize(partSizeSetting)
   const legacyFree = new Map(config)
   legacyFree.delete('chunksize')
   const metadata: Record<string, string> = {}

@@ -13,13 +13,12 @@
 import { compareClocks, formatClock, parseNewLog, type Clock, type VectorClock } from '../../annex/branch-logs.js'
 import { makeKey, parentKey, type Key } from '../../keys/key.js'
 import { hashDirLower, keyFile } from '../../keys/object-path.js'
-import { parseDataSize } from '../../streams/disk-reserve.js'
+import { readSize } from '../../annex/data-units.js'
+import { ChunkConfigError } from '../../errors.js'
 import type { Uuid } from '../remote.js'
 
 /** How a remote is configured to store new content. */
 export type ChunkConfig = { readonly kind: 'none' } | { readonly kind: 'chunks'; readonly size: number } | { readonly kind: 'legacy'; readonly size: number }
-
-export class ChunkConfigError extends Error {}
 
 /**
  * getChunkConfig: `chunksize=` (legacy, wins when both are set) or `chunk=`, a git-annex
@@ -27,7 +26,7 @@ export class ChunkConfigError extends Error {}
  */
 export function chunkConfigOf(config: ReadonlyMap<string, string>): ChunkConfig {
   const read = (field: string, v: string, kind: 'chunks' | 'legacy'): ChunkConfig => {
-    const n = parseDataSize(v)
+    const n = readSize(v)
     if (n === undefined || n < 0) throw new ChunkConfigError(`bad configuration ${field}=${v}`)
     return n === 0 ? { kind: 'none' } : { kind, size: n }
   }
