@@ -193,6 +193,22 @@ export class S3SettingsError extends Error {
   }
 }
 
+/** `annex-proxy upload`: a file changed while it was hashed or sent. */
+export class FileChangedError extends Error {}
+
+/** `annex-proxy upload --help`: not a failure, the usage is printed. */
+export class UsageRequested extends Error {}
+
+/** `annex-proxy upload`: a hashing worker could not read or hash a file (`code`: its errno). */
+export class HashError extends Error {
+  constructor(
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message)
+  }
+}
+
 /** The placement simulator found a state its invariants forbid (a bug, never a client's doing). */
 export class InvariantViolation extends Error {
   constructor(message: string) {

@@ -14,6 +14,7 @@ import { barReporter, formatBytes, jsonReporter, silentReporter, summarize, summ
 import { recordInClone } from './record.js'
 import { resolveTarget, systemCAs } from './target.js'
 import { uploadFiles, type FileResult } from './uploader.js'
+import { UsageRequested } from '../errors.js'
 
 const run = promisify(execFile)
 
@@ -117,8 +118,6 @@ export function parseUploadArgs(argv: readonly string[]): UploadArgs {
     stallSeconds: count('stall-timeout', o['stall-timeout'], 120, 86_400)!,
   }
 }
-
-export class UsageRequested extends Error {}
 
 async function gitConfigInt(cwd: string, key: string): Promise<number | undefined> {
   try {

@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import type { HashAlgorithm, HasherKind } from '../keys/backend.js'
 import type { HashReply, HashRequest } from './hash-worker.js'
+import { HashError } from '../errors.js'
 
 export interface Digest {
   readonly hex: string
@@ -11,15 +12,6 @@ export interface Digest {
   readonly size: number
   /** The file's mtime when it was opened for hashing (0 for buffers). */
   readonly mtimeMs: number
-}
-
-export class HashError extends Error {
-  constructor(
-    message: string,
-    readonly code?: string,
-  ) {
-    super(message)
-  }
 }
 
 interface Slot {

@@ -13,6 +13,7 @@ import type { P2PHttpClient } from '../protocol/http/client.js'
 import type { SourceFile } from './files.js'
 import type { HashPool } from './hash-pool.js'
 import { keyOf, type ExtensionRules, type UploadBackend } from './key-of.js'
+import { FileChangedError } from '../errors.js'
 
 export type Outcome = 'stored' | 'present' | 'failed'
 
@@ -60,8 +61,6 @@ export interface UploaderOptions {
 /** Files up to this size are hashed on the event loop: a worker round trip costs more. */
 const INLINE_HASH_MAX = 64 * 1024
 const SEND_BLOCK = 1024 * 1024
-
-class FileChangedError extends Error {}
 
 /** Uploads every file; resolves with one result per file, in the order they finished. */
 export async function uploadFiles(files: readonly SourceFile[], o: UploaderOptions): Promise<FileResult[]> {
