@@ -2,6 +2,7 @@
 // floor, printed as one table and written to bench/results/latest.json. See bench/README.md.
 // Nothing here asserts anything about speed: it measures and reports.
 import { existsSync } from 'node:fs'
+import { realpathSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { cpus, loadavg, release, totalmem } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -14,14 +15,18 @@ import { oursEntry, SERVER_LABEL, stopAllServers } from './lib/servers.js'
 import { runCluster } from './scenarios/cluster.js'
 import { runFloor, type FloorRun } from './scenarios/floor.js'
 import { runTransfer, type TransferRun } from './scenarios/transfer.js'
+import { runUploadClient } from './scenarios/upload.js'
+import { buildProductRows, markdownReport, svgChart } from './lib/product.js'
 
 const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const log = (msg: string) => process.stderr.write(`${msg}\n`)
 
-async function environment() {
+async function environment(refNewest: readonly string[] | undefined) {
   const version = await sh('/', 'git', ['annex', 'version', '--raw']).then((r) => r.stdout.trim(), () => 'unknown')
+  const newest = refNewest ? await sh('/', refNewest[0]!, [...refNewest.slice(1), 'version', '--raw']).then((r) => r.stdout.trim(), () => 'unknown') : undefined
   return {
     gitAnnex: version,
+    ...(newest ? { gitAnnexNewest: newest } : {}),
     node: process.version,
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
@@ -41,13 +46,13 @@ function order(servers: readonly ServerKind[], repetition: number): ServerKind[]
 async function main(opts: Options): Promise<void> {
   const started = performance.now()
   const via = (k: ServerKind) => (k === 'ref-shell' ? `p2pstdio over a stand-in ssh, -J${opts.shellJobs}` : `annex+http, -J${opts.jobs}`)
-  const env = await environment()
+  const env = await environment(opts.refNewest)
   const sizes = opts.scenarios.map((s) => `${isCluster(s) ? 'cluster ' : ''}${opts.sizes[s].files}×${sizeLabel(opts.sizes[s].fileBytes)}`).join(', ')
   const shellNote = opts.scenarios.some(isCluster) && opts.servers.includes('ref-shell') ? ` (-J${opts.shellJobs} via git-annex-shell)` : ''
   const title =
     `annex-proxy bench: ${opts.quick ? 'QUICK mode' : 'full mode'} (${sizes}), client -J${opts.jobs}${shellNote}, server --jobs ${opts.jobs}, ` +
     `${opts.repeat} repetition${opts.repeat > 1 ? 's (median ±half-range)' : ''}\n` +
-    `git-annex ${env.gitAnnex}, node ${env.node}, ${env.cpus} × ${env.cpuModel}, ${env.memoryGiB} GiB, load ${env.loadavgAtStart.join(' ')} at start`
+    `git-annex ${env.gitAnnex}${env.gitAnnexNewest ? ` (ref-newest: ${env.gitAnnexNewest})` : ''}, node ${env.node}, ${env.cpus} × ${env.cpuModel}, ${env.memoryGiB} GiB, load ${env.loadavgAtStart.join(' ')} at start`
   log(title)
   if (opts.servers.includes('ours') && !existsSync(oursEntry(PROJECT_ROOT))) log(`note: ${oursEntry(PROJECT_ROOT)} is missing: annex-proxy shows as "not built"`)
 
@@ -67,13 +72,23 @@ async function main(opts: Options): Promise<void> {
         floors.push({ ...f, repetition: rep })
         log(`[${rep + 1}/${opts.repeat}] ${name} physical floor: cp${cluster ? ' ×3' : ''} ${f.cpSeconds.toFixed(2)} s, cp+sync ${f.cpSyncSeconds.toFixed(2)} s`)
         // git-annex-shell is how the reference's cluster gateway works; for a plain repository it is not a server to compare.
+        const ctx = { workdir: opts.workdir, jobs: opts.jobs, shellJobs: opts.shellJobs, projectRoot: PROJECT_ROOT, timeoutSeconds: opts.timeoutSeconds, refNewest: opts.refNewest }
+        // git-annex-shell is how the reference's cluster gateway works; for a plain repository it is not a server to compare.
         for (const server of order(opts.servers.filter((k) => cluster || k !== 'ref-shell'), rep)) {
-          const ctx = { workdir: opts.workdir, jobs: opts.jobs, shellJobs: opts.shellJobs, projectRoot: PROJECT_ROOT, timeoutSeconds: opts.timeoutSeconds }
-          const t = cluster ? await runCluster(server, d, ctx) : await runTransfer(server, d, ctx)
-          transfers.push({ ...t, repetition: rep })
-          const phases = Object.entries(t.phases).map(([p, m]) => `${p} ${m.wallSeconds.toFixed(2)} s (server CPU ${m.cpuSeconds.toFixed(2)} s)`)
-          const setup = t.setupSeconds === undefined ? [] : [`setup ${t.setupSeconds.toFixed(1)} s`]
-          log(`[${rep + 1}/${opts.repeat}] ${name} ${SERVER_LABEL[server]}${cluster ? ` (${via(server)})` : ''}: ${[...setup, ...phases, t.error ? `error: ${t.error.split('\n')[0]}` : ''].filter(Boolean).join(', ')}`)
+          for (const client of opts.clients) {
+            if (client === 'upload' && server === 'ref-shell') continue
+            const t =
+              client === 'upload'
+                ? await runUploadClient(server as 'ours' | 'ref' | 'ref-newest', d, ctx, cluster)
+                : cluster
+                  ? await runCluster(server, d, ctx)
+                  : await runTransfer(server, d, ctx)
+            transfers.push({ ...t, repetition: rep })
+            const phases = Object.entries(t.phases).map(([p, m]) => `${p} ${m.wallSeconds.toFixed(2)} s (server CPU ${m.cpuSeconds.toFixed(2)} s)`)
+            const setup = t.setupSeconds === undefined ? [] : [`setup ${t.setupSeconds.toFixed(1)} s`]
+            const who = client === 'upload' ? `annex-proxy upload → ${SERVER_LABEL[server]}` : SERVER_LABEL[server]
+            log(`[${rep + 1}/${opts.repeat}] ${name} ${who}${cluster ? ` (${via(server)})` : ''}: ${[...setup, ...phases, t.error ? `error: ${t.error.split('\n')[0]}` : ''].filter(Boolean).join(', ')}`)
+          }
         }
       }
     }
@@ -81,8 +96,11 @@ async function main(opts: Options): Promise<void> {
     await rm(dataRoot, { recursive: true, force: true })
   }
 
-  const rows = buildRows(datasets, transfers, floors)
-  const clusterRows = buildClusterRows(datasets, transfers, floors, opts.servers, via)
+  // The classic tables compare servers under the real git-annex client.
+  const annexRuns = transfers.filter((t) => (t.client ?? 'git-annex') === 'git-annex')
+  const rows = opts.servers.includes('ours') && opts.servers.includes('ref') ? buildRows(datasets, annexRuns, floors) : []
+  const clusterRows = buildClusterRows(datasets, annexRuns, floors, opts.servers, via)
+  const products = buildProductRows(datasets, transfers, floors)
   const totalSeconds = (performance.now() - started) / 1000
   const errors = transfers
     .filter((t) => t.error && !t.notBuilt)
@@ -113,24 +131,42 @@ async function main(opts: Options): Promise<void> {
     datasets: datasets.map(({ dir: _dir, ...d }) => d),
     summary: rows,
     clusterSummary: clusterRows,
+    report: products,
     runs: { transfers, floors },
     totalSeconds,
   }
   await mkdir(dirname(opts.out), { recursive: true })
-  await writeFile(opts.out, `${JSON.stringify(results, null, 2)}\n`)
-  log(`results written to ${opts.out}`)
+  const json = `${JSON.stringify(results, null, 2)}\n`
+  await writeFile(opts.out, json)
+  await mkdir(opts.resultsDir, { recursive: true })
+  await writeFile(join(opts.resultsDir, 'results.json'), json)
+  const notes = [
+    `command: annex-proxy bench ${process.argv.slice(2).join(' ')}`.trim(),
+    'throughput: wall time of the timed client command; MiB/s for files of 1 MiB and more, files/s below. Upload rows: copy --to for git annex, annex-proxy upload for ours.',
+    'physical floor: cp -r of the same files (to 3 directories for a cluster) + sync. % of floor = throughput ÷ floor.',
+    'server CPU s and RSS: the server process tree during the phase; client RSS: annex-proxy upload\'s peak.',
+    "p50/p99: request latency of put (upload) or key (get) requests from annex-proxy's own /metrics histograms (bucket-interpolated); the reference has no metrics.",
+    '÷ git annex → p2phttp: this line\'s throughput over the real client against the reference, same scenario and phase.',
+    `load average ${env.loadavgAtStart.join(' ')} at start, ${results.environment.loadavgAtEnd.join(' ')} at end (2 cores, shared).`,
+  ]
+  await writeFile(join(opts.resultsDir, 'report.md'), markdownReport(title, products, notes))
+  await writeFile(join(opts.resultsDir, 'chart.svg'), svgChart(title.split('\n')[0]!, products))
+  log(`results written to ${opts.out} and ${opts.resultsDir}/{report.md,results.json,chart.svg}`)
 }
 
-let parsed: Options | 'help'
-try {
-  parsed = parseOptions(process.argv.slice(2), PROJECT_ROOT)
-} catch (e) {
-  log((e as Error).message)
-  process.exit(2)
-}
-if (parsed === 'help') {
-  log(USAGE)
-} else {
+/** `annex-proxy bench ARGS` and `node dist/bench/run.js ARGS`: resolves with the exit code. */
+export async function runBench(argv: readonly string[]): Promise<number> {
+  let parsed: Options | 'help'
+  try {
+    parsed = parseOptions(argv, PROJECT_ROOT)
+  } catch (e) {
+    log((e as Error).message)
+    return 2
+  }
+  if (parsed === 'help') {
+    log(USAGE)
+    return 0
+  }
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {
       log(`${sig}: stopping servers`)
@@ -138,4 +174,8 @@ if (parsed === 'help') {
     })
   }
   await main(parsed)
+  return 0
 }
+
+const entry = process.argv[1] ? realpathSync(process.argv[1]) : ''
+if (entry === fileURLToPath(import.meta.url)) process.exitCode = await runBench(process.argv.slice(2))

@@ -7,10 +7,13 @@ import { join } from 'node:path'
  * reference gateway reached through `git-annex-shell p2pstdio` over a stand-in ssh (cluster
  * scenarios only: its p2phttp stalls on cluster copies, spec/protocol.md §9.19).
  */
-export type ServerKind = 'ours' | 'ref' | 'ref-shell'
-export const SERVER_KINDS: readonly ServerKind[] = ['ours', 'ref', 'ref-shell']
-export type ScenarioName = 'large' | 'small' | 'cluster-large' | 'cluster-small'
-export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'cluster-large', 'cluster-small']
+export type ServerKind = 'ours' | 'ref' | 'ref-shell' | 'ref-newest'
+export const SERVER_KINDS: readonly ServerKind[] = ['ours', 'ref', 'ref-shell', 'ref-newest']
+export type ScenarioName = 'large' | 'small' | 'huge' | 'cluster-large' | 'cluster-small' | 'cluster-huge'
+export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'huge', 'cluster-large', 'cluster-small', 'cluster-huge']
+/** git-annex = `git annex copy/get` from a clone; upload = `annex-proxy upload` (copy only). */
+export type ClientKind = 'git-annex' | 'upload'
+export const CLIENT_KINDS: readonly ClientKind[] = ['git-annex', 'upload']
 export const isCluster = (s: ScenarioName): boolean => s.startsWith('cluster-')
 
 export interface DatasetSize {
@@ -24,6 +27,11 @@ export interface Options {
   readonly jobs: number
   readonly servers: readonly ServerKind[]
   readonly scenarios: readonly ScenarioName[]
+  readonly clients: readonly ClientKind[]
+  /** A command that runs another git-annex build (e.g. /opt/annex-newest/run git-annex): the ref-newest server. */
+  readonly refNewest: readonly string[] | undefined
+  /** Where report.md, results.json and chart.svg go. */
+  readonly resultsDir: string
   readonly sizes: Readonly<Record<ScenarioName, DatasetSize>>
   readonly workdir: string
   readonly out: string
@@ -36,25 +44,40 @@ export interface Options {
 const MiB = 1024 * 1024
 const KiB = 1024
 
+// Quick mode is CI's smoke test of the whole harness (report shape, not speed): small enough to
+// finish in about a minute on a busy 2-core machine.
 export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioName, DatasetSize>>>> = {
   quick: {
-    large: { files: 4, fileBytes: 64 * MiB },
-    small: { files: 500, fileBytes: 16 * KiB },
-    'cluster-large': { files: 4, fileBytes: 64 * MiB },
-    'cluster-small': { files: 500, fileBytes: 16 * KiB },
+    large: { files: 2, fileBytes: 8 * MiB },
+    small: { files: 40, fileBytes: 16 * KiB },
+    huge: { files: 1, fileBytes: 32 * MiB },
+    'cluster-large': { files: 2, fileBytes: 8 * MiB },
+    'cluster-small': { files: 40, fileBytes: 16 * KiB },
+    'cluster-huge': { files: 1, fileBytes: 32 * MiB },
   },
   full: {
     large: { files: 8, fileBytes: 64 * MiB },
     small: { files: 2000, fileBytes: 16 * KiB },
+    huge: { files: 1, fileBytes: 2048 * MiB },
     'cluster-large': { files: 8, fileBytes: 64 * MiB },
     'cluster-small': { files: 2000, fileBytes: 16 * KiB },
+    'cluster-huge': { files: 1, fileBytes: 2048 * MiB },
   },
 }
 
-export const USAGE = `usage: node dist/bench/run.js [--quick] [--repeat N] [--jobs N] [--shell-jobs N]
-       [--servers ours,ref,ref-shell] [--scenarios large,small,cluster-large,cluster-small]
-       [--timeout S] [--workdir DIR] [--out FILE]
-  --quick       4×64 MiB and 500×16 KiB instead of 8×64 MiB and 2000×16 KiB
+const QUICK_SCENARIOS: readonly ScenarioName[] = ['large', 'cluster-small']
+
+export const USAGE = `usage: annex-proxy bench [--quick] [--repeat N] [--jobs N] [--shell-jobs N]
+       [--servers ours,ref,ref-shell,ref-newest] [--scenarios large,small,huge,cluster-large,cluster-small,cluster-huge]
+       [--clients git-annex,upload] [--ref-newest CMD] [--timeout S] [--workdir DIR] [--results DIR] [--out FILE]
+  (also: node dist/bench/run.js …)
+  --quick       CI's smoke test: 2×8 MiB plain and 40×16 KiB into a cluster, servers ours and ref,
+                both clients (about a minute); full mode: 8×64 MiB, 2000×16 KiB, 1×2 GiB
+  --clients     git-annex = git annex copy/get from a clone; upload = annex-proxy upload (copy only)
+  --ref-newest CMD  another git-annex build as an extra reference server, CMD being how to run its
+                git-annex, split on spaces (e.g. "/opt/annex-newest/run git-annex"); adds ref-newest
+                to --servers
+  --results DIR report.md, results.json and chart.svg (default bench/results/latest)
   --repeat N    run everything N times (servers alternate who goes first); print median ± half-range
   --jobs N      client -J and server --jobs (default 4; the reference needs N >= 2)
   --shell-jobs N  client -J against the reference gateway over git-annex-shell (default 1: at -J4
@@ -81,15 +104,18 @@ function int(flag: string, value: string, min: number): number {
   return n
 }
 
-const VALUED = ['--repeat', '--jobs', '--shell-jobs', '--servers', '--scenarios', '--timeout', '--workdir', '--out']
+const VALUED = ['--repeat', '--jobs', '--shell-jobs', '--servers', '--scenarios', '--clients', '--ref-newest', '--timeout', '--workdir', '--out', '--results']
 
 export function parseOptions(argv: readonly string[], projectRoot: string): Options | 'help' {
   let quick = false
   let repeat = 1
   let jobs = 4
   let shellJobs = 1
-  let servers: ServerKind[] = [...SERVER_KINDS]
-  let scenarios: ScenarioName[] = [...SCENARIOS]
+  let servers: ServerKind[] | undefined
+  let scenarios: ScenarioName[] | undefined
+  let clients: ClientKind[] = [...CLIENT_KINDS]
+  let refNewest: string[] | undefined
+  let resultsDir = join(projectRoot, 'bench/results/latest')
   let workdir = tmpdir()
   let out = join(projectRoot, 'bench/results/latest.json')
   let timeoutSeconds: number | undefined
@@ -109,10 +135,32 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
       case '--shell-jobs': shellJobs = int(flag, value, 1); break
       case '--servers': servers = list(flag, value, SERVER_KINDS); break
       case '--scenarios': scenarios = list(flag, value, SCENARIOS); break
+      case '--clients': clients = list(flag, value, CLIENT_KINDS); break
+      case '--ref-newest': refNewest = value.split(' ').filter(Boolean); if (refNewest.length === 0) throw new Error('--ref-newest: empty command'); break
+      case '--results': resultsDir = value; break
       case '--timeout': timeoutSeconds = int(flag, value, 1); break
       case '--workdir': workdir = value; break
       case '--out': out = value; break
     }
   }
-  return { quick, repeat, jobs, servers, scenarios, sizes: SIZES[quick ? 'quick' : 'full'], workdir, out, timeoutSeconds: timeoutSeconds ?? (quick ? 40 : 300), shellJobs }
+  const defaultServers: ServerKind[] = quick ? ['ours', 'ref'] : ['ours', 'ref', 'ref-shell']
+  if (refNewest) defaultServers.push('ref-newest')
+  servers ??= defaultServers
+  if (servers.includes('ref-newest') && !refNewest) throw new Error('--servers ref-newest needs --ref-newest CMD')
+  scenarios ??= quick ? [...QUICK_SCENARIOS] : [...SCENARIOS]
+  return {
+    quick,
+    repeat,
+    jobs,
+    servers,
+    scenarios,
+    clients,
+    refNewest,
+    resultsDir,
+    sizes: SIZES[quick ? 'quick' : 'full'],
+    workdir,
+    out,
+    timeoutSeconds: timeoutSeconds ?? (quick ? 20 : 300),
+    shellJobs,
+  }
 }

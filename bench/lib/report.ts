@@ -42,7 +42,7 @@ export interface Row {
 
 export const unitOf = (d: Dataset): Unit => (d.fileBytes >= MiB ? 'MiB/s' : 'files/s')
 
-function serverSummary(d: Dataset, phase: Phase, runs: readonly TransferRun[]): ServerSummary {
+export function serverSummary(d: Dataset, phase: Phase, runs: readonly TransferRun[]): ServerSummary {
   const measured = runs.flatMap((r) => (r.phases[phase] ? [r.phases[phase]] : []))
   const stalled = runs.filter((r) => r.stalled === phase).length
   const skipped = runs.filter((r) => r.stalled !== undefined && r.stalled !== phase && !r.phases[phase]).length

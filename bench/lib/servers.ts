@@ -11,6 +11,7 @@ export const SERVER_LABEL: Readonly<Record<ServerKind, string>> = {
   ours: 'annex-proxy',
   ref: 'git annex p2phttp',
   'ref-shell': 'git-annex-shell',
+  'ref-newest': 'p2phttp (newest)',
 }
 
 /** annex-proxy's CLI is not built (yet): the table says so instead of failing. */
@@ -40,17 +41,31 @@ export function oursEntry(projectRoot: string): string {
   return join(projectRoot, 'dist/src/cli/main.js')
 }
 
-function command(kind: 'ours' | 'ref', projectRoot: string, port: number, jobs: number): [string, string[]] {
+export type HttpServerKind = 'ours' | 'ref' | 'ref-newest'
+
+function command(kind: HttpServerKind, projectRoot: string, port: number, jobs: number, refNewest: readonly string[] | undefined): [string, string[]] {
   const common = ['--bind', '127.0.0.1', '--port', String(port), '--wideopen', '--jobs', String(jobs)]
   if (kind === 'ref') return ['git-annex', ['p2phttp', ...common]]
+  if (kind === 'ref-newest') {
+    if (!refNewest) throw new Error('ref-newest needs --ref-newest CMD')
+    return [refNewest[0]!, [...refNewest.slice(1), 'p2phttp', ...common]]
+  }
   const entry = oursEntry(projectRoot)
   if (!existsSync(entry)) throw new NotBuiltError(entry)
-  return [process.execPath, [entry, 'serve', ...common]]
+  // --metrics: the bench reads request latencies from the server's own histograms.
+  return [process.execPath, [entry, 'serve', ...common, '--metrics', '--log-level', 'warn']]
 }
 
-export async function startServer(kind: 'ours' | 'ref', repo: string, jobs: number, projectRoot: string, env: NodeJS.ProcessEnv): Promise<RunningServer> {
+export async function startServer(
+  kind: HttpServerKind,
+  repo: string,
+  jobs: number,
+  projectRoot: string,
+  env: NodeJS.ProcessEnv,
+  refNewest?: readonly string[],
+): Promise<RunningServer> {
   const port = await freePort()
-  const [cmd, args] = command(kind, projectRoot, port, jobs)
+  const [cmd, args] = command(kind, projectRoot, port, jobs, refNewest)
   const child: ChildProcess = spawn(cmd, args, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   const keep = (d: Buffer) => {

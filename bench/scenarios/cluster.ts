@@ -16,6 +16,7 @@ import { SessionMeter, type Meter } from '../lib/proc-meter.js'
 import { benchEnv, countObjects, makeClient } from '../lib/repos.js'
 import { NotBuiltError, startServer, type RunningServer } from '../lib/servers.js'
 import { measured, seconds, type PhaseMeasurement } from '../lib/timing.js'
+import { withLatency, type Latency } from '../lib/latency.js'
 import type { Phase, TransferContext, TransferRun } from './transfer.js'
 
 export interface ClusterContext extends TransferContext {
@@ -25,6 +26,7 @@ export interface ClusterContext extends TransferContext {
 export async function runCluster(server: ServerKind, data: Dataset, ctx: ClusterContext): Promise<TransferRun> {
   const root = await mkdtemp(join(ctx.workdir, `annex-bench-${server}-${data.name}-`))
   const phases: Partial<Record<Phase, PhaseMeasurement>> = {}
+  const latency: Partial<Record<Phase, Latency>> = {}
   const jobs = server === 'ref-shell' ? ctx.shellJobs : ctx.jobs
   let running: RunningServer | undefined
   let sessions: SessionMeter | undefined
@@ -38,7 +40,7 @@ export async function runCluster(server: ServerKind, data: Dataset, ctx: Cluster
     if (have !== n) throw new Error(`${what} holds ${have} of ${n} objects`)
   }
   const remote = `origin-${CLUSTER}`
-  const base = () => ({ server, scenario: data.name, phases, setupSeconds, clientJobs: jobs })
+  const base = () => ({ server, scenario: data.name, phases, setupSeconds, clientJobs: jobs, latency })
   try {
     let nodes: string[] = []
     let meter: () => number | Meter = () => -1
@@ -52,15 +54,18 @@ export async function runCluster(server: ServerKind, data: Dataset, ctx: Cluster
         sessions = new SessionMeter(ssh.pidLog, ssh.timesDir)
         meter = () => sessions!
       } else {
-        running = await startServer(server, made.gw, ctx.jobs, ctx.projectRoot, benchEnv)
+        running = await startServer(server, made.gw, ctx.jobs, ctx.projectRoot, benchEnv, ctx.refNewest)
         await makeClient(made.gw, client, running.port, data.dir)
         const pid = running.pid
         meter = () => pid
       }
     })
 
+    const metricsPort = server === 'ours' ? running?.port : undefined
     current = 'copy'
-    phases.copy = await measured(meter(), () => annex('copy', '--to', remote, `-J${jobs}`, '--quiet', data.name))
+    const copied = await withLatency(metricsPort, 'put', () => measured(meter(), () => annex('copy', '--to', remote, `-J${jobs}`, '--quiet', data.name)))
+    phases.copy = copied.result
+    if (copied.latency) latency.copy = copied.latency
     for (const [i, n] of nodes.entries()) await expectObjects(n, `after copy, node n${i + 1}`, data.files)
 
     current = undefined
@@ -68,7 +73,9 @@ export async function runCluster(server: ServerKind, data: Dataset, ctx: Cluster
     await expectObjects(client, 'after drop, the client', 0)
 
     current = 'get'
-    phases.get = await measured(meter(), () => annex('get', '--from', remote, `-J${jobs}`, '--quiet', data.name))
+    const got = await withLatency(metricsPort, 'key', () => measured(meter(), () => annex('get', '--from', remote, `-J${jobs}`, '--quiet', data.name)))
+    phases.get = got.result
+    if (got.latency) latency.get = got.latency
     await expectObjects(client, 'after get, the client', data.files)
     return base()
   } catch (e) {

@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { sh } from '../../test/helpers/annex.js'
 import { clientAnnex, StalledError } from '../lib/client.js'
 import type { Dataset } from '../lib/dataset.js'
-import type { ServerKind } from '../lib/options.js'
+import type { ClientKind, ServerKind } from '../lib/options.js'
+import { withLatency, type Latency } from '../lib/latency.js'
 import { benchEnv, countObjects, makeClient, makeServedRepo } from '../lib/repos.js'
 import { NotBuiltError, startServer, type RunningServer } from '../lib/servers.js'
 import { measured, seconds, type PhaseMeasurement } from '../lib/timing.js'
@@ -17,6 +18,12 @@ export const PHASES: readonly Phase[] = ['copy', 'get']
 
 export interface TransferRun {
   readonly server: ServerKind
+  /** Which client moved the data (default git-annex). */
+  readonly client?: ClientKind
+  /** Request latency per phase from annex-proxy's /metrics (its servers only). */
+  readonly latency?: Partial<Record<Phase, Latency>>
+  /** Peak RSS of the client process tree (annex-proxy upload runs). */
+  readonly clientPeakRssBytes?: number
   readonly scenario: Dataset['name']
   readonly phases: Partial<Record<Phase, PhaseMeasurement>>
   /** Fresh repos, server start, client clone and `git annex add` (untimed in the table). */
@@ -35,11 +42,13 @@ export interface TransferContext {
   readonly jobs: number
   readonly projectRoot: string
   readonly timeoutSeconds: number
+  readonly refNewest?: readonly string[]
 }
 
 export async function runTransfer(server: ServerKind, data: Dataset, ctx: TransferContext): Promise<TransferRun> {
   const root = await mkdtemp(join(ctx.workdir, `annex-bench-${server}-${data.name}-`))
   const phases: Partial<Record<Phase, PhaseMeasurement>> = {}
+  const latency: Partial<Record<Phase, Latency>> = {}
   let running: RunningServer | undefined
   let setupSeconds: number | undefined
   let current: Phase | undefined
@@ -55,13 +64,16 @@ export async function runTransfer(server: ServerKind, data: Dataset, ctx: Transf
     setupSeconds = await seconds(async () => {
       await makeServedRepo(served)
       if (server === 'ref-shell') throw new Error('git-annex-shell is compared in the cluster scenarios only')
-      running = await startServer(server, served, ctx.jobs, ctx.projectRoot, benchEnv)
+      running = await startServer(server, served, ctx.jobs, ctx.projectRoot, benchEnv, ctx.refNewest)
       await makeClient(served, client, running.port, data.dir)
     })
     const pid = running!.pid
+    const metricsPort = server === 'ours' ? running!.port : undefined
 
     current = 'copy'
-    phases.copy = await measured(pid, () => annex('copy', '--to', 'origin', jobs, '--quiet', data.name))
+    const copied = await withLatency(metricsPort, 'put', () => measured(pid, () => annex('copy', '--to', 'origin', jobs, '--quiet', data.name)))
+    phases.copy = copied.result
+    if (copied.latency) latency.copy = copied.latency
     await expectObjects(served, 'after copy, the served repo', data.files)
 
     current = undefined
@@ -69,12 +81,14 @@ export async function runTransfer(server: ServerKind, data: Dataset, ctx: Transf
     await expectObjects(client, 'after drop, the client', 0)
 
     current = 'get'
-    phases.get = await measured(pid, () => annex('get', '--from', 'origin', jobs, '--quiet', data.name))
+    const got = await withLatency(metricsPort, 'key', () => measured(pid, () => annex('get', '--from', 'origin', jobs, '--quiet', data.name)))
+    phases.get = got.result
+    if (got.latency) latency.get = got.latency
     await expectObjects(client, 'after get, the client', data.files)
-    return { server, scenario: data.name, phases, setupSeconds }
+    return { server, scenario: data.name, phases, setupSeconds, latency }
   } catch (e) {
     const message = (e as Error).message
-    const base = { server, scenario: data.name, phases, setupSeconds }
+    const base = { server, scenario: data.name, phases, setupSeconds, latency }
     if (e instanceof NotBuiltError) return { ...base, error: message, notBuilt: true }
     const tail = running ? `\nserver output (tail):\n${running.output().slice(-2000)}` : ''
     if (e instanceof StalledError && current) return { ...base, stalled: current, error: `${message}${tail}` }

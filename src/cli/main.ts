@@ -1,13 +1,16 @@
 // annex-proxy command line: `serve` (git annex p2phttp's flags) and `demo` (npm start).
 import { ConfigError } from '../errors.js'
 import { parseServeArgs, serveOptionsHelp } from '../config/config.js'
-import { runDemo } from './demo.js'
-import { serve } from './serve.js'
-import { runGitAnnexShell } from './git-annex-shell.js'
-import { runP2pStdio } from './p2pstdio.js'
 import { GitAnnexMissingError, ShellRefusal } from '../errors.js'
 import { requireGitAnnex } from '../annex/git-annex-version.js'
-import { runUpload } from '../upload/cli.js'
+
+// Each command loads only its own modules: the server's (fastify, the S3 SDK, …) take seconds to
+// load on a busy machine, which a short `upload` or `p2pstdio` should not pay.
+const runDemo = async (argv: string[]) => (await import('./demo.js')).runDemo(argv)
+const serve = async (...a: Parameters<typeof import('./serve.js').serve>) => (await import('./serve.js')).serve(...a)
+const runGitAnnexShell = async (argv: string[]) => (await import('./git-annex-shell.js')).runGitAnnexShell(argv)
+const runP2pStdio = async (argv: string[]) => (await import('./p2pstdio.js')).runP2pStdio(argv)
+const runUpload = async (...a: Parameters<typeof import('../upload/cli.js').runUpload>) => (await import('../upload/cli.js')).runUpload(...a)
 
 const USAGE = `usage:
   annex-proxy serve [OPTION]...   serve git-annex repositories over P2P-over-HTTP (git annex p2phttp's flags)
@@ -18,6 +21,8 @@ const USAGE = `usage:
                                   git-annex-shell's command line: p2pstdio served here, the rest by git-annex-shell
   annex-proxy upload (--url URL --uuid UUID | --to REMOTE) [-J N] [--backend B] [--json] [--record DIR] PATH...
                                   push files and trees into a served repository (annex-proxy upload --help)
+  annex-proxy bench [--quick] [OPTION]...
+                                  the benchmark against git annex p2phttp (annex-proxy bench --help)
 
 options of serve (and demo):
 ${serveOptionsHelp()}`
@@ -32,6 +37,12 @@ async function main(argv: string[]): Promise<void> {
     case 'git-annex-shell':
       process.exitCode = await runGitAnnexShell(rest)
       return
+    case 'bench': {
+      // The harness lives in bench/ (built beside src/); loaded only when asked for.
+      const { runBench } = (await import('../../bench/run.js')) as { runBench: (argv: readonly string[]) => Promise<number> }
+      process.exitCode = await runBench(rest)
+      return
+    }
     case 'upload':
       process.exitCode = await runUpload(rest, { cwd: process.cwd(), env: process.env, stdout: process.stdout, stderr: process.stderr })
       return

@@ -28,9 +28,12 @@ export class HashPool {
   constructor(
     private readonly algorithm: HashAlgorithm,
     private readonly hasher: HasherKind = 'auto',
-    threads = Math.max(1, availableParallelism()),
-  ) {
-    for (let i = 0; i < threads; i++) {
+    private readonly threads = Math.max(1, availableParallelism()),
+  ) {}
+
+  /** Workers start on first use: a run of small files, hashed inline, never pays for them. */
+  private start(): void {
+    for (let i = 0; i < this.threads; i++) {
       const worker = new Worker(new URL('./hash-worker.js', import.meta.url))
       const slot: Slot = { worker, pending: new Map() }
       worker.on('message', (r: HashReply) => {
@@ -63,6 +66,7 @@ export class HashPool {
 
   private submit(make: (id: number) => HashRequest): Promise<Digest> {
     if (this.closed) return Promise.reject(new Error('hash pool closed'))
+    if (this.slots.length === 0) this.start()
     let slot = this.slots[0]!
     for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s
     const id = this.nextId++
