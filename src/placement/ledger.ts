@@ -47,11 +47,22 @@ export interface LedgerView {
 /**
  * Bytes reserved per node, leaving out each node an upload has already logged its copy on
  * (`counted`: the committed sizes include it), so that an upload between its record and its
- * release is counted once, not twice.
+ * release is counted once, not twice. A key is counted once per node however many uploads of
+ * it are in flight there: a node stores one copy of a key, so two clients sending the same
+ * file can add its size only once. (Counted once per upload, a drop of the key between one
+ * upload's record and its release made every such reservation count again: a node held
+ * more than any upload could ever put on it, and a key sent twice took twice its room.)
  */
 export function reservedBytes(reservations: readonly ReservationView[], counted: (key: string, node: string) => boolean): Map<string, number> {
   const out = new Map<string, number>()
-  for (const r of reservations) for (const n of r.nodes) if (!counted(r.key, n)) out.set(n, (out.get(n) ?? 0) + r.size)
+  const seen = new Set<string>()
+  for (const r of reservations)
+    for (const n of r.nodes) {
+      const slot = `${n}\0${r.key}`
+      if (seen.has(slot) || counted(r.key, n)) continue
+      seen.add(slot)
+      out.set(n, (out.get(n) ?? 0) + r.size)
+    }
   return out
 }
 
