@@ -19,8 +19,9 @@ import type { HasherKind } from '../streams/verify.js'
 import { isClusterUuid } from '../annex/uuid.js'
 import { GatewayConfig, type ClusterInfo, type GatewaySnapshot, type RemoteInfo } from './gateway-config.js'
 import { RepoSizes } from '../annex/repo-sizes.js'
-import { LocalCoordinator, type Coordinator } from '../placement/coordinator.js'
-import { decidePlacement, type PlacementDecision } from '../placement/decide.js'
+import { LocalCoordinator, NO_RESERVATION, type Coordinator, type Reservation } from '../placement/coordinator.js'
+import { decidePlacement, hasRoom, liveSizes, type PlacementDecision } from '../placement/decide.js'
+import { Reserved } from './reserved.js'
 import { reservedBytes } from '../placement/ledger.js'
 import { DiskFullError } from '../errors.js'
 import { isAbsolute as isAbsolutePath, join } from 'node:path'
@@ -121,12 +122,12 @@ export class Gateway {
         return this.cluster(snap, target.cluster, path)
       case 'remote': {
         const r = await this.node(target.remote)
-        return r ? new Recorded(r, (k, us, p) => this.record(k, us, p)) : undefined
+        return r ? this.single(r) : undefined
       }
       case 'via-gateway': {
         if (path.includes(target.gateway.uuid)) return undefined
         const r = await this.through(target.gateway, target.uuid, path)
-        return r ? new Recorded(r, (k, us, p) => this.record(k, us, p)) : undefined
+        return r ? this.single(r) : undefined
       }
     }
   }
@@ -171,6 +172,52 @@ export class Gateway {
     return cluster
   }
 
+  /** A node served on its own: what it stores is logged, and counted against its maxsize while in flight. */
+  private single(r: Remote): Remote {
+    const uuid = r.uuid
+    return new Reserved(new Recorded(r, (k, us, p) => this.record(k, us, p)), { admit: (key, op, reserve) => this.admit(uuid, key, op, reserve) })
+  }
+
+  /**
+   * Room for `key` on node `uuid` under its maxsize, counting uploads in flight to it from
+   * anywhere (cluster fan-outs and single-node uploads, through any gateway of a fleet), as
+   * a cluster decides (placement/decide.ts hasRoom). With `reserve`, the key's size counts
+   * on the node until release(). A node without maxsize, or that the location log says
+   * holds the key already, needs no room. None: DiskFullError.
+   */
+  private async admit(uuid: Uuid, key: Key, op: Op, reserve: boolean): Promise<Reservation> {
+    if (!this.config.current.maxSize.has(uuid)) return NO_RESERVATION
+    const state = { locations: new Set<string>() as ReadonlySet<string>, committed: new Map() as ReadonlyMap<string, number> }
+    const size = key.size ?? 0
+    const placed = await this.coordinator.place<boolean>({
+      nodes: [uuid],
+      key: serializeKey(key),
+      shared: true,
+      prepare: () => this.prepare(key, op, state),
+      decide: (reservations) => {
+        if (state.locations.has(uuid)) return { value: true, reserve: [], size: 0 }
+        const sizes = liveSizes(state.committed, reservedBytes(reservations, (k, u) => this.repoSizes.counts(k, u)))
+        const room = hasRoom(this.config.current, sizes, uuid, size)
+        return { value: room, reserve: room && reserve ? [uuid] : [], size }
+      },
+    })
+    if (!placed.value) {
+      await placed.reservation.release()
+      throw new DiskFullError(`${serializeKey(key)} does not fit on ${uuid} under its maxsize, counting uploads in flight`)
+    }
+    return placed.reservation
+  }
+
+  /** What a placement decision reads: the key's locations and (when a maxsize matters) repository sizes. */
+  private async prepare(key: Key, op: Op, into: { locations: ReadonlySet<string>; committed: ReadonlyMap<string, number> }): Promise<void> {
+    into.locations = new Set<string>(await this.config.locations(key))
+    if (this.config.current.maxSize.size === 0) return
+    // Sizes that cannot be brought up to date are used as last read: a placement a little
+    // off is better than a refused upload.
+    await this.repoSizes.refresh().catch((err: unknown) => op.log.warn({ err }, 'repository sizes could not be re-read; using the last ones'))
+    into.committed = this.repoSizes.sizes()
+  }
+
   /**
    * Spec §3.4 as decided by placement/decide.ts: nodes lacking the key that want it and have
    * room under their maxsize, else every node lacking it with room, else (all hold it) all.
@@ -182,23 +229,15 @@ export class Gateway {
    */
   private async targets(members: readonly NodeRemote[], key: Key, op: Op, reserve: boolean): Promise<Placement> {
     const nodes = members.map((m) => m.remote.uuid)
-    let locations: ReadonlySet<string> = new Set()
-    let committed: ReadonlyMap<string, number> = new Map()
+    const state = { locations: new Set<string>() as ReadonlySet<string>, committed: new Map() as ReadonlyMap<string, number> }
     const placed = await this.coordinator.place<PlacementDecision>({
       nodes,
       key: serializeKey(key),
       shared: nodes.some((u) => this.config.current.maxSize.has(u)),
-      prepare: async () => {
-        locations = new Set<string>(await this.config.locations(key))
-        if (this.config.current.maxSize.size === 0) return
-        // Sizes that cannot be brought up to date are used as last read: a placement a little
-        // off is better than a refused upload.
-        await this.repoSizes.refresh().catch((err: unknown) => op.log.warn({ err }, 'repository sizes could not be re-read; using the last ones'))
-        committed = this.repoSizes.sizes()
-      },
+      prepare: () => this.prepare(key, op, state),
       decide: (reservations) => {
         const reserved = reservedBytes(reservations, (k, u) => this.repoSizes.counts(k, u))
-        const value = decidePlacement({ policy: this.config.current, key, file: op.associatedFile, nodes, locations, committed, reserved })
+        const value = decidePlacement({ policy: this.config.current, key, file: op.associatedFile, nodes, locations: state.locations, committed: state.committed, reserved })
         return { value, reserve: reserve && value.kind === 'send' ? value.reserve : [], size: value.kind === 'send' ? value.size : 0 }
       },
     })

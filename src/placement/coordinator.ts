@@ -71,7 +71,8 @@ export interface LocalCoordinatorOptions {
   readonly now?: () => number
 }
 
-const NO_RESERVATION: Reservation = { release: async () => {} }
+/** Nothing reserved: releasing it does nothing. */
+export const NO_RESERVATION: Reservation = { release: async () => {} }
 
 /**
  * One gateway process: the ledger lives in memory. `prepare` is awaited, then the decision
