@@ -35,7 +35,9 @@ export function nativeS3Refusal(config: ReadonlyMap<string, string>): string | u
   const enc = config.get('encryption')
   if (enc !== undefined && enc !== 'none') return `encryption=${enc}`
   if (isYes(config.get('importtree'))) return 'importtree=yes'
-  if (isYes(config.get('exporttree')) && !isYes(config.get('annexobjects'))) return 'exporttree=yes without annexobjects=yes'
+  // The annexobjects area alone is not enough: keys exported into the tree are found through
+  // git-annex's export database, which only git-annex reads.
+  if (isYes(config.get('exporttree'))) return 'exporttree=yes'
   if (config.get('mungekeys') !== undefined) return `mungekeys=${config.get('mungekeys')}`
   const host = config.get('host')
   if (host !== undefined && /(^|\.)archive\.org$/i.test(host)) return 'an Internet Archive host'
