@@ -45,7 +45,10 @@ export async function openS3Remote(o: OpenS3Options): Promise<SpecialRemote> {
     throw e
   }
   o.log?.info({ uuid: o.uuid, bucket: settings.bucket, endpoint: settings.endpoint, credentials: creds.source }, 'S3 special remote served natively')
-  return new SpecialRemote({ uuid: o.uuid, store, chunking: settings.chunking, chunkLog: o.chunkLog, ...(o.hasher ? { hasher: o.hasher } : {}), ...(o.log ? { log: o.log } : {}) })
+  // A chunk larger than a part is itself a multipart upload with its own parts in flight:
+  // one such chunk at a time keeps memory at one upload's parts.
+  const writesInFlight = settings.chunking.kind === 'chunks' && settings.chunking.size > store.partSize ? 1 : 2
+  return new SpecialRemote({ uuid: o.uuid, store, chunking: settings.chunking, chunkLog: o.chunkLog, writesInFlight, ...(o.hasher ? { hasher: o.hasher } : {}), ...(o.log ? { log: o.log } : {}) })
 }
 
 /** checkUUIDFile / writeUUIDFile: the bucket must be this remote's, or be made so. */

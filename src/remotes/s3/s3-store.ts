@@ -66,7 +66,8 @@ const cleanupSignal = () => AbortSignal.timeout(120_000)
 export class S3Store implements ObjectStore {
   readonly description: string
   readonly client: S3Client
-  private readonly partSize: number
+  /** Bytes per part of a multipart upload (objects up to this size go up in one PutObject). */
+  readonly partSize: number
   private readonly partsInFlight: number
 
   constructor(
