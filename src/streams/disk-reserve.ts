@@ -25,8 +25,16 @@ export interface Reservation {
   release(): void
 }
 
+/**
+ * Frees up to `need` bytes on the filesystem (a cache giving back what it holds on
+ * loan); resolves with how many it freed. Called while a reservation is being decided,
+ * so it must not itself reserve.
+ */
+export type Reclaimer = (need: number) => Promise<number>
+
 class Ledger {
   readonly live = new Set<LiveReservation>()
+  readonly reclaimers = new Set<Reclaimer>()
   // Checking free space and booking the reservation must not interleave with another
   // check on the same filesystem, or two stores could each see the same free bytes.
   private queue: Promise<unknown> = Promise.resolve()
@@ -91,15 +99,45 @@ export class DiskReserve {
    * in-flight transfers still need would not hold them.
    */
   async reserve(bytes: number): Promise<Reservation> {
+    const r = await this.tryReserve(bytes)
+    if ('need' in r) throw new DiskFullError(needMoreDiskSpace(r.need))
+    return r
+  }
+
+  /**
+   * Like reserve(), but a refusal is a value: `{ need }` bytes more would have to be
+   * free. Before refusing, reclaimers on the same filesystem (caches) are asked to
+   * give back what is missing, so content that must be stored wins over content
+   * that is merely kept.
+   */
+  async tryReserve(bytes: number, opts: { reclaim?: boolean } = {}): Promise<Reservation | { readonly need: number }> {
+    if (!Number.isFinite(bytes) || bytes < 0) throw new RangeError(`invalid reservation of ${bytes} bytes`)
     const ledger = await this.ledger()
     return ledger.serialize(async () => {
-      const free = await this.freeBytes(this.dir)
-      const need = bytes + this.reserveBytes + ledger.reserved() - free
-      if (need > 0) throw new DiskFullError(needMoreDiskSpace(need))
+      const need = async () => bytes + this.reserveBytes + ledger.reserved() - (await this.freeBytes(this.dir))
+      let short = await need()
+      if (short > 0 && opts.reclaim !== false && ledger.reclaimers.size > 0) {
+        let freed = 0
+        for (const reclaim of ledger.reclaimers) {
+          if (freed >= short) break
+          freed += await reclaim(short - freed).catch(() => 0)
+        }
+        if (freed > 0) short = await need()
+      }
+      if (short > 0) return { need: short }
       const r = new LiveReservation(ledger, bytes)
       ledger.live.add(r)
       return r
     })
+  }
+
+  /** Registers a reclaimer for this filesystem; returns its removal. */
+  async addReclaimer(reclaim: Reclaimer): Promise<() => void> {
+    const ledger = await this.ledger()
+    ledger.reclaimers.add(reclaim)
+    return () => {
+      ledger.reclaimers.delete(reclaim)
+    }
   }
 
   private async ledger(): Promise<Ledger> {

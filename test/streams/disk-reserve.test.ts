@@ -42,7 +42,10 @@ test('reservations of in-flight transfers count against the free space until rel
   a.release()
   b.release()
   b.release() // idempotent
-  assert.equal((await reserve.reserve(600)).remaining, 600)
+  const c = await reserve.reserve(600)
+  assert.equal(c.remaining, 600)
+  // Ledgers are per filesystem and per process: leave nothing booked for the next test.
+  c.release()
 })
 
 test('concurrent reservations never together exceed what is free', async (t) => {
@@ -63,6 +66,33 @@ test('with the real filesystem: a reserve larger than the free space refuses at 
   const dir = await tempDir(t)
   const s = await statfs(dir)
   const free = Number(s.bavail) * Number(s.bsize)
-  await assert.rejects(new DiskReserve(dir, free + 1).reserve(1), DiskFullError)
+  // A margin no other process's deletions can close while this runs.
+  await assert.rejects(new DiskReserve(dir, free + 2 ** 40).reserve(1), DiskFullError)
   ;(await new DiskReserve(dir, 0).reserve(1)).release()
+})
+
+test('a refused reservation first asks reclaimers on the filesystem to give space back', async (t) => {
+  const dir = await tempDir(t)
+  let held = 600
+  const reserve = new DiskReserve(dir, 100, { freeBytes: async () => 1000 - held })
+  const asked: number[] = []
+  const remove = await reserve.addReclaimer(async (need) => {
+    asked.push(need)
+    const give = Math.min(held, need + 10)
+    held -= give
+    return give
+  })
+  // 400 + 100 > 1000 - 600: 100 short, the reclaimer gives 110.
+  const r = await reserve.reserve(400)
+  assert.deepEqual(asked, [100])
+  assert.equal(held, 490)
+  r.release()
+  // No reclaimers asked when there is room, and a removed one is never asked again.
+  ;(await reserve.reserve(10)).release()
+  assert.deepEqual(asked, [100])
+  remove()
+  await assert.rejects(reserve.reserve(900), DiskFullError)
+  assert.deepEqual(asked, [100])
+  // tryReserve reports the shortfall as a value.
+  assert.deepEqual(await reserve.tryReserve(900), { need: 900 + 100 - 510 })
 })
