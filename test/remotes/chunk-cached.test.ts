@@ -1,0 +1,306 @@
+// ChunkCached: the Remote contract around real remotes (a local repository and a
+// git-annex-shell peer), then what the cache must get right: hot keys and resumes cost
+// the remote nothing or little, damaged chunks are never served, content that does not
+// verify is never called valid, and the cache stays inside its bounds.
+import assert from 'node:assert/strict'
+import { getEventListeners } from 'node:events'
+import { readdir, readFile, stat, writeFile, chmod, rename } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { buffer } from 'node:stream/consumers'
+import { describe, test, type TestContext } from 'node:test'
+import { parseKey, type Key } from '../../src/keys/key.js'
+import { ChunkCached } from '../../src/remotes/chunk-cached.js'
+import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
+import { openStdioRepo } from '../../src/remotes/stdio-repo.js'
+import type { Remote } from '../../src/remotes/remote.js'
+import { CacheSpace, ChunkCache } from '../../src/streams/chunk-cache.js'
+import { DiskReserve } from '../../src/streams/disk-reserve.js'
+import { defer, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
+import { bodyOf, content, eventually, op, remoteContract, storeAll } from './contract.js'
+
+const quiet = { info() {}, warn() {}, error() {}, debug() {} }
+
+interface CacheOpts {
+  chunkBytes?: number
+  cacheBytes?: number
+  reserve?: DiskReserve
+  freeBytes?: () => Promise<number>
+}
+
+async function makeCache(t: TestContext, o: CacheOpts = {}, space?: CacheSpace): Promise<{ cache: ChunkCache; dir: string; space: CacheSpace }> {
+  const dir = join(await tempDir(t, 'chunk-cache-'), 'cache')
+  const s = space ?? new CacheSpace(o.cacheBytes ?? 64 * 1024 * 1024)
+  const reserve = o.reserve ?? new DiskReserve(dirname(dir), 0, o.freeBytes ? { freeBytes: o.freeBytes } : {})
+  const cache = await ChunkCache.open({ dir, chunkBytes: o.chunkBytes ?? 16 * 1024, space: s, reserve, log: quiet })
+  defer(t, () => cache.close())
+  return { cache, dir, space: s }
+}
+
+async function localRepo(t: TestContext): Promise<{ repo: LocalRepo; dir: string }> {
+  const dir = await makeRepo(join(await tempDir(t), 'repo'), 'local')
+  const repo = await openLocalRepo(dir, { logIdleMs: 100 })
+  defer(t, () => repo.close())
+  return { repo, dir }
+}
+
+async function cachedLocal(t: TestContext, o: CacheOpts = {}) {
+  const { repo, dir } = await localRepo(t)
+  const c = await makeCache(t, o)
+  return { remote: new ChunkCached(repo, c.cache), repo, repoDir: dir, cache: c.cache, dir: c.dir, space: c.space }
+}
+
+async function get(remote: Remote, key: Key, offset = 0) {
+  const r = await remote.retrieve(key, offset, op())
+  const bytes = await buffer(r.body)
+  return { length: r.length, bytes, valid: await r.valid }
+}
+
+async function chunkFiles(dir: string): Promise<string[]> {
+  const out: string[] = []
+  const walk = async (d: string) => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      if (e.isDirectory()) await walk(join(d, e.name))
+      else out.push(join(d, e.name))
+    }
+  }
+  await walk(dir)
+  return out.sort()
+}
+
+async function bytesUnder(dir: string): Promise<number> {
+  return (await Promise.all((await chunkFiles(dir)).map(async (f) => (await stat(f)).size))).reduce((x, y) => x + y, 0)
+}
+
+remoteContract('ChunkCached around LocalRepo', {
+  declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
+  make: async (t) => (await cachedLocal(t)).remote,
+})
+
+remoteContract('ChunkCached around StdioRepo (git-annex-shell p2pstdio)', {
+  declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
+  make: async (t) => {
+    const dir = await makeRepo(join(await tempDir(t), 'peer'), 'peer')
+    const repo = openStdioRepo({ uuid: await repoUuid(dir), clientUuid: '00000000-0000-4000-8000-0000000000c1', dir })
+    defer(t, () => repo.close())
+    return new ChunkCached(repo, (await makeCache(t)).cache)
+  },
+})
+
+describe('ChunkCached', { timeout: 120_000 }, () => {
+  test('a second retrieve of a key is served from the cache: the remote is not asked', async (t) => {
+    const { remote } = await cachedLocal(t)
+    const c = content(100_000)
+    await storeAll(remote, c)
+    const first = await get(remote, c.key)
+    assert.deepEqual(first.bytes, c.bytes)
+    assert.equal(first.valid, true)
+    assert.deepEqual(remote.stats, { upstreamRequests: 1, upstreamBytes: 100_000, cachedBytes: 0 })
+    const second = await get(remote, c.key)
+    assert.deepEqual(second.bytes, c.bytes)
+    assert.equal(second.valid, true)
+    assert.deepEqual(remote.stats, { upstreamRequests: 1, upstreamBytes: 100_000, cachedBytes: 100_000 })
+  })
+
+  test('a retrieve cut at 60% resumes from the cache: the remote sends less than half again, and the whole verifies', async (t) => {
+    const { remote } = await cachedLocal(t)
+    const c = content(1_000_000)
+    await storeAll(remote, c)
+    const ac = new AbortController()
+    const r = await remote.retrieve(c.key, 0, op(ac.signal))
+    const got: Buffer[] = []
+    let n = 0
+    for await (const piece of r.body as AsyncIterable<Buffer>) {
+      got.push(piece)
+      n += piece.length
+      if (n >= 600_000) {
+        ac.abort()
+        break
+      }
+    }
+    assert.equal(await r.valid, false)
+    const prefix = Buffer.concat(got)
+    const before = remote.stats.upstreamBytes
+    const rest = await get(remote, c.key, prefix.length)
+    assert.equal(rest.length, c.bytes.length - prefix.length)
+    assert.deepEqual(Buffer.concat([prefix, rest.bytes]), c.bytes)
+    assert.equal(rest.valid, true)
+    const again = remote.stats.upstreamBytes - before
+    assert.ok(again < c.bytes.length / 2, `fetched ${again} bytes again`)
+  })
+
+  test('resuming at any offset returns exactly the tail and verifies', async (t) => {
+    const { remote } = await cachedLocal(t, { chunkBytes: 10_000 })
+    const c = content(95_001)
+    await storeAll(remote, c)
+    for (const off of [0, 1, 9_999, 10_000, 10_001, 50_000, 94_999, 95_000]) {
+      const r = await get(remote, c.key, off)
+      assert.deepEqual(r.bytes, c.bytes.subarray(off), `offset ${off}`)
+      assert.equal(r.length, c.bytes.length - off)
+      if (off < c.bytes.length) assert.equal(r.valid, true, `offset ${off}`)
+    }
+  })
+
+  test('a cached chunk damaged on disk is detected, dropped and fetched again, never served', async (t) => {
+    const { remote, dir } = await cachedLocal(t)
+    const c = content(100_000)
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    const files = await chunkFiles(dir)
+    assert.equal(files.length, Math.ceil(100_000 / (16 * 1024)))
+    // Flip one byte in the middle of the third chunk's data.
+    const victim = files.find((f) => /\/2-[0-9a-f]+\.chunk$/.test(f))!
+    const b = await readFile(victim)
+    b[5000]! ^= 0x55
+    await writeFile(victim, b)
+    const before = remote.stats.upstreamBytes
+    const r = await get(remote, c.key)
+    assert.deepEqual(r.bytes, c.bytes)
+    assert.equal(r.valid, true)
+    assert.equal(remote.stats.upstreamBytes - before, 16 * 1024, 'only the damaged chunk came from the remote')
+  })
+
+  test('content on the remote that does not match its key is served invalid and not kept', async (t) => {
+    const { remote, repo, dir } = await cachedLocal(t)
+    const c = content(50_000)
+    await storeAll(remote, c)
+    // Replace the object behind git-annex's back with other bytes of the same size.
+    const obj = repo.paths(c.key).object
+    await chmod(dirname(obj), 0o755)
+    const bad = Buffer.from(c.bytes)
+    bad[40_000]! ^= 1
+    await writeFile(`${obj}.new`, bad)
+    await rename(`${obj}.new`, obj)
+    const r = await get(remote, c.key)
+    assert.equal(r.valid, false)
+    assert.deepEqual(await chunkFiles(dir), [])
+  })
+
+  test('an absent key is absent even when the cache held it, once the remote says so', async (t) => {
+    const { remote, repo, dir } = await cachedLocal(t)
+    const c = content(40_000)
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    assert.ok((await chunkFiles(dir)).length > 0)
+    // Removed through the wrapper: chunks go with it.
+    assert.equal((await remote.remove(c.key, op())).removed, true)
+    assert.deepEqual(await chunkFiles(dir), [])
+    // Removed behind its back: the cache still answers for the chunks it has.
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    await repo.remove(c.key, op())
+    assert.deepEqual((await get(remote, c.key)).bytes, c.bytes)
+  })
+
+  test('concurrent retrieves of one key share one read of the remote', async (t) => {
+    const { remote } = await cachedLocal(t)
+    const c = content(400_000)
+    await storeAll(remote, c)
+    const results = await Promise.all([get(remote, c.key), get(remote, c.key), get(remote, c.key)])
+    for (const r of results) {
+      assert.deepEqual(r.bytes, c.bytes)
+      assert.equal(r.valid, true)
+    }
+    assert.equal(remote.stats.upstreamBytes, c.bytes.length)
+  })
+
+  test('the cache never holds more than its size, evicting least recently used chunks', async (t) => {
+    const { remote, dir } = await cachedLocal(t, { chunkBytes: 10_000, cacheBytes: 55_000 })
+    const a = content(30_000)
+    const b = content(30_000)
+    await storeAll(remote, a)
+    await storeAll(remote, b)
+    await get(remote, a.key)
+    await get(remote, b.key)
+    const total = await bytesUnder(dir)
+    assert.ok(total <= 55_000, `cache holds ${total} bytes`)
+    // b was read last: all of it is still there.
+    const before = remote.stats.upstreamBytes
+    assert.deepEqual((await get(remote, b.key)).bytes, b.bytes)
+    assert.equal(remote.stats.upstreamBytes, before)
+  })
+
+  test('annex.diskreserve: no chunk is written that would take free space below the reserve; retrieves still work', async (t) => {
+    let free = 10_000_000
+    const reserveDir = await tempDir(t)
+    // Less room above the reserve than even the last, short chunk needs.
+    const { remote, dir } = await cachedLocal(t, { reserve: new DiskReserve(reserveDir, 9_999_000, { freeBytes: async () => free }) })
+    const c = content(100_000)
+    await storeAll(remote, c)
+    const r = await get(remote, c.key)
+    assert.deepEqual(r.bytes, c.bytes)
+    assert.equal(r.valid, true)
+    assert.deepEqual(await chunkFiles(dir), [])
+    // With room, the same retrieve caches.
+    free = 20_000_000
+    await get(remote, c.key)
+    assert.equal((await chunkFiles(dir)).length, Math.ceil(100_000 / (16 * 1024)))
+  })
+
+  test('a store that needs the space the cache holds makes the cache give it back', async (t) => {
+    const dirOf = await tempDir(t)
+    let dir = ''
+    // Free space as a 1.5 MB disk holding only the cache would have it.
+    const reserve = new DiskReserve(dirOf, 1_000_000, { freeBytes: async () => 1_500_000 - (await bytesUnder(dir)) })
+    const made = await makeCache(t, { reserve })
+    const cache = made.cache
+    dir = made.dir
+    const { repo } = await localRepo(t)
+    const remote = new ChunkCached(repo, cache)
+    const c = content(300_000)
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    assert.ok((await bytesUnder(dir)) >= 300_000)
+    // 400 000 more bytes fit only if the cache gives back at least 200 000 of them:
+    // it gives what is needed, oldest chunks first, and keeps the rest.
+    const r = await reserve.reserve(400_000)
+    r.release()
+    const left = await chunkFiles(dir)
+    assert.ok((await bytesUnder(dir)) <= 100_000, `cache still holds ${await bytesUnder(dir)} bytes`)
+    assert.ok(left.length > 0 && left.some((f) => /\/18-[0-9a-f]+\.chunk$/.test(f)), 'the most recent chunks stay')
+  })
+
+  test('an aborted retrieve leaves no partial chunk and no listener on the signal', async (t) => {
+    const { remote, dir } = await cachedLocal(t)
+    const c = content(500_000)
+    await storeAll(remote, c)
+    const ac = new AbortController()
+    const r = await remote.retrieve(c.key, 0, op(ac.signal))
+    let n = 0
+    for await (const piece of r.body as AsyncIterable<Buffer>) {
+      n += piece.length
+      if (n > 100_000) break
+    }
+    assert.equal(await r.valid, false)
+    await eventually(async () => (await chunkFiles(dir)).every((f) => f.endsWith('.chunk')), 'partial chunks to be removed')
+    assert.equal(getEventListeners(ac.signal, 'abort').length, 0)
+    ac.abort()
+  })
+
+  test('chunks survive a restart of the cache', async (t) => {
+    const { repo } = await localRepo(t)
+    const space = new CacheSpace(64 * 1024 * 1024)
+    const dir = join(await tempDir(t), 'cache')
+    const reserve = new DiskReserve(dirname(dir), 0)
+    const c = content(100_000)
+    const one = await ChunkCache.open({ dir, chunkBytes: 16 * 1024, space, reserve, log: quiet })
+    await storeAll(repo, c)
+    await get(new ChunkCached(repo, one), c.key)
+    await one.close()
+    const two = await ChunkCache.open({ dir, chunkBytes: 16 * 1024, space: new CacheSpace(64 * 1024 * 1024), reserve, log: quiet })
+    defer(t, () => two.close())
+    const remote = new ChunkCached(repo, two)
+    const r = await get(remote, c.key)
+    assert.deepEqual(r.bytes, c.bytes)
+    assert.equal(r.valid, true)
+    assert.equal(remote.stats.upstreamBytes, 0)
+  })
+
+  test('keys without a digest or size go straight to the remote', async (t) => {
+    const { remote } = await cachedLocal(t)
+    const bytes = Buffer.from('hello world, not hashed')
+    const key = parseKey(`WORM-s${bytes.length}-m1700000000--hello`)
+    await storeAll(remote, { bytes, key })
+    for (let i = 0; i < 2; i++) assert.deepEqual((await get(remote, key)).bytes, bytes)
+    assert.equal(remote.stats.cachedBytes, 0)
+  })
+})
