@@ -13,6 +13,7 @@ import { ServerMetrics } from './metrics/metrics.js'
 import { installMetricsHooks } from './metrics/http-hooks.js'
 import { LocalCoordinator } from './placement/coordinator.js'
 import { RedisCoordinator } from './placement/redis-coordinator.js'
+import { CacheSpace } from './streams/chunk-cache.js'
 
 export interface Server {
   readonly app: FastifyInstance
@@ -54,11 +55,12 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     installMetricsHooks(app, metrics)
     if (cfg.metrics) app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.text()))
   }
+  const cache = { space: new CacheSpace(cfg.cacheSize), chunkBytes: cfg.cacheChunk }
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,
     open: (dir) =>
-      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, ...(metrics ? { events: metrics } : {}) }),
+      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) }),
     log,
   })
   await registry.start()

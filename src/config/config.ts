@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.js'
 import type { AuthFlags } from '../protocol/http/auth.js'
 import type { HasherKind } from '../streams/verify.js'
+import { parseDataSize } from '../streams/disk-reserve.js'
 
 /** The auth flags (p2phttp's --wideopen … --authenv-http) are declared once, in auth.ts. */
 export interface ServeConfig extends Required<AuthFlags> {
@@ -43,6 +44,13 @@ export interface ServeConfig extends Required<AuthFlags> {
   /** Serve them on their own port instead (--metrics-port; bound to --metrics-bind, default --bind). */
   readonly metricsPort: number | undefined
   readonly metricsBind: string | undefined
+  /**
+   * Bytes of retrieved chunks kept on the gateway's disk (all gateways of the process
+   * together) for remotes reached over a network or git-annex; 0 turns the cache off.
+   */
+  readonly cacheSize: number
+  /** Bytes per cached chunk: the most a cached retrieve holds in memory, and resume granularity. */
+  readonly cacheChunk: number
 }
 
 export const DEFAULT_PORT = 9417
@@ -91,6 +99,8 @@ export const SERVE_OPTIONS = {
   metrics: { type: 'boolean', help: 'serve Prometheus metrics at /metrics on this port (off by default)' },
   'metrics-port': { type: 'string', arg: 'N', help: 'serve /metrics on a listener of its own at port N (0: any free port, logged)' },
   'metrics-bind': { type: 'string', arg: 'ADDR', help: 'address of the --metrics-port listener (default: --bind)' },
+  'cache-size': { type: 'string', arg: 'SIZE', help: 'disk for cached chunks of content read from remotes (git-annex size, default 1GiB; 0: off)' },
+  'cache-chunk': { type: 'string', arg: 'SIZE', help: 'bytes per cached chunk: memory per cached GET (default 4MiB)' },
   // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
   clusterjobs: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility; a cluster upload reaches every node at once' },
   cpus: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility' },
@@ -111,6 +121,16 @@ function int(name: string, raw: string | undefined, def: number, min: number, ma
   if (!/^[0-9]+$/.test(raw)) throw new ConfigError(`--${name} needs a whole number, got '${raw}'`)
   const n = Number(raw)
   if (n < min || n > max) throw new ConfigError(`--${name} must be between ${min} and ${max}, got ${n}`)
+  return n
+}
+
+/** A data size in git-annex's syntax ("1GiB", "500 megabytes", "4096"). */
+function size(name: string, raw: string | undefined, def: number, min: number, max: number, zeroOff = false): number {
+  if (raw === undefined) return def
+  const n = parseDataSize(raw)
+  if (n === undefined || !Number.isSafeInteger(n)) throw new ConfigError(`--${name} needs a size such as 1GiB or 500MB, got '${raw}'`)
+  if (zeroOff && n === 0) return 0
+  if (n < min || n > max) throw new ConfigError(`--${name} must be ${zeroOff ? '0 (off) or ' : ''}between ${min} and ${max} bytes, got ${n}`)
   return n
 }
 
@@ -160,5 +180,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     metrics: o.metrics ?? false,
     metricsPort: o['metrics-port'] === undefined ? undefined : int('metrics-port', o['metrics-port'], 0, 0, 65535),
     metricsBind: o['metrics-bind'],
+    cacheSize: size('cache-size', o['cache-size'], 1024 ** 3, 1024 * 1024, Number.MAX_SAFE_INTEGER, true),
+    cacheChunk: size('cache-chunk', o['cache-chunk'], 4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
   })
 }

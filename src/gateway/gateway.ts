@@ -10,7 +10,7 @@ import type { Key } from '../keys/key.js'
 import { serializeKey, tryParseKey } from '../keys/key.js'
 import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Placement } from '../remotes/cluster.js'
 import { LocationLog } from '../annex/location-log.js'
-import { openLocalRepo, type LocalRepo } from '../remotes/local-repo.js'
+import { LocalRepo, openLocalRepo } from '../remotes/local-repo.js'
 import { HttpRepo } from '../remotes/http-repo.js'
 import { Recorded } from '../remotes/recorded.js'
 import type { Logger, Op, Remote, Uuid } from '../remotes/remote.js'
@@ -34,6 +34,9 @@ import { chunkConfigOf } from '../remotes/special/chunks.js'
 import { ViaGitAnnex } from '../remotes/special/via-git-annex.js'
 import { Guarded } from './guarded.js'
 import type { LocationFact } from '../placement/ledger.js'
+import { ChunkCached } from '../remotes/chunk-cached.js'
+import { ChunkCache, type CacheSpace } from '../streams/chunk-cache.js'
+import { DiskReserve } from '../streams/disk-reserve.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -53,6 +56,11 @@ export interface GatewayOptions {
   readonly coordinator?: Coordinator
   /** Data-plane events for metrics (cluster nodes dropped from uploads). */
   readonly events?: Pick<ServerEvents, 'fanoutNodeDropped'>
+  /**
+   * Retrieves from remotes reached over a network or through git-annex go through a chunk
+   * cache in the gateway's .git/annex, within this shared budget (--cache-size).
+   */
+  readonly cache?: { readonly space: CacheSpace; readonly chunkBytes: number }
 }
 
 export class Gateway {
@@ -70,6 +78,7 @@ export class Gateway {
     private readonly config: GatewayConfig,
     private readonly locationLog: LocationLog,
     private readonly opts: GatewayOptions,
+    private readonly chunkCache: ChunkCache | undefined,
   ) {
     this.repoSizes = new RepoSizes(config.reader)
     this.ownCoordinator = opts.coordinator === undefined
@@ -82,11 +91,24 @@ export class Gateway {
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
     const self = await openLocalRepo(dir, { hasher: opts.hasher, log: opts.log })
+    let cache: ChunkCache | undefined
     try {
+      if (opts.cache && opts.cache.space.maxBytes > 0) {
+        // On the gateway's own filesystem, under its own annex.diskreserve.
+        const annexDir = `${self.layout.gitDir}/annex`
+        cache = await ChunkCache.open({
+          dir: `${annexDir}/annex-proxy-cache`,
+          chunkBytes: opts.cache.chunkBytes,
+          space: opts.cache.space,
+          reserve: new DiskReserve(annexDir, self.diskReserve),
+          log: opts.log,
+        })
+      }
       const config = await GatewayConfig.open(dir, { log: opts.log })
       config.on('error', (err: unknown) => opts.log.warn({ repo: dir, err }, 'gateway configuration could not be re-read; keeping the last one'))
-      return new Gateway(dir, self, config, new LocationLog(dir, { log: opts.log }), opts)
+      return new Gateway(dir, self, config, new LocationLog(dir, { log: opts.log }), opts, cache)
     } catch (err) {
+      await cache?.close()
       await self.close()
       throw err
     }
@@ -299,7 +321,7 @@ export class Gateway {
     const id = `${info.name} ${info.uuid} ${info.url ?? ''} ${info.annexUrl ?? ''} ${uuid} ${bypass.join(',')}`
     let p = this.nodes.get(id)
     if (!p) {
-      p = this.open(info, uuid, bypass).then((r) => (r ? new Guarded(r, this.coordinator) : undefined)).catch((err: unknown) => {
+      p = this.open(info, uuid, bypass).then((r) => this.cached(r)).then((r) => (r ? new Guarded(r, this.coordinator) : undefined)).catch((err: unknown) => {
         this.opts.log.warn({ remote: info.name, uuid, err }, 'cannot reach proxied remote')
         this.nodes.delete(id)
         return undefined
@@ -307,6 +329,15 @@ export class Gateway {
       this.nodes.set(id, p)
     }
     return p
+  }
+
+  /**
+   * Remotes whose bytes cost time or money to read again — anything but a repository on
+   * the gateway's own filesystem — are read through the chunk cache.
+   */
+  private cached(r: Remote | undefined): Remote | undefined {
+    if (!r || !this.chunkCache || r instanceof LocalRepo) return r
+    return new ChunkCached(r, this.chunkCache)
   }
 
   /**
@@ -374,5 +405,6 @@ export class Gateway {
     this.config.close()
     const nodes = await Promise.all(this.nodes.values())
     await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])
+    await this.chunkCache?.close()
   }
 }

@@ -34,3 +34,20 @@ test('bad values are refused with a message naming the flag', () => {
   ]
   for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
 })
+
+test('--cache-size and --cache-chunk take git-annex sizes; a cache size of 0 turns the cache off', () => {
+  const d = parseServeArgs([], '/')
+  assert.equal(d.cacheSize, 1024 ** 3)
+  assert.equal(d.cacheChunk, 4 * 1024 ** 2)
+  const c = parseServeArgs(['--cache-size', '20GiB', '--cache-chunk', '1 MiB'], '/')
+  assert.equal(c.cacheSize, 20 * 1024 ** 3)
+  assert.equal(c.cacheChunk, 1024 ** 2)
+  assert.equal(parseServeArgs(['--cache-size=0'], '/').cacheSize, 0)
+  const bad: [string[], RegExp][] = [
+    [['--cache-size', 'lots'], /--cache-size needs a size such as 1GiB or 500MB, got 'lots'/],
+    [['--cache-size', '100kB'], /--cache-size must be 0 \(off\) or between/],
+    [['--cache-chunk', '0'], /--cache-chunk must be between 65536 and 268435456 bytes/],
+    [['--cache-chunk', '1GiB'], /--cache-chunk must be between/],
+  ]
+  for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
+})
