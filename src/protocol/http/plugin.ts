@@ -3,7 +3,7 @@
 // the reference's answers (400 "bad version"; 404 for unknown paths).
 import { Readable, pipeline } from 'node:stream'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { AbortedError, BadRequestError, ProxyError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError } from '../../errors.js'
+import { AbortedError, BadRequestError, DiskFullError, ProxyError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError } from '../../errors.js'
 import { type Key, serializeKey } from '../../keys/key.js'
 import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
@@ -122,6 +122,14 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       return
     }
     if (code !== undefined) reply.header(ERROR_CODE_HEADER, code)
+    // A request refused before its body was read (a store refused up front): the rest of
+    // the body must still be taken off the connection, or the client blocks sending it
+    // and only the keep-alive timeout ends the exchange.
+    const unread = req.body
+    if (unread instanceof Readable && !unread.readableEnded) unread.unpipe().resume()
+    // git-annex's client shows a failed request as its status line only: the reason
+    // phrase is where a refusal it can act on (annex.diskreserve) reaches the user.
+    if (err instanceof DiskFullError) reply.raw.statusMessage = body.replace(/[^\x20-\x7e]/g, ' ').slice(0, 300)
     return sendError(reply, status, body)
   })
 
