@@ -1,0 +1,84 @@
+// A Remote whose every transfer puts the whole object on the gateway's disk on the way: the
+// gateway's own git-annex, proxying a special remote annex-proxy does not serve natively,
+// stages each upload and each download in a temp file under .git/annex (spec §4), and
+// the reference does so without looking at annex.diskreserve. Here a transfer is booked
+// against the gateway's reserve before it starts (with the uploads and cache writes in
+// flight on the same filesystem) and refused up front when it would cross it.
+import type { Readable } from 'node:stream'
+import type { Key } from '../keys/key.js'
+import type { DiskReserve, Reservation } from '../streams/disk-reserve.js'
+import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
+
+export class StagingReserved implements Remote {
+  constructor(
+    private readonly inner: Remote,
+    /** annex.diskreserve of the filesystem the staging happens on. */
+    private readonly reserve: DiskReserve,
+  ) {}
+
+  get uuid(): Uuid {
+    return this.inner.uuid
+  }
+  get capabilities(): ReadonlySet<Capability> {
+    return this.inner.capabilities
+  }
+
+  // Annex/Content.hs checkDiskSpace: the key's size, or 1 byte when it has none.
+  private book(key: Key): Promise<Reservation> {
+    return this.reserve.reserve(key.size ?? 1)
+  }
+
+  checkPresent(key: Key, op: Op): Promise<boolean> {
+    return this.inner.checkPresent(key, op)
+  }
+
+  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+    const r = await this.book(key)
+    let got: Retrieved
+    try {
+      got = await this.inner.retrieve(key, offset, op)
+    } catch (err) {
+      r.release()
+      throw err
+    }
+    // The staged copy lives as long as the transfer: until the body ends or is dropped.
+    got.body.once('close', () => r.release())
+    got.valid.then(
+      () => r.release(),
+      () => r.release(),
+    )
+    return got
+  }
+
+  startStore(key: Key, op: Op): Promise<StoreStart> {
+    return this.inner.startStore(key, op)
+  }
+
+  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+    const r = await this.book(key)
+    try {
+      return await this.inner.store(key, body, offset, op)
+    } finally {
+      r.release()
+    }
+  }
+
+  storePresent(key: Key, op: Op): Promise<Stored> {
+    return this.inner.storePresent(key, op)
+  }
+  remove(key: Key, op: Op): Promise<Removed> {
+    return this.inner.remove(key, op)
+  }
+  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+    return this.inner.removeBefore(key, deadline, op)
+  }
+  timestamp(op: Op): Promise<number> {
+    return this.inner.timestamp(op)
+  }
+  lock(key: Key, op: Op): Promise<Lock | undefined> {
+    return this.inner.lock(key, op)
+  }
+  close(): Promise<void> {
+    return this.inner.close()
+  }
+}
