@@ -37,6 +37,7 @@ import type { LocationFact } from '../placement/ledger.js'
 import { ChunkCached } from '../remotes/chunk-cached.js'
 import { ChunkCache, type CacheSpace } from '../streams/chunk-cache.js'
 import { DiskReserve } from '../streams/disk-reserve.js'
+import { StagingReserved } from '../remotes/staging-reserved.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -65,6 +66,8 @@ export interface GatewayOptions {
 
 export class Gateway {
   private readonly nodes = new Map<string, Promise<Remote | undefined>>()
+  /** Remotes on a local filesystem that the chunk cache would not speed up. */
+  private readonly onDisk = new WeakSet<Remote>()
   private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
   private closed = false
   private readonly unsubscribe: () => void
@@ -336,7 +339,7 @@ export class Gateway {
    * the gateway's own filesystem — are read through the chunk cache.
    */
   private cached(r: Remote | undefined): Remote | undefined {
-    if (!r || !this.chunkCache || r instanceof LocalRepo) return r
+    if (!r || !this.chunkCache || r instanceof LocalRepo || this.onDisk.has(r)) return r
     return new ChunkCached(r, this.chunkCache)
   }
 
@@ -387,13 +390,19 @@ export class Gateway {
       case 'directory': {
         const dir = isAbsolutePath(path.dir) ? path.dir : join(this.dir, path.dir)
         log.info({ remote: info.name, uuid: info.uuid, dir }, 'directory special remote served natively')
-        return new SpecialRemote({ uuid: info.uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(info.remoteConfig), chunkLog, hasher: this.opts.hasher, log })
+        const remote = new SpecialRemote({ uuid: info.uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(info.remoteConfig), chunkLog, hasher: this.opts.hasher, log })
+        // A directory reads back as fast as a cached chunk would.
+        this.onDisk.add(remote)
+        return remote
       }
       case 'git-annex': {
         log.info({ remote: info.name, uuid: info.uuid, why: path.why }, 'special remote served through the gateway\'s git-annex')
         const maxSessions = Math.max(4, this.opts.jobs ?? 4)
         const sessions = { maxSessions, maxIdle: Math.min(maxSessions, this.opts.proxyConnections ?? maxSessions) }
-        return new ViaGitAnnex(openStdioRepo({ uuid: info.uuid, clientUuid: this.self.uuid, bypass: [], dir: resolve(this.dir), ...sessions }))
+        // The gateway's git-annex stages every transfer whole in its .git/annex (spec §4):
+        // booked against the gateway's annex.diskreserve first, which the reference skips.
+        const reserve = new DiskReserve(`${this.self.layout.gitDir}/annex`, this.self.diskReserve)
+        return new StagingReserved(new ViaGitAnnex(openStdioRepo({ uuid: info.uuid, clientUuid: this.self.uuid, bypass: [], dir: resolve(this.dir), ...sessions })), reserve)
       }
     }
   }

@@ -64,6 +64,7 @@ test('a get killed at 60% resumes from the gateway cache; a second client costs 
 
   await annex(client, 'get', '-q', '--from', 'origin-r1', 'big.bin')
   const again = counted.downBytes - first
+  t.diagnostic(`killed at ${partial} of ${SIZE} bytes; the resumed get fetched ${again} bytes from the remote`)
   assert.ok(again < SIZE / 2, `the resumed get fetched ${again} bytes from the remote again`)
   assert.deepEqual(await readFile(join(client, 'big.bin')), content)
   await annex(client, 'fsck', '-q', 'big.bin')
