@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.js'
 import type { AuthFlags } from '../protocol/http/auth.js'
 import type { HasherKind } from '../streams/verify.js'
-import { parseDataSize } from '../streams/disk-reserve.js'
+import { readSize } from '../annex/data-units.js'
 
 /** The auth flags (p2phttp's --wideopen … --authenv-http) are declared once, in auth.ts. */
 export interface ServeConfig extends Required<AuthFlags> {
@@ -127,7 +127,7 @@ function int(name: string, raw: string | undefined, def: number, min: number, ma
 /** A data size in git-annex's syntax ("1GiB", "500 megabytes", "4096"). */
 function size(name: string, raw: string | undefined, def: number, min: number, max: number, zeroOff = false): number {
   if (raw === undefined) return def
-  const n = parseDataSize(raw)
+  const n = readSize(raw)
   if (n === undefined || !Number.isSafeInteger(n)) throw new ConfigError(`--${name} needs a size such as 1GiB or 500MB, got '${raw}'`)
   if (zeroOff && n === 0) return 0
   if (n < min || n > max) throw new ConfigError(`--${name} must be ${zeroOff ? '0 (off) or ' : ''}between ${min} and ${max} bytes, got ${n}`)
