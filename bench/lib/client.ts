@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process'
 
 /** The command did not finish in time; it was killed. */
 export class StalledError extends Error {
-  constructor(readonly args: readonly string[], readonly timeoutMs: number) {
-    super(`git-annex ${args.join(' ')} stalled: no exit after ${timeoutMs / 1000} s, killed`)
+  constructor(readonly args: readonly string[], readonly timeoutMs: number, program = 'git-annex') {
+    super(`${program} ${args.join(' ')} stalled: no exit after ${timeoutMs / 1000} s, killed`)
     this.name = 'StalledError'
   }
 }

@@ -35,7 +35,7 @@ async function runUploadCli(projectRoot: string, cwd: string, args: string[], ti
     child.once('close', (c) => resolve(c))
   }).finally(() => clearTimeout(timer))
   const usage = await meter.stop()
-  if (stalled) throw new StalledError(['upload', ...args], timeoutMs)
+  if (stalled) throw new StalledError(['upload', ...args], timeoutMs, 'annex-proxy')
   if (code !== 0) throw new Error(`annex-proxy upload exited ${code}: ${err.trim()}`)
   return usage.peakRssBytes
 }
