@@ -70,6 +70,19 @@ export async function startTestS3(): Promise<TestS3> {
   }
   const admin = client()
   let stopped: Promise<void> | undefined
+  // A test process ended from outside (a runner's timeout) runs no after-hooks: its server's
+  // processes (the pids this start reported) are ended on the way out all the same.
+  const pids = need('S3_PIDS').split(/\s+/).filter(Boolean).map(Number)
+  const onExit = () => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+    }
+  }
+  process.once('exit', onExit)
   return {
     dir,
     port,
@@ -100,6 +113,7 @@ export async function startTestS3(): Promise<TestS3> {
     },
     stop() {
       stopped ??= (async () => {
+        process.off('exit', onExit)
         for (const c of clients) c.destroy()
         await run('bash', [join(PROJECT_ROOT, 'scripts/test-s3/stop'), dir], { timeout: 60_000 })
         await rm(dir, { recursive: true, force: true, maxRetries: 5 })
