@@ -11,9 +11,15 @@ import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
 import { ServerMetrics } from './metrics/metrics.js'
 import { installMetricsHooks } from './metrics/http-hooks.js'
+import { limitConnections } from './protocol/http/connections.js'
 import { LocalCoordinator } from './placement/coordinator.js'
 import { RedisCoordinator } from './placement/redis-coordinator.js'
 import { CacheSpace } from './streams/chunk-cache.js'
+
+/** Request headers beyond this many bytes are refused (431) before any routing. */
+const MAX_HEADER_BYTES = 16 * 1024
+/** Headers beyond this many are not kept (a git-annex client sends about ten). */
+const MAX_HEADERS = 100
 
 export interface Server {
   readonly app: FastifyInstance
@@ -25,26 +31,46 @@ export interface Server {
 }
 
 export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.ProcessEnv; authorize?: Authorize; logStream?: NodeJS.WritableStream } = {}): Promise<Server> {
+  const idleMs = cfg.clientTimeoutSeconds * 1000
+  // Node's own bounds on what a request may make the server hold before it is routed.
+  const http = {
+    maxHeaderSize: MAX_HEADER_BYTES,
+    // How often headersTimeout is checked (Node's default, 30 s, would blur a short one).
+    connectionsCheckingInterval: Math.min(30_000, Math.max(1_000, idleMs / 2)),
+  }
   const https = cfg.certfile
     ? {
         https: {
+          ...http,
+          handshakeTimeout: Math.min(120_000, idleMs),
           cert: readFileSync(cfg.certfile, 'utf8') + (cfg.chainfile ? `\n${readFileSync(cfg.chainfile, 'utf8')}` : ''),
           key: readFileSync(cfg.privatekeyfile!, 'utf8'),
         },
       }
-    : {}
+    : { http }
   const app = Fastify({
     logger: { level: cfg.logLevel, ...(opts.logStream ? { stream: opts.logStream } : {}) },
     // The p2phttp plugin logs one line per request (with the reason of a refusal) instead.
     logController: new LogController({ disableRequestLogging: true }),
-    // Uploads and held locks may take as long as they need; bounds live in the data plane.
+    // A transfer may take as long as it needs while bytes move; a connection on which
+    // nothing moves for --client-timeout is judged by limitConnections (its client's fault
+    // or the server's).
     requestTimeout: 0,
-    connectionTimeout: 0,
-    keepAliveTimeout: 72_000,
+    connectionTimeout: idleMs,
+    // Shorter than the idle bound, so clients are told (Keep-Alive: timeout=…) when an
+    // unused connection goes away instead of finding out by a failed request.
+    keepAliveTimeout: Math.min(72_000, idleMs),
     forceCloseConnections: 'idle',
     exposeHeadRoutes: false,
     ...https,
   }) as unknown as FastifyInstance
+  app.server.headersTimeout = idleMs
+  app.server.maxHeadersCount = MAX_HEADERS
+  limitConnections(app.server, {
+    maxConnections: cfg.maxConnections,
+    idleMs,
+    onIdleClose: (info) => app.log.info({ ...info, idleSeconds: cfg.clientTimeoutSeconds }, 'idle client disconnected'),
+  })
   const log = app.log as unknown as Logger
   // One placement ledger for every repository served (nodes may be shared between them): in
   // this process, or in Redis for a fleet. Redis down at start: reads are served meanwhile.

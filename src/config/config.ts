@@ -30,6 +30,10 @@ export interface ServeConfig extends Required<AuthFlags> {
   /** Requests waiting for a worker beyond this many are refused with 503. */
   readonly maxQueue: number
   readonly maxQueueWaitSeconds: number
+  /** Seconds a connection may wait on its client without a byte either way (reset on progress). */
+  readonly clientTimeoutSeconds: number
+  /** Open connections beyond this many are answered 503 + Retry-After and closed. */
+  readonly maxConnections: number
   /**
    * Idle git-annex-shell sessions kept open to each proxied remote. Default (undefined): as
    * many as --jobs, so a steady load does not respawn them (p2phttp's default is 1).
@@ -74,7 +78,7 @@ export const SERVE_OPTIONS = {
   directory: { type: 'string', multiple: true, arg: 'DIR', help: 'serve every git-annex repository beneath DIR (repeatable)' },
   port: { type: 'string', arg: 'N', help: `port to listen on (default ${DEFAULT_PORT}; 0: any free port, reported in the log)` },
   bind: { type: 'string', arg: 'ADDR', help: 'address to listen on (default 127.0.0.1)' },
-  jobs: { type: 'string', short: 'J', arg: 'N', help: 'requests served at once (default 4)' },
+  jobs: { type: 'string', short: 'J', arg: 'N', help: 'repository operations at once; transfers move bytes without one (default 4)' },
   wideopen: { type: 'boolean', help: 'anyone may read, write and remove without credentials' },
   'unauth-readonly': { type: 'boolean', help: 'anyone may read without credentials' },
   'unauth-appendonly': { type: 'boolean', help: 'anyone may read and add content without credentials' },
@@ -93,6 +97,8 @@ export const SERVE_OPTIONS = {
   'shutdown-grace': { type: 'string', arg: 'S', help: 'seconds in-flight requests get to finish on SIGTERM/SIGINT (default 10)' },
   'max-queue': { type: 'string', arg: 'N', help: 'requests waiting for a worker beyond N are refused with 503 (default 64 x --jobs)' },
   'max-queue-wait': { type: 'string', arg: 'S', help: 'a request waiting S seconds for a worker is refused with 503 (default 120)' },
+  'client-timeout': { type: 'string', arg: 'S', help: 'a client that sends or reads no byte for S seconds is disconnected (default 60)' },
+  'max-connections': { type: 'string', arg: 'N', help: 'open connections beyond N are answered 503 with Retry-After (default 256)' },
   proxyconnections: { type: 'string', arg: 'N', help: 'idle git-annex-shell sessions kept per proxied remote (default: up to max(4, --jobs))' },
   redis: { type: 'string', arg: 'URL', help: 'share placement state with other gateways of the same nodes: redis://host:port or unix:///path/to/socket' },
   'redis-lease': { type: 'string', arg: 'S', help: "seconds a dead gateway's reservations and locks outlive it in Redis (default 30)" },
@@ -174,6 +180,8 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     shutdownGraceSeconds: int('shutdown-grace', o['shutdown-grace'], 10, 0),
     maxQueue: int('max-queue', o['max-queue'], 64 * jobs, 0),
     maxQueueWaitSeconds: int('max-queue-wait', o['max-queue-wait'], 120, 1),
+    clientTimeoutSeconds: int('client-timeout', o['client-timeout'], 60, 1, 86_400),
+    maxConnections: int('max-connections', o['max-connections'], 256, 1, 1_000_000),
     proxyConnections: o.proxyconnections === undefined ? undefined : int('proxyconnections', o.proxyconnections, 1, 0, 1024),
     redis: o.redis,
     redisLeaseSeconds: int('redis-lease', o['redis-lease'], 30, 1, 86_400),

@@ -1,6 +1,8 @@
-// Bounds concurrent request work (p2phttp's --jobs). Requests beyond the limit queue
-// up to a bound and a wait time; past either they are refused at once (503) rather
-// than left hanging, which is how the reference wedges (transcripts/08).
+// Bounds concurrent work on repositories (p2phttp's --jobs): what costs CPU, processes
+// or file handles. Waiting on a peer is not work and never holds a slot (plugin.ts).
+// Requests beyond the limit queue up to a bound and a wait time; past either they are
+// refused at once (503) rather than left hanging, which is how the reference wedges
+// (transcripts/08).
 import { OverloadedError } from '../errors.js'
 
 export interface WorkerPoolOptions {
@@ -34,6 +36,7 @@ export class WorkerPool {
   }
 
   private acquire(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
     if (this.active < this.opts.concurrency) {
       this.active++
       return Promise.resolve()

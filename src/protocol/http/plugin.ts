@@ -1,6 +1,7 @@
 // The P2P-over-HTTP API (spec §2) as one encapsulated fastify plugin. Routing is done
 // by the pure resolveRoute() so that wrong methods, versions and Accept headers get
 // the reference's answers (400 "bad version"; 404 for unknown paths).
+import type { IncomingMessage } from 'node:http'
 import { Readable, pipeline } from 'node:stream'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { AbortedError, BadRequestError, DiskFullError, ProxyError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError } from '../../errors.js'
@@ -13,6 +14,7 @@ import type { HttpEvents } from '../../metrics/metrics.js'
 import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
 import { boundedLines } from './line-reader.js'
+import { declareWaiting, overConnectionLimit } from './connections.js'
 import { type Action, type AuthRequest, type Decision, ENDPOINT_ACTION } from './auth.js'
 import {
   DATA_LENGTH_HEADER,
@@ -55,6 +57,8 @@ export interface P2pHttpOptions {
 
 const JSON_TYPE = 'application/json;charset=utf-8'
 const KEEPLOCKED_LINE_LIMIT = 64 * 1024
+/** How long a git-annex client relies on a lock it took (P2P/Http/Client.hs clientKeepLocked: p2pDefaultLockContentRetentionDuration, 600 s). */
+const CLIENT_LOCK_TRUST_MS = 600_000
 /** What a 503 (overload) tells clients to wait before asking again. */
 export const RETRY_AFTER_SECONDS = 2
 
@@ -135,6 +139,13 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
 
   app.setNotFoundHandler((_req, reply) => sendError(reply, 404, ''))
 
+  // A connection beyond --max-connections gets its answer and is closed (connections.ts).
+  app.addHook('onRequest', async (req, reply) => {
+    if (!overConnectionLimit(req.raw)) return
+    reply.header('connection', 'close')
+    return sendError(reply, 503, 'too many connections')
+  })
+
   app.route({
     method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
     url: '/*',
@@ -175,28 +186,35 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
       const json = (obj: Record<string, unknown>) => reply.code(200).type(JSON_TYPE).send(jsonBody(obj))
       const plus = (obj: Record<string, unknown>, uuids: readonly string[]) => (v >= 2 ? { ...obj, plusuuids: uuids } : obj)
 
+      // --jobs bounds work on repositories. What waits on a peer holds no worker: held
+      // locks, and the bytes of transfers, which move at the pace of whoever is slower.
       switch (route.endpoint) {
         case 'lockcontent':
           return json(await lockContent(remote, params.key!, op))
         case 'keeplocked':
-          return json(await keepLocked(params.lockId!, body, signal, reply))
+          return json(await keepLocked(params.lockId!, body, signal, req, reply))
+        case 'key': {
+          const r = await opts.workers.run(signal, () => remote.retrieve(params.key!, params.offset ?? 0, op))
+          reply.header('content-type', 'application/octet-stream').header('x-git-annex-data-length', String(r.length))
+          if (req.method === 'HEAD') {
+            r.body.destroy()
+            return reply.code(200).send()
+          }
+          // v0 cannot signal invalid content; v1+ by a count short of the header (spec §2.4).
+          const out = v === 0 ? r.body : pipeline(r.body, truncateLastByteUnless(r.valid), () => {})
+          return reply.code(200).send(out)
+        }
+        case 'put': {
+          const stored = await put(remote, params, body, v, op, req.raw)
+          opts.metrics?.putAnswered(remote.uuid, stored.stored ? 'stored' : 'not_stored')
+          return json(plus({ stored: stored.stored }, stored.plusUuids))
+        }
         default:
           break
       }
 
       return opts.workers.run(signal, async () => {
         switch (route.endpoint) {
-          case 'key': {
-            const r = await remote.retrieve(params.key!, params.offset ?? 0, op)
-            reply.header('content-type', 'application/octet-stream').header('x-git-annex-data-length', String(r.length))
-            if (req.method === 'HEAD') {
-              r.body.destroy()
-              return reply.code(200).send()
-            }
-            // v0 cannot signal invalid content; v1+ by a count short of the header (spec §2.4).
-            const out = v === 0 ? r.body : pipeline(r.body, truncateLastByteUnless(r.valid), () => {})
-            return reply.code(200).send(out)
-          }
           case 'checkpresent':
             return json({ present: await remote.checkPresent(params.key!, op) })
           case 'gettimestamp':
@@ -220,11 +238,6 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
             if (s.kind === 'present') return json(v >= 2 ? { alreadyhave: true, plusuuids: s.plusUuids } : { alreadyhave: true })
             return json({ offset: s.offset })
           }
-          case 'put': {
-            const stored = await put(remote, params, body, v, op)
-            opts.metrics?.putAnswered(remote.uuid, stored.stored ? 'stored' : 'not_stored')
-            return json(plus({ stored: stored.stored }, stored.plusUuids))
-          }
           default:
             throw new BadRequestError('bad version')
         }
@@ -232,21 +245,23 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
     },
   })
 
-  async function put(remote: Remote, p: Params, body: Readable | undefined, v: Version, op: Op) {
+  async function put(remote: Remote, p: Params, body: Readable | undefined, v: Version, op: Op, raw: IncomingMessage) {
     const key = p.key!
     const len = p.dataLength!
     const source = body ?? Readable.from([])
-    if (p.dataPresent && v >= 4) {
+    const start = await opts.workers.run(op.signal, async () => {
+      if (p.dataPresent && v >= 4) return { done: await remote.storePresent(key, op) }
+      const s = await remote.startStore(key, op)
+      return s.kind === 'present' ? { done: { stored: true, plusUuids: s.plusUuids } } : { done: undefined }
+    })
+    if (start.done) {
       source.resume()
-      return remote.storePresent(key, op)
-    }
-    const start = await remote.startStore(key, op)
-    if (start.kind === 'present') {
-      source.resume()
-      return { stored: true, plusUuids: start.plusUuids }
+      return start.done
     }
     const exact = exactLength(len)
     const limited = pipeline(source, exact, () => {})
+    // Idle with room for more body: the client stopped sending. Idle and full: the store is behind.
+    declareWaiting(raw, () => (raw.complete || exact.writableNeedDrain ? 'server' : 'client'))
     try {
       // A body shorter than announced is the HTTP form of DATA + INVALID (spec §2.5).
       return await remote.store(key, limited, p.offset ?? 0, { ...op, senderValid: exact.complete })
@@ -282,8 +297,14 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
    * longer than KEEPLOCKED_LINE_LIMIT releases the lock and ends the reading there:
    * the connection is closed after the answer rather than drained.
    */
-  async function keepLocked(lockId: string, body: Readable | undefined, signal: AbortSignal, reply: FastifyReply): Promise<Record<string, unknown>> {
+  async function keepLocked(lockId: string, body: Readable | undefined, signal: AbortSignal, req: FastifyRequest, reply: FastifyReply): Promise<Record<string, unknown>> {
     const kept = locks.keep(lockId)
+    // A git-annex client says nothing between {"unlock":false} and the end of its drop,
+    // and counts on the lock for 600 s after taking it (spec §2.6): a kept lock's
+    // connection may be silent that long (or --lock-expiry, if longer). Unknown lock
+    // ids get the ordinary --client-timeout.
+    if (kept) req.raw.socket.setTimeout(Math.max(CLIENT_LOCK_TRUST_MS, opts.lockExpirySeconds * 1000))
+    declareWaiting(req.raw, () => 'client')
     // Server shutdown or a vanished client ends the hold like the end of the body does.
     const stop = () => body?.destroy()
     signal.addEventListener('abort', stop, { once: true })
