@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto'
 import { resolve } from 'node:path'
 import { parseArgs, promisify } from 'node:util'
 import { ConfigError } from '../errors.js'
+import { readSize } from '../annex/data-units.js'
 import type { HasherKind } from '../keys/backend.js'
 import { P2PHttpClient } from '../protocol/http/client.js'
 import { listFiles, readManifest, type SourceFile } from './files.js'
@@ -55,12 +56,11 @@ export interface UploadArgs {
   readonly stallSeconds: number
 }
 
+/** A size as git-annex reads one (annex/data-units): "4MiB", "4 megabytes", "512k". */
 function bytes(name: string, raw: string): number {
-  const m = /^([0-9]+)\s*(B|K|KB|KiB|M|MB|MiB|G|GB|GiB)?$/i.exec(raw.trim())
-  if (!m) throw new ConfigError(`--${name} needs a size like 4MiB, got '${raw}'`)
-  const unit = (m[2] ?? 'b').toLowerCase()
-  const mult = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 ** 2 : unit.startsWith('g') ? 1024 ** 3 : 1
-  return Number(m[1]) * mult
+  const n = readSize(raw)
+  if (n === undefined || !Number.isSafeInteger(n) || n < 0) throw new ConfigError(`--${name} needs a size like 4MiB, got '${raw}'`)
+  return n
 }
 
 function count(name: string, raw: string | undefined, def: number | undefined, max: number): number | undefined {
