@@ -141,7 +141,7 @@ async function main(opts: Options): Promise<void> {
   await mkdir(opts.resultsDir, { recursive: true })
   await writeFile(join(opts.resultsDir, 'results.json'), json)
   const notes = [
-    `command: annex-proxy bench ${process.argv.slice(2).join(' ')}`.trim(),
+    `command: annex-proxy bench ${commandLine.join(' ')}`.trim(),
     'throughput: wall time of the timed client command; MiB/s for files of 1 MiB and more, files/s below. Upload rows: copy --to for git annex, annex-proxy upload for ours.',
     'physical floor: cp -r of the same files (to 3 directories for a cluster) + sync. % of floor = throughput ÷ floor.',
     'server CPU s and RSS: the server process tree during the phase; client RSS: annex-proxy upload\'s peak.',
@@ -154,8 +154,11 @@ async function main(opts: Options): Promise<void> {
   log(`results written to ${opts.out} and ${opts.resultsDir}/{report.md,results.json,chart.svg}`)
 }
 
+let commandLine: readonly string[] = []
+
 /** `annex-proxy bench ARGS` and `node dist/bench/run.js ARGS`: resolves with the exit code. */
 export async function runBench(argv: readonly string[]): Promise<number> {
+  commandLine = argv
   let parsed: Options | 'help'
   try {
     parsed = parseOptions(argv, PROJECT_ROOT)
