@@ -108,6 +108,9 @@ export class PermissionDeniedError extends ReadOnlyError {
   }
 }
 
+/** An indirect upload ticket this gateway did not issue, for another key, or past its time (403). */
+export class InvalidTicketError extends ReadOnlyError {}
+
 /** A downstream server answered something the protocol does not allow (missing header, bad JSON). */
 export class ProtocolViolationError extends RemoteUnavailableError {}
 
