@@ -15,6 +15,7 @@ import { limitConnections } from './protocol/http/connections.js'
 import { LocalCoordinator } from './placement/coordinator.js'
 import { RedisCoordinator } from './placement/redis-coordinator.js'
 import { CacheSpace } from './streams/chunk-cache.js'
+import { indirectRoutes } from './protocol/http/indirect-routes.js'
 
 /** Request headers beyond this many bytes are refused (431) before any routing. */
 const MAX_HEADER_BYTES = 16 * 1024
@@ -102,6 +103,11 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     lockExpirySeconds: cfg.lockExpirySeconds,
     closing: closing.signal,
   })
+  if (cfg.indirectUpload) {
+    // Beside the p2phttp plugin, in its own context: its routes are more specific than the
+    // plugin's catch-all, and nothing of the P2P API changes.
+    await app.register(indirectRoutes, { repos: registry, authorize: opts.authorize ?? authorizerFor(cfg, opts.env ?? process.env), uploads: cfg.indirectUpload, closing: closing.signal })
+  }
   app.addHook('onClose', async () => {
     await registry.close()
     await coordinator.close()

@@ -55,6 +55,8 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly cacheSize: number
   /** Bytes per cached chunk: the most a cached retrieve holds in memory, and resume granularity. */
   readonly cacheChunk: number
+  /** Presigned-PUT uploads to proxied S3 remotes (--indirect-upload): undefined when off. */
+  readonly indirectUpload: { readonly expirySeconds: number; readonly verify: 'readback' | 'store' } | undefined
 }
 
 export const DEFAULT_PORT = 9417
@@ -107,6 +109,9 @@ export const SERVE_OPTIONS = {
   'metrics-bind': { type: 'string', arg: 'ADDR', help: 'address of the --metrics-port listener (default: --bind)' },
   'cache-size': { type: 'string', arg: 'SIZE', help: 'disk for cached chunks of content read from remotes (git-annex size, default 1GiB; 0: off)' },
   'cache-chunk': { type: 'string', arg: 'SIZE', help: 'bytes per cached chunk: memory per cached GET (default 4MiB)' },
+  'indirect-upload': { type: 'boolean', help: 'let write-permitted clients upload to proxied S3 remotes with presigned PUT URLs' },
+  'indirect-upload-expiry': { type: 'string', arg: 'S', help: 'longest lifetime of a presigned upload URL in seconds (default 900)' },
+  'indirect-upload-verify': { type: 'string', arg: 'readback|store', help: 'how an indirect upload is verified: read back and hashed (default) or the store\'s checksum' },
   // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
   clusterjobs: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility; a cluster upload reaches every node at once' },
   cpus: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility' },
@@ -138,6 +143,17 @@ function size(name: string, raw: string | undefined, def: number, min: number, m
   if (zeroOff && n === 0) return 0
   if (n < min || n > max) throw new ConfigError(`--${name} must be ${zeroOff ? '0 (off) or ' : ''}between ${min} and ${max} bytes, got ${n}`)
   return n
+}
+
+function indirect(o: { 'indirect-upload'?: boolean; 'indirect-upload-expiry'?: string; 'indirect-upload-verify'?: string }): ServeConfig['indirectUpload'] {
+  const verify = o['indirect-upload-verify'] ?? 'readback'
+  if (verify !== 'readback' && verify !== 'store') throw new ConfigError(`--indirect-upload-verify must be readback or store, got '${verify}'`)
+  const expirySeconds = int('indirect-upload-expiry', o['indirect-upload-expiry'], 900, 1, 7 * 24 * 3600)
+  if (!o['indirect-upload']) {
+    if (o['indirect-upload-expiry'] !== undefined || o['indirect-upload-verify'] !== undefined) throw new ConfigError('--indirect-upload-expiry and --indirect-upload-verify need --indirect-upload')
+    return undefined
+  }
+  return Object.freeze({ expirySeconds, verify })
 }
 
 /** Parses `serve` arguments. `cwd` is served when neither --repo nor --directory is given. */
@@ -190,5 +206,6 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     metricsBind: o['metrics-bind'],
     cacheSize: size('cache-size', o['cache-size'], 1024 ** 3, 1024 * 1024, Number.MAX_SAFE_INTEGER, true),
     cacheChunk: size('cache-chunk', o['cache-chunk'], 4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
+    indirectUpload: indirect(o),
   })
 }

@@ -38,6 +38,11 @@ import { ChunkCached } from '../remotes/chunk-cached.js'
 import { ChunkCache, type CacheSpace } from '../streams/chunk-cache.js'
 import { DiskReserve } from '../streams/disk-reserve.js'
 import { StagingReserved } from '../remotes/staging-reserved.js'
+import { S3IndirectUploads, type IndirectUploadOptions } from '../remotes/s3/indirect-upload.js'
+import { findS3Credentials } from '../remotes/s3/credentials.js'
+import { parseS3Settings } from '../remotes/s3/settings.js'
+import { S3Store } from '../remotes/s3/s3-store.js'
+import { BadRequestError, ConfigError, RemoteUnavailableError } from '../errors.js'
 
 export interface GatewayOptions {
   readonly hasher: HasherKind
@@ -64,10 +69,20 @@ export interface GatewayOptions {
   readonly cache?: { readonly space: CacheSpace; readonly chunkBytes: number }
 }
 
+/** An S3 special remote a client may upload to directly (presigned PUT), and how to record it. */
+export interface IndirectTarget {
+  readonly uploads: S3IndirectUploads
+  /** The remote as the gateway serves it. */
+  readonly remote: Remote
+  /** Records in the gateway's location log that the remote holds `key`. */
+  recordPresent(key: Key): Promise<void>
+}
+
 export class Gateway {
   private readonly nodes = new Map<string, Promise<Remote | undefined>>()
   /** Remotes on a local filesystem that the chunk cache would not speed up. */
   private readonly onDisk = new WeakSet<Remote>()
+  private readonly indirectUploads = new Map<string, { signature: string; uploads: Promise<S3IndirectUploads> }>()
   private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
   private closed = false
   private readonly unsubscribe: () => void
@@ -407,6 +422,38 @@ export class Gateway {
     }
   }
 
+  /**
+   * Indirect uploads to `uuid` (presigned PUTs, --indirect-upload): only an unchunked S3
+   * special remote served natively qualifies; anything else is refused with the reason.
+   */
+  async indirect(uuid: string, opts: IndirectUploadOptions): Promise<IndirectTarget> {
+    const target = this.config.current.served.get(uuid as Uuid)
+    const refuse = (why: string) => new BadRequestError(`indirect upload is not available for ${uuid}: ${why}`)
+    if (!target || target.kind !== 'remote' || !target.remote.special) throw refuse('only an S3 special remote the gateway proxies takes indirect uploads')
+    const info = target.remote
+    const path = servingPath(info.remoteConfig, info.gitConfig)
+    if (path.kind !== 'S3') throw refuse(path.kind === 'git-annex' ? `it is served through git-annex (${path.why})` : 'it is not an S3 remote')
+    const settings = parseS3Settings(info.remoteConfig)
+    if (settings.chunking.kind !== 'none') throw refuse('it is chunked (chunk=); an upload must be one object')
+    const signature = JSON.stringify([...info.remoteConfig].sort())
+    let entry = this.indirectUploads.get(uuid)
+    if (!entry || entry.signature !== signature) {
+      const old = entry
+      const uploads = (async () => {
+        const creds = await findS3Credentials(info.uuid, this.self.layout.gitDir, info.remoteConfig)
+        if (!creds) throw new ConfigError(`no S3 credentials for ${info.name} (${info.uuid})`)
+        return new S3IndirectUploads(info.uuid, new S3Store(settings, creds), { ...opts, log: this.opts.log })
+      })()
+      uploads.catch(() => this.indirectUploads.delete(uuid))
+      entry = { signature, uploads }
+      this.indirectUploads.set(uuid, entry)
+      if (old) void old.uploads.then((u) => u.close(), () => undefined)
+    }
+    const remote = await this.lookup(uuid)
+    if (!remote) throw new RemoteUnavailableError(`cannot reach the S3 remote ${info.name} (${uuid})`)
+    return { uploads: await entry.uploads, remote, recordPresent: (key) => this.record(key, [info.uuid], true) }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
@@ -415,5 +462,6 @@ export class Gateway {
     const nodes = await Promise.all(this.nodes.values())
     await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])
     await this.chunkCache?.close()
+    await Promise.all([...this.indirectUploads.values()].map((e) => e.uploads.then((u) => u.close(), () => undefined)))
   }
 }

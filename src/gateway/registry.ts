@@ -6,8 +6,10 @@ import { execFile } from 'node:child_process'
 import { access, readdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
-import { RemoteUnavailableError } from '../errors.js'
+import { BadRequestError, RemoteUnavailableError } from '../errors.js'
 import type { Logger, Remote } from '../remotes/remote.js'
+import type { IndirectUploadOptions } from '../remotes/s3/indirect-upload.js'
+import type { IndirectTarget } from './gateway.js'
 
 const run = promisify(execFile)
 
@@ -18,6 +20,8 @@ export interface ServedRepo {
   /** `bypass`: gateways already on the request's path (spec §3.3). */
   lookup(uuid: string, bypass?: readonly string[]): Promise<Remote | undefined>
   uuids(): string[]
+  /** An S3 remote served here that takes presigned uploads (--indirect-upload); throws why not. */
+  indirect?(uuid: string, opts: IndirectUploadOptions): Promise<IndirectTarget>
   close(): Promise<void>
 }
 
@@ -116,6 +120,18 @@ export class Registry {
     // Served by configuration, but not reachable from here (spec §2.7: 502).
     if (!remote) throw new RemoteUnavailableError(`cannot proxy to repository ${uuid}: it cannot be reached from this gateway`)
     return remote
+  }
+
+  /** The indirect-upload target for `uuid`; undefined when nothing here serves it (404). */
+  async indirect(uuid: string, opts: IndirectUploadOptions): Promise<IndirectTarget | undefined> {
+    let e = this.find(uuid)
+    if (!e && this.opts.directories.length > 0) {
+      await this.scan()
+      e = this.find(uuid)
+    }
+    if (!e) return undefined
+    if (!e.repo.indirect) throw new BadRequestError(`indirect upload is not available for ${uuid}`)
+    return e.repo.indirect(uuid, opts)
   }
 
   private scan(): Promise<void> {

@@ -51,3 +51,15 @@ test('--cache-size and --cache-chunk take git-annex sizes; a cache size of 0 tur
   ]
   for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
 })
+
+test('--indirect-upload is off unless asked for; its expiry and verification are checked', () => {
+  assert.equal(parseServeArgs([], '/').indirectUpload, undefined)
+  assert.deepEqual(parseServeArgs(['--indirect-upload'], '/').indirectUpload, { expirySeconds: 900, verify: 'readback' })
+  assert.deepEqual(parseServeArgs(['--indirect-upload', '--indirect-upload-expiry', '60', '--indirect-upload-verify', 'store'], '/').indirectUpload, { expirySeconds: 60, verify: 'store' })
+  const bad: [string[], RegExp][] = [
+    [['--indirect-upload-expiry', '60'], /need --indirect-upload/],
+    [['--indirect-upload', '--indirect-upload-verify', 'trust'], /must be readback or store/],
+    [['--indirect-upload', '--indirect-upload-expiry', '0'], /--indirect-upload-expiry must be between 1 and/],
+  ]
+  for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
+})
