@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs'
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { ServeConfig } from './config/config.js'
 import { Registry } from './gateway/registry.js'
-import { WorkerPool } from './gateway/worker-pool.js'
+import { WorkerPools } from './gateway/worker-pool.js'
 import { type Authorize, p2pHttp } from './protocol/http/plugin.js'
 import { Gateway } from './gateway/gateway.js'
 import type { Logger } from './remotes/remote.js'
@@ -92,7 +92,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   })
   await registry.start()
   const closing = new AbortController()
-  const workers = new WorkerPool({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 })
+  const workers = new WorkerPools({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 })
   metrics?.observe({ queueDepth: () => workers.queued, workersBusy: () => workers.inFlight })
   await app.register(p2pHttp, {
     repos: registry,

@@ -80,7 +80,7 @@ export const SERVE_OPTIONS = {
   directory: { type: 'string', multiple: true, arg: 'DIR', help: 'serve every git-annex repository beneath DIR (repeatable)' },
   port: { type: 'string', arg: 'N', help: `port to listen on (default ${DEFAULT_PORT}; 0: any free port, reported in the log)` },
   bind: { type: 'string', arg: 'ADDR', help: 'address to listen on (default 127.0.0.1)' },
-  jobs: { type: 'string', short: 'J', arg: 'N', help: 'repository operations at once; transfers move bytes without one (default 4)' },
+  jobs: { type: 'string', short: 'J', arg: 'N', help: 'operations at once per served repository; transfers move bytes without one (default 4)' },
   wideopen: { type: 'boolean', help: 'anyone may read, write and remove without credentials' },
   'unauth-readonly': { type: 'boolean', help: 'anyone may read without credentials' },
   'unauth-appendonly': { type: 'boolean', help: 'anyone may read and add content without credentials' },

@@ -83,3 +83,41 @@ export class WorkerPool {
     if (next) next.start()
   }
 }
+
+/**
+ * A WorkerPool per served repository, as p2phttp's -J is per repository: requests to a
+ * proxied remote or cluster whose node is slow hold the workers of that repository
+ * only, not those every other one needs. A pool lives while it has work.
+ */
+export class WorkerPools {
+  private readonly pools = new Map<string, WorkerPool>()
+
+  constructor(private readonly opts: WorkerPoolOptions) {}
+
+  /** Work running, over every repository. */
+  get inFlight(): number {
+    let n = 0
+    for (const p of this.pools.values()) n += p.inFlight
+    return n
+  }
+
+  /** Work waiting for a worker, over every repository. */
+  get queued(): number {
+    let n = 0
+    for (const p of this.pools.values()) n += p.queued
+    return n
+  }
+
+  async run<T>(repo: string, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+    let pool = this.pools.get(repo)
+    if (!pool) {
+      pool = new WorkerPool(this.opts)
+      this.pools.set(repo, pool)
+    }
+    try {
+      return await pool.run(signal, work)
+    } finally {
+      if (pool.inFlight === 0 && pool.queued === 0 && this.pools.get(repo) === pool) this.pools.delete(repo)
+    }
+  }
+}

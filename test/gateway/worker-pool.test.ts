@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import fc from 'fast-check'
 import { OverloadedError } from '../../src/errors.js'
-import { WorkerPool } from '../../src/gateway/worker-pool.js'
+import { WorkerPool, WorkerPools } from '../../src/gateway/worker-pool.js'
 
 /** Work that runs until `finish()`; `started` resolves when a worker took it. */
 function gate() {
@@ -180,4 +180,21 @@ test('property: never more than `concurrency` at once, everything admitted runs 
     }),
     { numRuns: 200 },
   )
+})
+
+test('WorkerPools: each repository has its own workers and queue; idle ones are let go', async () => {
+  const pools = new WorkerPools({ concurrency: 1, maxQueue: 0, maxWaitMs: 60_000 })
+  const busy = gate()
+  const a = pools.run('repo-a', never, busy.work)
+  await busy.started
+  // repo-a is full with no queue; repo-b is not affected.
+  await assert.rejects(pools.run('repo-a', never, async () => 1), OverloadedError)
+  assert.equal(await pools.run('repo-b', never, async () => 'b'), 'b')
+  assert.equal(pools.inFlight, 1)
+  busy.finish()
+  await a
+  assert.equal(pools.inFlight, 0)
+  assert.equal(pools.queued, 0)
+  assert.equal((pools as unknown as { pools: Map<string, unknown> }).pools.size, 0, 'no pool kept for idle repositories')
+  assert.equal(await pools.run('repo-a', never, async () => 'a again'), 'a again')
 })

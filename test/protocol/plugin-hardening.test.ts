@@ -12,7 +12,8 @@ import { Pool, request } from 'undici'
 import { annex, defer, git, makeRepo, repoUuid, startReference, tempDir } from '../helpers/annex.js'
 import { parseServeArgs } from '../../src/config/config.js'
 import { buildServer } from '../../src/server.js'
-import { WorkerPool } from '../../src/gateway/worker-pool.js'
+import { WorkerPools } from '../../src/gateway/worker-pool.js'
+import { HttpRepo } from '../../src/remotes/http-repo.js'
 import { p2pHttp } from '../../src/protocol/http/plugin.js'
 import { openLocalRepo } from '../../src/remotes/local-repo.js'
 
@@ -206,9 +207,9 @@ test('refused requests log one line each, with the reason and no stack trace', a
   const local = await openLocalRepo(r.repo)
   defer(t, () => local.close())
   // One worker, no queue, and the worker taken: every request that needs one is refused.
-  const workers = new WorkerPool({ concurrency: 1, maxQueue: 0, maxWaitMs: 1000 })
+  const workers = new WorkerPools({ concurrency: 1, maxQueue: 0, maxWaitMs: 1000 })
   const hold = new AbortController()
-  const held = workers.run(hold.signal, () => new Promise<void>((resolve) => hold.signal.addEventListener('abort', () => resolve())))
+  const held = workers.run(r.uuid, hold.signal, () => new Promise<void>((resolve) => hold.signal.addEventListener('abort', () => resolve())))
   const closing = new AbortController()
   await app.register(p2pHttp, {
     repos: { lookup: async (uuid) => (uuid === local.uuid ? local : undefined) },
@@ -257,4 +258,58 @@ test('refused requests log one line each, with the reason and no stack trace', a
   assert.match(String(refusal.reason), /too many/)
   const bytes = log.reduce((a, l) => a + l.length + 1, 0)
   assert.ok(bytes / (n + 4) < 500, `${bytes} bytes of log for ${n + 4} refused requests`)
+})
+
+test('a repository whose remote does not answer holds only its own workers (-J1)', async (t) => {
+  const r = await repoWithFile(t)
+  // A proxied remote that takes connections and never answers.
+  const sockets = new Set<net.Socket>()
+  const silent = net.createServer((sock) => {
+    sockets.add(sock)
+    sock.on('error', () => undefined)
+  })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  defer(t, () => {
+    for (const sock of sockets) sock.destroy()
+    return new Promise((resolve) => silent.close(resolve))
+  })
+  const slowUuid = '22222222-3333-4444-5555-666666666666'
+  const slow = new HttpRepo(`annex+http://127.0.0.1:${(silent.address() as net.AddressInfo).port}/git-annex/`, { uuid: slowUuid, clientUuid: r.uuid })
+  const local = await openLocalRepo(r.repo)
+  defer(t, () => local.close())
+  const app = Fastify({ logger: false })
+  const closing = new AbortController()
+  await app.register(p2pHttp, {
+    repos: { lookup: async (uuid) => (uuid === local.uuid ? local : uuid === slowUuid ? slow : undefined) },
+    authorize: () => ({ ok: true, mode: 'read-write' }),
+    workers: new WorkerPools({ concurrency: 1, maxQueue: 8, maxWaitMs: 60_000 }),
+    maxLocks: 10,
+    lockExpirySeconds: 600,
+    closing: closing.signal,
+  })
+  defer(t, async () => {
+    closing.abort()
+    await app.close()
+  })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const port = (app.server.address() as net.AddressInfo).port
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 8 })
+  defer(t, () => pool.destroy())
+  const waiting = Array.from({ length: 3 }, () =>
+    pool.request({ path: `/git-annex/${slowUuid}/v4/checkpresent?key=${r.key}&${C}`, method: 'POST' }).then((x) => x.body.text(), () => 'gone'),
+  )
+  // The slow repository's one worker is taken and two wait behind it.
+  const deadline = Date.now() + 10_000
+  while (sockets.size === 0) {
+    assert.ok(Date.now() < deadline, 'the slow remote was never asked')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  for (const path of [`/git-annex/${r.uuid}/v4/checkpresent?key=${r.key}&${C}`, `/git-annex/${r.uuid}/v4/key/${r.key}?${C}`]) {
+    const t0 = Date.now()
+    const res = await pool.request({ path, method: path.includes('/key/') ? 'GET' : 'POST', headersTimeout: 5_000 })
+    const text = await res.body.text()
+    assert.equal(res.statusCode, 200, text)
+    assert.ok(Date.now() - t0 < 1000, `${path} took ${Date.now() - t0} ms behind a silent remote`)
+  }
+  void waiting
 })

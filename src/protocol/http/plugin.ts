@@ -9,7 +9,7 @@ import { type Key, serializeKey } from '../../keys/key.js'
 import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
 import { truncateLastByteUnless } from '../../streams/hold-last.js'
-import type { WorkerPool } from '../../gateway/worker-pool.js'
+import type { WorkerPools } from '../../gateway/worker-pool.js'
 import type { HttpEvents } from '../../metrics/metrics.js'
 import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
@@ -44,7 +44,8 @@ export interface RepoLookup {
 export interface P2pHttpOptions {
   readonly repos: RepoLookup
   readonly authorize: Authorize
-  readonly workers: WorkerPool
+  /** --jobs, per served repository. */
+  readonly workers: WorkerPools
   /** Held locks beyond this many are refused ({"locked":false}), like --lockedfiles. */
   readonly maxLocks: number
   /** Seconds a lock lives without a keeplocked request (spec §2.6: 600). */
@@ -194,7 +195,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
         case 'keeplocked':
           return json(await keepLocked(params.lockId!, body, signal, req, reply))
         case 'key': {
-          const r = await opts.workers.run(signal, () => remote.retrieve(params.key!, params.offset ?? 0, op))
+          const r = await opts.workers.run(remote.uuid, signal, () => remote.retrieve(params.key!, params.offset ?? 0, op))
           reply.header('content-type', 'application/octet-stream').header('x-git-annex-data-length', String(r.length))
           if (req.method === 'HEAD') {
             r.body.destroy()
@@ -213,7 +214,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
           break
       }
 
-      return opts.workers.run(signal, async () => {
+      return opts.workers.run(remote.uuid, signal, async () => {
         switch (route.endpoint) {
           case 'checkpresent':
             return json({ present: await remote.checkPresent(params.key!, op) })
@@ -249,7 +250,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
     const key = p.key!
     const len = p.dataLength!
     const source = body ?? Readable.from([])
-    const start = await opts.workers.run(op.signal, async () => {
+    const start = await opts.workers.run(remote.uuid, op.signal, async () => {
       if (p.dataPresent && v >= 4) return { done: await remote.storePresent(key, op) }
       const s = await remote.startStore(key, op)
       return s.kind === 'present' ? { done: { stored: true, plusUuids: s.plusUuids } } : { done: undefined }
