@@ -5,13 +5,13 @@ import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { ServeConfig } from './config/config.js'
 import { Registry } from './gateway/registry.js'
 import { WorkerPools } from './gateway/worker-pool.js'
-import { type Authorize, p2pHttp } from './protocol/http/plugin.js'
+import { type Authorize, p2pHttp, sendError } from './protocol/http/plugin.js'
 import { Gateway } from './gateway/gateway.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
 import { ServerMetrics } from './metrics/metrics.js'
 import { installMetricsHooks } from './metrics/http-hooks.js'
-import { limitConnections } from './protocol/http/connections.js'
+import { limitConnections, overConnectionLimit } from './protocol/http/connections.js'
 import { LocalCoordinator } from './placement/coordinator.js'
 import { RedisCoordinator } from './placement/redis-coordinator.js'
 import { CacheSpace } from './streams/chunk-cache.js'
@@ -71,6 +71,12 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     maxConnections: cfg.maxConnections,
     idleMs,
     onIdleClose: (info) => app.log.info({ ...info, idleSeconds: cfg.clientTimeoutSeconds }, 'idle client disconnected'),
+  })
+  // A connection beyond --max-connections gets its answer, whatever it asks, and is closed.
+  app.addHook('onRequest', async (req, reply) => {
+    if (!overConnectionLimit(req.raw)) return
+    reply.header('connection', 'close')
+    return sendError(reply, 503, 'too many connections')
   })
   const log = app.log as unknown as Logger
   // One placement ledger for every repository served (nodes may be shared between them): in

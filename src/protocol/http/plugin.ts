@@ -14,7 +14,7 @@ import type { HttpEvents } from '../../metrics/metrics.js'
 import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
 import { boundedLines } from './line-reader.js'
-import { declareWaiting, overConnectionLimit } from './connections.js'
+import { declareWaiting } from './connections.js'
 import { type Action, type AuthRequest, type Decision, ENDPOINT_ACTION } from './auth.js'
 import {
   DATA_LENGTH_HEADER,
@@ -139,13 +139,6 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
   })
 
   app.setNotFoundHandler((_req, reply) => sendError(reply, 404, ''))
-
-  // A connection beyond --max-connections gets its answer and is closed (connections.ts).
-  app.addHook('onRequest', async (req, reply) => {
-    if (!overConnectionLimit(req.raw)) return
-    reply.header('connection', 'close')
-    return sendError(reply, 503, 'too many connections')
-  })
 
   app.route({
     method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
@@ -334,7 +327,8 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
 /** Why a request was refused, for its log line. */
 const reasons = new WeakMap<FastifyReply, string>()
 
-function sendError(reply: FastifyReply, status: number, text: string) {
+/** Answers a refusal: its text as the body, the reason noted for the log, Retry-After on a 503. */
+export function sendError(reply: FastifyReply, status: number, text: string) {
   reasons.set(reply, text)
   if (status === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
   return reply.code(status).send(text)
