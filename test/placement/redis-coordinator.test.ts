@@ -215,7 +215,7 @@ describe('RedisCoordinator', () => {
                 const nodes = k.nodes.map((i) => NODES[i]!)
                 const r = await a.place(request(nodes, k.size))
                 const id = `m${n++}`
-                model.tryReserve({ id, owner: 'a', nodes, size: k.size, key: 'k' }, 600_000, new Map(), 0)
+                model.tryReserve({ id, owner: 'a', nodes, size: k.size, key: request(nodes, k.size).key }, 600_000, new Map(), 0)
                 reservations.push({ ...r.reservation, id })
                 break
               }
