@@ -17,6 +17,7 @@ import { runFloor, type FloorRun } from './scenarios/floor.js'
 import { runTransfer, type TransferRun } from './scenarios/transfer.js'
 import { runUploadClient } from './scenarios/upload.js'
 import { buildProductRows, markdownReport, svgChart } from './lib/product.js'
+import { isS3Scenario, runS3Scenarios } from './scenarios/s3.js'
 
 const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const log = (msg: string) => process.stderr.write(`${msg}\n`)
@@ -61,11 +62,12 @@ async function main(opts: Options): Promise<void> {
   const transfers: (TransferRun & { repetition: number })[] = []
   const floors: (FloorRun & { repetition: number })[] = []
   const datasets: Dataset[] = []
+  let s3: Awaited<ReturnType<typeof runS3Scenarios>> | undefined
   try {
     log('generating random data …')
     for (const s of opts.scenarios) datasets.push(await makeDataset(dataRoot, s, opts.sizes[s]))
     for (let rep = 0; rep < opts.repeat; rep++) {
-      for (const d of datasets) {
+      for (const d of datasets.filter((x) => !isS3Scenario(x.name))) {
         const cluster = isCluster(d.name)
         const name = `${cluster ? 'cluster ' : ''}${d.label}`
         const f = await runFloor(d, opts.workdir, cluster ? 3 : 1)
@@ -92,9 +94,12 @@ async function main(opts: Options): Promise<void> {
         }
       }
     }
+    const s3Sets = datasets.filter((x) => isS3Scenario(x.name))
+    if (s3Sets.length > 0) s3 = await runS3Scenarios(s3Sets, { workdir: opts.workdir, jobs: opts.jobs, projectRoot: PROJECT_ROOT, timeoutSeconds: opts.timeoutSeconds, repeat: opts.repeat, servers: opts.servers, log })
   } finally {
     await rm(dataRoot, { recursive: true, force: true })
   }
+  datasets.splice(0, datasets.length, ...datasets.filter((x) => !isS3Scenario(x.name)))
 
   // The classic tables compare servers under the real git-annex client.
   const annexRuns = transfers.filter((t) => (t.client ?? 'git-annex') === 'git-annex')
@@ -118,7 +123,7 @@ async function main(opts: Options): Promise<void> {
       'physical floor = cp -r of the files to 3 directories + sync, in files (or MiB) of the data set per second.\n\n'
     : ''
   process.stdout.write(
-    `\n${title}\n\n${plain}${clustered}Total ${totalSeconds.toFixed(0)} s.\n` +
+    `\n${title}\n\n${plain}${clustered}${s3 ? `${s3.text}\n` : ''}Total ${totalSeconds.toFixed(0)} s.\n` +
       (errors.length ? `\nstalls and failures (details in the JSON):\n${errors.map((e) => `  ${e}`).join('\n')}\n` : ''),
   )
 
@@ -132,6 +137,7 @@ async function main(opts: Options): Promise<void> {
     summary: rows,
     clusterSummary: clusterRows,
     report: products,
+    ...(s3 ? { s3: { rows: s3.rows, runs: s3.runs, sdk: s3.sdk } } : {}),
     runs: { transfers, floors },
     totalSeconds,
   }

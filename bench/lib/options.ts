@@ -9,8 +9,8 @@ import { join } from 'node:path'
  */
 export type ServerKind = 'ours' | 'ref' | 'ref-shell' | 'ref-newest'
 export const SERVER_KINDS: readonly ServerKind[] = ['ours', 'ref', 'ref-shell', 'ref-newest']
-export type ScenarioName = 'large' | 'small' | 'huge' | 'cluster-large' | 'cluster-small' | 'cluster-huge'
-export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'huge', 'cluster-large', 'cluster-small', 'cluster-huge']
+export type ScenarioName = 'large' | 'small' | 'huge' | 'cluster-large' | 'cluster-small' | 'cluster-huge' | 's3-large' | 's3-small' | 's3-cluster-large' | 's3-cluster-small'
+export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'huge', 'cluster-large', 'cluster-small', 'cluster-huge', 's3-large', 's3-small', 's3-cluster-large', 's3-cluster-small']
 /** git-annex = `git annex copy/get` from a clone; upload = `annex-proxy upload` (copy only). */
 export type ClientKind = 'git-annex' | 'upload'
 export const CLIENT_KINDS: readonly ClientKind[] = ['git-annex', 'upload']
@@ -54,6 +54,10 @@ export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioNa
     'cluster-large': { files: 2, fileBytes: 8 * MiB },
     'cluster-small': { files: 40, fileBytes: 16 * KiB },
     'cluster-huge': { files: 1, fileBytes: 32 * MiB },
+    's3-large': { files: 2, fileBytes: 8 * MiB },
+    's3-small': { files: 40, fileBytes: 16 * KiB },
+    's3-cluster-large': { files: 2, fileBytes: 8 * MiB },
+    's3-cluster-small': { files: 40, fileBytes: 16 * KiB },
   },
   full: {
     large: { files: 8, fileBytes: 64 * MiB },
@@ -62,13 +66,18 @@ export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioNa
     'cluster-large': { files: 8, fileBytes: 64 * MiB },
     'cluster-small': { files: 2000, fileBytes: 16 * KiB },
     'cluster-huge': { files: 1, fileBytes: 2048 * MiB },
+    's3-large': { files: 8, fileBytes: 64 * MiB },
+    's3-small': { files: 2000, fileBytes: 16 * KiB },
+    's3-cluster-large': { files: 8, fileBytes: 64 * MiB },
+    's3-cluster-small': { files: 2000, fileBytes: 16 * KiB },
   },
 }
 
 const QUICK_SCENARIOS: readonly ScenarioName[] = ['large', 'cluster-small']
 
 export const USAGE = `usage: annex-proxy bench [--quick] [--repeat N] [--jobs N] [--shell-jobs N]
-       [--servers ours,ref,ref-shell,ref-newest] [--scenarios large,small,huge,cluster-large,cluster-small,cluster-huge]
+       [--servers ours,ref,ref-shell,ref-newest] [--scenarios large,small,huge,cluster-large,cluster-small,cluster-huge,
+                    s3-large,s3-small,s3-cluster-large,s3-cluster-small]
        [--clients git-annex,upload] [--ref-newest CMD] [--timeout S] [--workdir DIR] [--results DIR] [--out FILE]
   (also: node dist/bench/run.js …)
   --quick       CI's smoke test: 2×8 MiB plain and 40×16 KiB into a cluster, servers ours and ref,
@@ -86,7 +95,9 @@ export const USAGE = `usage: annex-proxy bench [--quick] [--repeat N] [--jobs N]
                 ref = git annex p2phttp, ref-shell = git-annex-shell p2pstdio over a stand-in ssh,
                 cluster scenarios only)
   --scenarios   which workloads (default large,small,cluster-large,cluster-small; cluster-* copy to
-                and get from a 3-node cluster through the gateway, origin-mycluster)
+                and get from a 3-node cluster through the gateway, origin-mycluster; s3-* to a proxied
+                S3 remote and s3-cluster-* to 2 local nodes + 1 S3 node on a test S3 server, ours and
+                ref only, beside the SDK's own rate; bench/scenarios/s3.ts)
   --timeout S   kill a client command after S seconds and count it as stalled (default 40 quick, 300 full)
   --workdir     where the temporary repositories go (default $TMPDIR)
   --out         JSON results (default bench/results/latest.json)`
