@@ -405,7 +405,10 @@ export class Gateway {
       case 'directory': {
         const dir = isAbsolutePath(path.dir) ? path.dir : join(this.dir, path.dir)
         log.info({ remote: info.name, uuid: info.uuid, dir }, 'directory special remote served natively')
-        const remote = new SpecialRemote({ uuid: info.uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(info.remoteConfig), chunkLog, hasher: this.opts.hasher, log })
+        const special = new SpecialRemote({ uuid: info.uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(info.remoteConfig), chunkLog, hasher: this.opts.hasher, log })
+        // An upload is booked against the gateway's annex.diskreserve on the directory's own
+        // filesystem first, as git-annex's directory remote checks it.
+        const remote = new StagingReserved(special, new DiskReserve(dir, this.self.diskReserve), { retrieves: false })
         // A directory reads back as fast as a cached chunk would.
         this.onDisk.add(remote)
         return remote

@@ -3,7 +3,9 @@
 // stages each upload and each download in a temp file under .git/annex (spec §4), and
 // the reference does so without looking at annex.diskreserve. Here a transfer is booked
 // against the gateway's reserve before it starts (with the uploads and cache writes in
-// flight on the same filesystem) and refused up front when it would cross it.
+// flight on the same filesystem) and refused up front when it would cross it. The same
+// check guards a directory special remote's directory on upload, as git-annex's own
+// directory remote does (Remote/Directory.hs checkDiskSpaceDirectory); its reads stage nothing.
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
 import type { DiskReserve, Reservation } from '../streams/disk-reserve.js'
@@ -14,6 +16,8 @@ export class StagingReserved implements Remote {
     private readonly inner: Remote,
     /** annex.diskreserve of the filesystem the staging happens on. */
     private readonly reserve: DiskReserve,
+    /** Whether retrieves put the object on that filesystem too (false: only stores do). */
+    private readonly opts: { readonly retrieves?: boolean } = {},
   ) {}
 
   get uuid(): Uuid {
@@ -33,6 +37,7 @@ export class StagingReserved implements Remote {
   }
 
   async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+    if (this.opts.retrieves === false) return this.inner.retrieve(key, offset, op)
     const r = await this.book(key)
     let got: Retrieved
     try {

@@ -3,7 +3,7 @@
 // git-annex's own message; in a cluster the other nodes take it.
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readdir, statfs, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, statfs, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { annex, findKeysHere, git, makeClient, makeRepo, shStatus, startAnnexProxy, tempDir } from '../helpers/annex.js'
@@ -57,4 +57,24 @@ test('annex.diskreserve: uploads that would cross it are refused up front with g
   assert.deepEqual(await findKeysHere(join(root, 'n2')), [key])
   assert.deepEqual(await findKeysHere(join(root, 'n1')), [])
   assert.deepEqual(await filesUnder(join(root, 'n1', '.git', 'annex', 'tmp')), [])
+})
+
+test('annex.diskreserve guards a proxied directory special remote\'s directory as git-annex does', async (t) => {
+  const root = await tempDir(t)
+  const gw = await makeRepo(join(root, 'gw'), 'gw')
+  const dsr = join(root, 'dsrdir')
+  await mkdir(dsr)
+  await annex(gw, 'initremote', 'dsr', 'type=directory', `directory=${dsr}`, 'encryption=none')
+  await git(gw, 'config', 'remote.dsr.annex-proxy', 'true')
+  await annex(gw, 'updateproxy')
+  await git(gw, 'config', 'annex.diskreserve', await unreachableReserve(root))
+  const gateway = await startAnnexProxy(t, gw)
+  const client = await makeClient(gw, join(root, 'client'), gateway.port)
+  await writeFile(join(client, 'b.bin'), randomBytes(200_000))
+  await annex(client, 'add', '-q', 'b.bin')
+  await git(client, 'commit', '-q', '-m', 'b')
+  const r = await shStatus(client, 'git', ['annex', 'copy', '--to', 'origin-dsr', 'b.bin'])
+  assert.notEqual(r.code, 0)
+  assert.match(r.stdout + r.stderr, /not enough free space/)
+  assert.deepEqual(await filesUnder(dsr), [])
 })
