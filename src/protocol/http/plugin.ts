@@ -8,11 +8,11 @@ import { AbortedError, BadRequestError, DiskFullError, ProxyError, HashMismatchE
 import { type Key, serializeKey } from '../../keys/key.js'
 import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
-import { truncateLastByteUnless } from '../../streams/hold-last.js'
 import type { WorkerPools } from '../../gateway/worker-pool.js'
 import type { HttpEvents } from '../../metrics/metrics.js'
 import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
+import { serveKey } from './key-get.js'
 import { boundedLines } from './line-reader.js'
 import { declareWaiting } from './connections.js'
 import { type Action, type AuthRequest, type Decision, ENDPOINT_ACTION } from './auth.js'
@@ -187,17 +187,11 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
           return json(await lockContent(remote, params.key!, op))
         case 'keeplocked':
           return json(await keepLocked(params.lockId!, body, signal, req, reply))
-        case 'key': {
-          const r = await opts.workers.run(remote.uuid, signal, () => remote.retrieve(params.key!, params.offset ?? 0, op))
-          reply.header('content-type', 'application/octet-stream').header('x-git-annex-data-length', String(r.length))
-          if (req.method === 'HEAD') {
-            r.body.destroy()
-            return reply.code(200).send()
-          }
-          // v0 cannot signal invalid content; v1+ by a count short of the header (spec §2.4).
-          const out = v === 0 ? r.body : pipeline(r.body, truncateLastByteUnless(r.valid), () => {})
-          return reply.code(200).send(out)
-        }
+        case 'key':
+          return serveKey(
+            { remote, key: params.key!, offset: params.offset ?? 0, version: route.version, head: req.method === 'HEAD', headers: req.headers, op, start: (fn) => opts.workers.run(remote.uuid, signal, fn) },
+            reply,
+          )
         case 'put': {
           const stored = await put(remote, params, body, v, op, req.raw)
           opts.metrics?.putAnswered(remote.uuid, stored.stored ? 'stored' : 'not_stored')
