@@ -11,6 +11,8 @@ export interface CountingProxy {
   readonly requests: string[]
   /** Bytes the server sent towards clients so far (headers included). */
   readonly downBytes: number
+  /** Relayed connections that have ended (either side closed). */
+  readonly closedConnections: number
   close(): Promise<void>
 }
 
@@ -42,11 +44,15 @@ function meter(onBytes: (n: number) => void, bytesPerSecond: number | undefined)
 export async function startCountingProxy(t: After, targetPort: number, opts: { downBytesPerSecond?: number } = {}): Promise<CountingProxy> {
   const requests: string[] = []
   let down = 0
+  let ended = 0
   const sockets = new Set<net.Socket>()
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1')
     sockets.add(client).add(upstream)
+    let counted = false
     const done = () => {
+      if (!counted) ended++
+      counted = true
       client.destroy()
       upstream.destroy()
       sockets.delete(client)
@@ -69,6 +75,9 @@ export async function startCountingProxy(t: After, targetPort: number, opts: { d
     requests,
     get downBytes() {
       return down
+    },
+    get closedConnections() {
+      return ended
     },
     close,
   }

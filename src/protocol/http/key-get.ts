@@ -53,6 +53,7 @@ export async function serveKey(g: KeyGet, reply: FastifyReply): Promise<FastifyR
   const { remote, key, offset, op } = g
   // The tag names the whole object; `offset=` selects another representation.
   const etag = offset === 0 ? etagFor(key) : undefined
+  const known = contentLength(key)
   const retrieveAt = (at: number) => g.start(() => remote.retrieve(key, at, op))
 
   // §13.2.2: If-None-Match before Range. Presence is all a 304 needs to know.
@@ -65,7 +66,6 @@ export async function serveKey(g: KeyGet, reply: FastifyReply): Promise<FastifyR
 
   // The representation's length: from the key when it says, so a range is read from its
   // first byte only; otherwise from a retrieve at the offset.
-  const known = contentLength(key)
   let first: Retrieved | undefined
   let length: number
   if (known !== undefined && known > offset) length = known - offset
