@@ -1,6 +1,7 @@
 // Builds the HTTP server from a ServeConfig: the registry of served repositories,
 // the p2phttp plugin, TLS when configured, and an orderly close.
 import { readFileSync } from 'node:fs'
+import cors from '@fastify/cors'
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { ServeConfig } from './config/config.js'
 import { Registry } from './gateway/registry.js'
@@ -16,6 +17,8 @@ import { LocalCoordinator } from './placement/coordinator.js'
 import { RedisCoordinator } from './placement/redis-coordinator.js'
 import { CacheSpace } from './streams/chunk-cache.js'
 import { indirectRoutes } from './protocol/http/indirect-routes.js'
+import { ERROR_CODE_HEADER } from './protocol/error-map.js'
+import { DATA_LENGTH_HEADER } from './protocol/http/params.js'
 
 /** Request headers beyond this many bytes are refused (431) before any routing. */
 const MAX_HEADER_BYTES = 16 * 1024
@@ -72,6 +75,20 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     idleMs,
     onIdleClose: (info) => app.log.info({ ...info, idleSeconds: cfg.clientTimeoutSeconds }, 'idle client disconnected'),
   })
+  if (cfg.corsOrigins.length > 0) {
+    // First of the hooks, so every answer carries the headers, refusals included (a page
+    // must be able to read a 401, 503 or 507), and preflights are answered before routing
+    // and authentication (browsers send no credentials with them).
+    await app.register(cors, {
+      origin: [...cfg.corsOrigins],
+      credentials: true,
+      methods: ['GET', 'HEAD', 'POST'],
+      // What a page must be able to read beyond the CORS-safelisted headers.
+      exposedHeaders: [DATA_LENGTH_HEADER, 'content-length', 'content-range', 'accept-ranges', 'etag', 'retry-after', 'www-authenticate', ERROR_CODE_HEADER],
+      maxAge: 600,
+      strictPreflight: true,
+    })
+  }
   // A connection beyond --max-connections gets its answer, whatever it asks, and is closed.
   app.addHook('onRequest', async (req, reply) => {
     if (!overConnectionLimit(req.raw)) return
@@ -108,6 +125,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     maxLocks: cfg.lockedfiles,
     lockExpirySeconds: cfg.lockExpirySeconds,
     closing: closing.signal,
+    optionsElsewhere: cfg.corsOrigins.length > 0,
   })
   if (cfg.indirectUpload) {
     // Beside the p2phttp plugin, in its own context: its routes are more specific than the

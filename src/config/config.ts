@@ -57,6 +57,8 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly cacheChunk: number
   /** Presigned-PUT uploads to proxied S3 remotes (--indirect-upload): undefined when off. */
   readonly indirectUpload: { readonly expirySeconds: number; readonly verify: 'readback' | 'store' } | undefined
+  /** Origins whose web pages may call every endpoint, credentials included (--cors-origin); empty: CORS off. */
+  readonly corsOrigins: readonly string[]
 }
 
 export const DEFAULT_PORT = 9417
@@ -112,6 +114,7 @@ export const SERVE_OPTIONS = {
   'indirect-upload': { type: 'boolean', help: 'let write-permitted clients upload to proxied S3 remotes with presigned PUT URLs' },
   'indirect-upload-expiry': { type: 'string', arg: 'S', help: 'longest lifetime of a presigned upload URL in seconds (default 900)' },
   'indirect-upload-verify': { type: 'string', arg: 'readback|store', help: 'how an indirect upload is verified: read back and hashed (default) or the store\'s checksum' },
+  'cors-origin': { type: 'string', multiple: true, arg: 'ORIGIN', help: 'let web pages of ORIGIN (scheme://host[:port]) call every endpoint, credentials included (repeatable; off by default)' },
   // Accepted for compatibility with p2phttp command lines: a cluster upload reaches every node at once.
   clusterjobs: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility; a cluster upload reaches every node at once' },
   cpus: { type: 'string', arg: 'N', help: 'accepted for p2phttp compatibility' },
@@ -154,6 +157,27 @@ function indirect(o: { 'indirect-upload'?: boolean; 'indirect-upload-expiry'?: s
     return undefined
   }
   return Object.freeze({ expirySeconds, verify })
+}
+
+/**
+ * An origin exactly as browsers send it in `Origin:` (scheme://host[:port], lower case, no
+ * default port, no path), since the header is compared byte for byte. `*` is refused:
+ * browsers do not send credentials to a wildcard origin.
+ */
+function origins(raw: readonly string[] | undefined): readonly string[] {
+  return Object.freeze(
+    (raw ?? []).map((o) => {
+      let url: URL | undefined
+      try {
+        url = new URL(o)
+      } catch {
+        url = undefined
+      }
+      if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== o.replace(/\/$/, '').toLowerCase())
+        throw new ConfigError(`--cors-origin needs an origin such as https://data.example.org or http://127.0.0.1:8080 (scheme, host and port only), got '${o}'`)
+      return url.origin
+    }),
+  )
 }
 
 /** Parses `serve` arguments. `cwd` is served when neither --repo nor --directory is given. */
@@ -207,5 +231,6 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     cacheSize: size('cache-size', o['cache-size'], 1024 ** 3, 1024 * 1024, Number.MAX_SAFE_INTEGER, true),
     cacheChunk: size('cache-chunk', o['cache-chunk'], 4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
     indirectUpload: indirect(o),
+    corsOrigins: origins(o['cors-origin']),
   })
 }

@@ -63,3 +63,10 @@ test('--indirect-upload is off unless asked for; its expiry and verification are
   ]
   for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
 })
+
+test('--cors-origin is off unless asked for, repeatable, and takes origins only', () => {
+  assert.deepEqual(parseServeArgs([], '/r').corsOrigins, [])
+  assert.deepEqual(parseServeArgs(['--cors-origin', 'https://data.example.org', '--cors-origin', 'http://127.0.0.1:8080/'], '/r').corsOrigins, ['https://data.example.org', 'http://127.0.0.1:8080'])
+  for (const bad of ['*', 'data.example.org', 'https://data.example.org/upload', 'ftp://x.org', 'https://data.example.org:443'])
+    assert.throws(() => parseServeArgs(['--cors-origin', bad], '/r'), /--cors-origin needs an origin/, bad)
+})

@@ -54,6 +54,8 @@ export interface P2pHttpOptions {
   readonly closing: AbortSignal
   /** Metrics (--metrics): locks held, put outcomes, verification failures. */
   readonly metrics?: HttpEvents
+  /** OPTIONS is answered elsewhere (CORS preflights, --cors-origin), not as a P2P route. */
+  readonly optionsElsewhere?: boolean
 }
 
 const JSON_TYPE = 'application/json;charset=utf-8'
@@ -141,7 +143,7 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
   app.setNotFoundHandler((_req, reply) => sendError(reply, 404, ''))
 
   app.route({
-    method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'],
+    method: ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', ...(opts.optionsElsewhere ? [] : ['OPTIONS' as const])],
     url: '/*',
     handler: async (req, reply) => {
       const rawUrl = req.raw.url ?? '/'
