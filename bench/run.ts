@@ -16,6 +16,7 @@ import { runCluster } from './scenarios/cluster.js'
 import { runFloor, type FloorRun } from './scenarios/floor.js'
 import { runTransfer, type TransferRun } from './scenarios/transfer.js'
 import { runUploadClient } from './scenarios/upload.js'
+import { runPlacement } from './scenarios/placement.js'
 import { buildProductRows, markdownReport, svgChart } from './lib/product.js'
 import { isS3Scenario, runS3Scenarios } from './scenarios/s3.js'
 
@@ -48,7 +49,7 @@ async function main(opts: Options): Promise<void> {
   const started = performance.now()
   const via = (k: ServerKind) => (k === 'ref-shell' ? `p2pstdio over a stand-in ssh, -J${opts.shellJobs}` : `annex+http, -J${opts.jobs}`)
   const env = await environment(opts.refNewest)
-  const sizes = opts.scenarios.map((s) => `${isCluster(s) ? 'cluster ' : ''}${opts.sizes[s].files}×${sizeLabel(opts.sizes[s].fileBytes)}`).join(', ')
+  const sizes = opts.scenarios.map((s) => (s === 'placement' ? `placement ${opts.sizes[s].files}×4–16 kB` : `${isCluster(s) ? 'cluster ' : ''}${opts.sizes[s].files}×${sizeLabel(opts.sizes[s].fileBytes)}`)).join(', ')
   const shellNote = opts.scenarios.some(isCluster) && opts.servers.includes('ref-shell') ? ` (-J${opts.shellJobs} via git-annex-shell)` : ''
   const title =
     `annex-proxy bench: ${opts.quick ? 'QUICK mode' : 'full mode'} (${sizes}), client -J${opts.jobs}${shellNote}, server --jobs ${opts.jobs}, ` +
@@ -65,7 +66,7 @@ async function main(opts: Options): Promise<void> {
   let s3: Awaited<ReturnType<typeof runS3Scenarios>> | undefined
   try {
     log('generating random data …')
-    for (const s of opts.scenarios) datasets.push(await makeDataset(dataRoot, s, opts.sizes[s]))
+    for (const s of opts.scenarios) if (s !== 'placement') datasets.push(await makeDataset(dataRoot, s, opts.sizes[s]))
     for (let rep = 0; rep < opts.repeat; rep++) {
       for (const d of datasets.filter((x) => !isS3Scenario(x.name))) {
         const cluster = isCluster(d.name)
@@ -100,6 +101,10 @@ async function main(opts: Options): Promise<void> {
     await rm(dataRoot, { recursive: true, force: true })
   }
   datasets.splice(0, datasets.length, ...datasets.filter((x) => !isS3Scenario(x.name)))
+  // Not a throughput figure: whether nodes stay within their maxsize (bench/scenarios/placement.ts).
+  const placement = opts.scenarios.includes('placement')
+    ? await runPlacement(opts.servers, opts.sizes.placement.files, { workdir: opts.workdir, projectRoot: PROJECT_ROOT, timeoutSeconds: opts.timeoutSeconds, refNewest: opts.refNewest, serverJobs: opts.jobs }, log)
+    : undefined
 
   // The classic tables compare servers under the real git-annex client.
   const annexRuns = transfers.filter((t) => (t.client ?? 'git-annex') === 'git-annex')
@@ -123,7 +128,7 @@ async function main(opts: Options): Promise<void> {
       'physical floor = cp -r of the files to 3 directories + sync, in files (or MiB) of the data set per second.\n\n'
     : ''
   process.stdout.write(
-    `\n${title}\n\n${plain}${clustered}${s3 ? `${s3.text}\n` : ''}Total ${totalSeconds.toFixed(0)} s.\n` +
+    `\n${title}\n\n${plain}${clustered}${s3 ? `${s3.text}\n` : ''}${placement ? `${placement.table}\n\n` : ''}Total ${totalSeconds.toFixed(0)} s.\n` +
       (errors.length ? `\nstalls and failures (details in the JSON):\n${errors.map((e) => `  ${e}`).join('\n')}\n` : ''),
   )
 
@@ -138,6 +143,7 @@ async function main(opts: Options): Promise<void> {
     clusterSummary: clusterRows,
     report: products,
     ...(s3 ? { s3: { rows: s3.rows, runs: s3.runs, sdk: s3.sdk } } : {}),
+    ...(placement ? { placement: placement.runs } : {}),
     runs: { transfers, floors },
     totalSeconds,
   }

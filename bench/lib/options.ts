@@ -9,8 +9,8 @@ import { join } from 'node:path'
  */
 export type ServerKind = 'ours' | 'ref' | 'ref-shell' | 'ref-newest'
 export const SERVER_KINDS: readonly ServerKind[] = ['ours', 'ref', 'ref-shell', 'ref-newest']
-export type ScenarioName = 'large' | 'small' | 'huge' | 'cluster-large' | 'cluster-small' | 'cluster-huge' | 's3-large' | 's3-small' | 's3-cluster-large' | 's3-cluster-small'
-export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'huge', 'cluster-large', 'cluster-small', 'cluster-huge', 's3-large', 's3-small', 's3-cluster-large', 's3-cluster-small']
+export type ScenarioName = 'large' | 'small' | 'huge' | 'cluster-large' | 'cluster-small' | 'cluster-huge' | 's3-large' | 's3-small' | 's3-cluster-large' | 's3-cluster-small' | 'placement'
+export const SCENARIOS: readonly ScenarioName[] = ['large', 'small', 'huge', 'cluster-large', 'cluster-small', 'cluster-huge', 's3-large', 's3-small', 's3-cluster-large', 's3-cluster-small', 'placement']
 /** git-annex = `git annex copy/get` from a clone; upload = `annex-proxy upload` (copy only). */
 export type ClientKind = 'git-annex' | 'upload'
 export const CLIENT_KINDS: readonly ClientKind[] = ['git-annex', 'upload']
@@ -58,6 +58,7 @@ export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioNa
     's3-small': { files: 40, fileBytes: 16 * KiB },
     's3-cluster-large': { files: 2, fileBytes: 8 * MiB },
     's3-cluster-small': { files: 40, fileBytes: 16 * KiB },
+    placement: { files: 60, fileBytes: 10 * KiB },
   },
   full: {
     large: { files: 8, fileBytes: 64 * MiB },
@@ -70,6 +71,8 @@ export const SIZES: Readonly<Record<'quick' | 'full', Readonly<Record<ScenarioNa
     's3-small': { files: 2000, fileBytes: 16 * KiB },
     's3-cluster-large': { files: 8, fileBytes: 64 * MiB },
     's3-cluster-small': { files: 2000, fileBytes: 16 * KiB },
+    // bench/scenarios/placement.ts: files of 4–16 kB into nodes with tight maxsize (issue #12).
+    placement: { files: 200, fileBytes: 10 * KiB },
   },
 }
 
@@ -77,7 +80,7 @@ const QUICK_SCENARIOS: readonly ScenarioName[] = ['large', 'cluster-small']
 
 export const USAGE = `usage: annex-proxy bench [--quick] [--repeat N] [--jobs N] [--shell-jobs N]
        [--servers ours,ref,ref-shell,ref-newest] [--scenarios large,small,huge,cluster-large,cluster-small,cluster-huge,
-                    s3-large,s3-small,s3-cluster-large,s3-cluster-small]
+                    s3-large,s3-small,s3-cluster-large,s3-cluster-small,placement]
        [--clients git-annex,upload] [--ref-newest CMD] [--timeout S] [--workdir DIR] [--results DIR] [--out FILE]
   (also: node dist/bench/run.js …)
   --quick       CI's smoke test: 2×8 MiB plain and 40×16 KiB into a cluster, servers ours and ref,
@@ -97,7 +100,9 @@ export const USAGE = `usage: annex-proxy bench [--quick] [--repeat N] [--jobs N]
   --scenarios   which workloads (default large,small,cluster-large,cluster-small; cluster-* copy to
                 and get from a 3-node cluster through the gateway, origin-mycluster; s3-* to a proxied
                 S3 remote and s3-cluster-* to 2 local nodes + 1 S3 node on a test S3 server, ours and
-                ref only, beside the SDK's own rate; bench/scenarios/s3.ts)
+                ref only, beside the SDK's own rate; bench/scenarios/s3.ts; placement = copy -J8
+                of 200 files into 3 nodes with tight maxsize and sizebalanced=g:1: how far each
+                gateway lets a node go over its maxsize)
   --timeout S   kill a client command after S seconds and count it as stalled (default 40 quick, 300 full)
   --workdir     where the temporary repositories go (default $TMPDIR)
   --out         JSON results (default bench/results/latest.json)`
