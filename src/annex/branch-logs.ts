@@ -395,3 +395,18 @@ export function locationLogOfJournal(name: string): string | undefined {
 export function locationLogKeyFile(branchPath: string): string | undefined {
   return /^[0-9a-f]{3}\/[0-9a-f]{3}\/([^/]+)\.log$/.exec(branchPath)?.[1]
 }
+
+/**
+ * A single-value log (Logs/SingleValue.hs: numcopies.log, mincopies.log): `<clock>s <value>`
+ * lines, the newest clock wins. undefined when empty.
+ */
+export function parseSingleValueLog(text: string | undefined): string | undefined {
+  let best: { clock: number; value: string } | undefined
+  for (const line of (text ?? '').split('\n')) {
+    const m = /^(\d+(?:\.\d+)?)s (.*)$/.exec(line.trim())
+    if (!m) continue
+    const clock = Number(m[1])
+    if (!best || clock >= best.clock) best = { clock, value: m[2]! }
+  }
+  return best?.value
+}

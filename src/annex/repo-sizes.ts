@@ -10,7 +10,7 @@ import { keyOfFile } from '../keys/object-path.js'
 import { runGit } from './git.js'
 import type { Uuid } from '../remotes/remote.js'
 import { locationLogKeyFile, locationLogOfJournal, locationLogPath, presentUuids } from './branch-logs.js'
-import { tryParseKey } from '../keys/key.js'
+import { tryParseKey, type Key } from '../keys/key.js'
 import type { BranchReader } from './branch-reader.js'
 
 /** Location logs read from git per request to cat-file. */
@@ -75,6 +75,22 @@ export class RepoSizes {
       add(totals, j.holding, 1)
     }
     return totals
+  }
+
+  /**
+   * Every sized key some repository holds as of the last refresh(), with those repositories
+   * (dead ones included, as logged): what a rebalance plans over.
+   */
+  holdings(): Array<{ key: Key; uuids: readonly Uuid[] }> {
+    const out: Array<{ key: Key; uuids: readonly Uuid[] }> = []
+    const visit = (path: string, h: Holding | undefined) => {
+      const file = locationLogKeyFile(path)
+      const key = file === undefined ? undefined : keyOfFile(file)
+      if (key && h) out.push({ key, uuids: h.uuids })
+    }
+    for (const [path, h] of this.branch) if (!this.journal.has(path)) visit(path, h)
+    for (const [path, j] of this.journal) visit(path, j.holding)
+    return out
   }
 
   /**

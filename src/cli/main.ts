@@ -10,6 +10,7 @@ const runDemo = async (argv: string[]) => (await import('./demo.js')).runDemo(ar
 const serve = async (...a: Parameters<typeof import('./serve.js').serve>) => (await import('./serve.js')).serve(...a)
 const runGitAnnexShell = async (argv: string[]) => (await import('./git-annex-shell.js')).runGitAnnexShell(argv)
 const runP2pStdio = async (argv: string[]) => (await import('./p2pstdio.js')).runP2pStdio(argv)
+const runRebalance = async (...a: Parameters<typeof import('./rebalance.js').runRebalance>) => (await import('./rebalance.js')).runRebalance(...a)
 const runUpload = async (...a: Parameters<typeof import('../upload/cli.js').runUpload>) => (await import('../upload/cli.js')).runUpload(...a)
 
 const USAGE = `usage:
@@ -21,6 +22,9 @@ const USAGE = `usage:
                                   git-annex-shell's command line: p2pstdio served here, the rest by git-annex-shell
   annex-proxy upload (--url URL --uuid UUID | --to REMOTE) [-J N] [--backend B] [--json] [--record DIR] PATH...
                                   push files and trees into a served repository (annex-proxy upload --help)
+  annex-proxy rebalance [--cluster NAME] [--dry-run] [-J N] [--redis URL]
+                                  move content between a cluster's nodes until each holds what its
+                                  balanced preferred content wants, in one run (annex-proxy rebalance --help)
   annex-proxy bench [--quick] [OPTION]...
                                   the benchmark against git annex p2phttp (annex-proxy bench --help)
 
@@ -43,6 +47,10 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = await runBench(rest)
       return
     }
+    case 'rebalance':
+      await requireGitAnnex()
+      process.exitCode = await runRebalance(rest, { cwd: process.cwd(), out: (s) => void process.stdout.write(s) })
+      return
     case 'upload':
       process.exitCode = await runUpload(rest, { cwd: process.cwd(), env: process.env, stdout: process.stdout, stderr: process.stderr })
       return

@@ -122,7 +122,12 @@ export const SERVE_OPTIONS = {
 
 /** The `serve` options as the usage text lists them, one per line, generated from SERVE_OPTIONS. */
 export function serveOptionsHelp(indent = '  '): string {
-  const rows = Object.entries(SERVE_OPTIONS as Readonly<Record<string, OptionSpec>>).map(([name, o]) => {
+  return optionsHelp(SERVE_OPTIONS, indent)
+}
+
+/** A command's options as its usage text lists them, one per line, generated from its table. */
+export function optionsHelp(table: Readonly<Record<string, OptionSpec>>, indent = '  '): string {
+  const rows = Object.entries(table).map(([name, o]) => {
     const flag = `${o.short ? `-${o.short}, ` : ''}--${name}${o.arg ? ` ${o.arg}` : ''}`
     return [flag, o.help] as const
   })

@@ -212,6 +212,51 @@ export class Gateway {
     return cluster
   }
 
+  /** The configuration as last read (re-read when it changes). */
+  get snapshot(): GatewaySnapshot {
+    return this.config.current
+  }
+
+  /**
+   * The nodes of cluster `name` this gateway reaches itself (not the same cluster behind
+   * other gateways), each as served on its own: stores admitted under its maxsize and
+   * logged, removes kept off content locked through any gateway. What rebalance moves
+   * content between. undefined: no such cluster.
+   */
+  async clusterNodes(name: string): Promise<Array<{ uuid: Uuid; name: string; remote: Remote }> | undefined> {
+    const snap = this.config.current
+    const info = snap.clusters.get(name)
+    if (!info) return undefined
+    const out: Array<{ uuid: Uuid; name: string; remote: Remote }> = []
+    for (const n of info.nodes) {
+      const ri = n.via === 'node' ? snap.remotes.get(n.remote) : undefined
+      const r = ri ? await this.node(ri) : undefined
+      if (ri && r) out.push({ uuid: ri.uuid, name: ri.name, remote: this.single(r) })
+    }
+    return out
+  }
+
+  /** Repository sizes as git-annex counts them, and every sized key's logged locations, read now. */
+  async placementState(): Promise<{ committed: Map<Uuid, number>; holdings: Array<{ key: Key; uuids: readonly Uuid[] }> }> {
+    await this.repoSizes.refresh()
+    return { committed: this.repoSizes.sizes(), holdings: this.repoSizes.holdings() }
+  }
+
+  /** Who holds `key` by the gateway's location log, read now (dead repositories left out). */
+  locationsOf(key: Key): Promise<Uuid[]> {
+    return this.config.locations(key)
+  }
+
+  /** Records in the gateway's location log that `uuid` has (or no longer has) the key. */
+  recordLocation(key: Key, uuid: Uuid, present: boolean): Promise<void> {
+    return this.record(key, [uuid], present)
+  }
+
+  /** A file of the git-annex branch (journal included), e.g. numcopies.log. */
+  readBranchFile(path: string): Promise<string | undefined> {
+    return this.config.reader.readText(path)
+  }
+
   /** A node served on its own: what it stores is logged, and counted against its maxsize while in flight. */
   private single(r: Remote): Remote {
     const uuid = r.uuid

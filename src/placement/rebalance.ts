@@ -16,9 +16,9 @@
 // - a key nobody wants is left where it is (rebalancing moves content, never deletes it),
 //   and a key no node holds is not the cluster's to place;
 // - a node only gets a copy when its maxsize has room for it, at that point of the plan;
-// - a copy is dropped only while the key keeps numcopies copies (trusted and semitrusted
-//   repositories, any, as the location log lists them) and at least as many cluster copies
-//   as its preferred content asks for (the copies wanted, or the copies it had if fewer);
+// - a copy is dropped only while the key keeps numcopies copies the gateway can verify
+//   (countedCopies) and at least as many cluster copies as its preferred content asks for
+//   (the copies wanted, or the copies it had if fewer);
 // - required content is never dropped;
 // - only nodes with preferred content take part: a node without an expression neither gets
 //   nor loses content.
@@ -80,10 +80,18 @@ export function participants(policy: PlacementPolicy, nodes: readonly Uuid[]): U
   return nodes.filter((u) => policy.preferredContent.has(u) || policy.requiredContent.has(u))
 }
 
-/** Copies numcopies counts: every repository listed but untrusted ones (clusters are never listed). */
-export function countedCopies(policy: PlacementPolicy, locations: Iterable<string>): number {
+/**
+ * Copies a drop can count on for numcopies: those on the cluster's nodes (which the gateway
+ * can lock while it drops, as git-annex proves copies), untrusted ones excepted, and those
+ * in trusted repositories elsewhere (taken on trust, as git-annex does). A copy in a client's
+ * repository cannot be verified from the gateway and does not count.
+ */
+export function countedCopies(policy: PlacementPolicy, nodes: readonly string[], locations: Iterable<string>): number {
   let n = 0
-  for (const u of locations) if (policy.trust.get(u) !== 'untrusted' && policy.trust.get(u) !== 'dead') n++
+  for (const u of locations) {
+    const trust = policy.trust.get(u)
+    if (nodes.includes(u) ? trust !== 'untrusted' && trust !== 'dead' : trust === 'trusted') n++
+  }
   return n
 }
 
@@ -163,7 +171,7 @@ function simulate(input: RebalanceInput, keys: readonly RebalanceKey[], pinned: 
       unwanted.sort((a, b) => fill(policy, sizes, b) - fill(policy, sizes, a) || byUuid(a, b))
       for (const u of unwanted) {
         if (inCluster.size - 1 < keepInCluster) break
-        if (countedCopies(policy, [...after].filter((x) => x !== u)) < input.numCopies) break
+        if (countedCopies(policy, input.nodes, [...after].filter((x) => x !== u)) < input.numCopies) break
         after.delete(u)
         inCluster.delete(u)
         drop.push(u)

@@ -117,7 +117,7 @@ function check(c: Case): void {
     const cb = nodes.filter((u) => before.has(u)).length
     const ca = nodes.filter((u) => after.has(u)).length
     if (cb > 0) assert.ok(ca > 0, `${serializeKey(k)} lost its last cluster copy`)
-    assert.ok(countedCopies(policy, after) >= Math.min(countedCopies(policy, before), c.numCopies), `${serializeKey(k)} fell below numcopies`)
+    assert.ok(countedCopies(policy, nodes, after) >= Math.min(countedCopies(policy, nodes, before), c.numCopies), `${serializeKey(k)} fell below numcopies`)
     if (cb === 0) return assert.equal(ca, 0, `${serializeKey(k)}: placed though no node held it`)
     if (!plan.settled) return
     // What the expressions want: a holder that does not want the key is kept only for copies.
@@ -127,7 +127,7 @@ function check(c: Case): void {
     assert.ok(lacking.length === 0 || plan.short.some((x) => serializeKey(x) === serializeKey(k)), `${serializeKey(k)}: ${lacking.join(',')} want it and did not get it`)
     const extra = nodes.filter((u) => after.has(u) && !wanting.includes(u))
     if (extra.length > 0) {
-      const kept = countedCopies(policy, after) - 1 < c.numCopies || ca - 1 < Math.min(cb, wanting.length)
+      const kept = countedCopies(policy, nodes, after) - 1 < c.numCopies || ca - 1 < Math.min(cb, wanting.length)
       assert.ok(kept, `${serializeKey(k)} still on ${extra.join(',')}, which do not want it`)
     }
   })
