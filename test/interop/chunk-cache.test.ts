@@ -61,11 +61,19 @@ test('a get killed at 60% resumes from the gateway cache; a second client costs 
   const partial = (await stat(tmp)).size
   assert.ok(partial >= 0.6 * SIZE && partial < SIZE, `the client kept ${partial} bytes`)
   const first = counted.downBytes
+  const requestsAtKill = counted.requests.length
 
   await annex(client, 'get', '-q', '--from', 'origin-r1', 'big.bin')
   const again = counted.downBytes - first
   t.diagnostic(`killed at ${partial} of ${SIZE} bytes; the resumed get fetched ${again} bytes from the remote`)
-  assert.ok(again < SIZE / 2, `the resumed get fetched ${again} bytes from the remote again`)
+  // The gateway asks the remote only from the chunk the client stopped in (or the one
+  // before it): what was already sent is served from the cache.
+  const resumedFrom = counted.requests.slice(requestsAtKill).filter((r) => r.startsWith('GET ')).map((r) => Number(/[?&]offset=(\d+)/.exec(r)?.[1] ?? 0))
+  assert.ok(resumedFrom.length > 0 && resumedFrom.every((o) => o >= (Math.floor(partial / CHUNK) - 1) * CHUNK), `the resumed get asked the remote from offsets ${resumedFrom.join(', ')}`)
+  // Bytes: the rest of the object from there, plus at most what the killed transfer was
+  // still reading when it was counted (the gateway notices the kill later on a busy machine).
+  const bound = SIZE - (Math.floor(partial / CHUNK) - 1) * CHUNK + Math.max(0, SIZE - first) + 65536
+  assert.ok(again <= bound, `the resumed get fetched ${again} bytes from the remote again (at most ${bound} expected)`)
   assert.deepEqual(await readFile(join(client, 'big.bin')), content)
   await annex(client, 'fsck', '-q', 'big.bin')
 
