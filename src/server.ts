@@ -65,6 +65,10 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     // unused connection goes away instead of finding out by a failed request.
     keepAliveTimeout: Math.min(72_000, idleMs),
     forceCloseConnections: 'idle',
+    // While draining (SIGTERM, or after a hand-over) a request that arrives on a kept-alive
+    // connection is served, not refused with 503: it was sent before the client could know,
+    // and a refusal is a failed transfer. Its answer closes the connection (below).
+    return503OnClosing: false,
     exposeHeadRoutes: false,
     ...https,
   }) as unknown as FastifyInstance
@@ -89,6 +93,10 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
       strictPreflight: true,
     })
   }
+  let draining = false
+  app.addHook('onRequest', async (_req, reply) => {
+    if (draining) reply.header('connection', 'close')
+  })
   // A connection beyond --max-connections gets its answer, whatever it asks, and is closed.
   app.addHook('onRequest', async (req, reply) => {
     if (!overConnectionLimit(req.raw)) return
@@ -143,6 +151,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     metrics,
     close(graceMs = cfg.shutdownGraceSeconds * 1000) {
       closed ??= (async () => {
+        draining = true
         const timer = setTimeout(() => closing.abort(new Error('server shutting down')), graceMs)
         try {
           await app.close()

@@ -1,17 +1,23 @@
 // `annex-proxy serve`: builds the server, listens, and stops in order on SIGTERM/SIGINT.
+// On SIGHUP it hands its listening socket to a new copy of itself and stops once that one
+// serves: a restart during which the socket never stops accepting.
 // Shared by the `serve` and `demo` commands, so neither imports the other.
 import type { ServeConfig } from '../config/config.js'
 import { buildServer } from '../server.js'
 import { listenMetrics } from '../metrics/endpoint.js'
+import { announceReady, handOver, listen } from './listener.js'
 
 export async function serve(cfg: ServeConfig): Promise<void> {
   const server = await buildServer(cfg)
-  const address = await server.app.listen({ host: cfg.bind, port: cfg.port })
-  server.app.log.info({ address, repositories: server.registry.uuids }, 'annex-proxy serving')
+  const log = server.app.log
+  const listening = await listen(server.app, cfg)
+  log.info({ address: listening.address, listener: listening.how, pid: process.pid, repositories: server.registry.uuids }, 'annex-proxy serving')
   const metricsListener =
     server.metrics && cfg.metricsPort !== undefined ? await listenMetrics(server.metrics, cfg.metricsBind ?? cfg.bind, cfg.metricsPort) : undefined
-  if (metricsListener) server.app.log.info({ metricsPort: metricsListener.port }, 'metrics on their own port')
+  if (metricsListener) log.info({ metricsPort: metricsListener.port }, 'metrics on their own port')
+  announceReady()
   let stopping = false
+  let handedOver = false
   const stop = (sig: string) => {
     if (stopping) {
       // A second signal: stop now, aborting whatever is in flight.
@@ -20,15 +26,36 @@ export async function serve(cfg: ServeConfig): Promise<void> {
     }
     stopping = true
     void metricsListener?.close()
-    server.app.log.info({ signal: sig }, 'shutting down: finishing in-flight requests')
-    server.close().then(
-      () => process.exit(0),
+    log.info({ signal: sig }, 'shutting down: finishing in-flight requests')
+    server
+      .close()
+      .then(() => (handedOver ? undefined : listening.release()))
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed')
+          process.exit(1)
+        },
+      )
+  }
+  const restart = () => {
+    if (stopping) return
+    stopping = true
+    log.info({ pid: process.pid }, 'SIGHUP: starting a new process and handing it the listening socket')
+    handOver(server.app).then(
+      (pid) => {
+        handedOver = true
+        stopping = false
+        log.info({ successor: pid }, 'the new process serves; this one stops accepting and drains')
+        stop('SIGHUP')
+      },
       (err: unknown) => {
-        server.app.log.error({ err }, 'shutdown failed')
-        process.exit(1)
+        stopping = false
+        log.error({ err }, 'hand-over failed: this process goes on serving')
       },
     )
   }
   process.on('SIGTERM', () => stop('SIGTERM'))
   process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGHUP', restart)
 }

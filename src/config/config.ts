@@ -57,6 +57,8 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly cacheChunk: number
   /** Presigned-PUT uploads to proxied S3 remotes (--indirect-upload): undefined when off. */
   readonly indirectUpload: { readonly expirySeconds: number; readonly verify: 'readback' | 'store' } | undefined
+  /** --socket: listen on this unix socket instead of TCP. */
+  readonly socket: string | undefined
   /** Origins whose web pages may call every endpoint, credentials included (--cors-origin); empty: CORS off. */
   readonly corsOrigins: readonly string[]
 }
@@ -82,6 +84,7 @@ export const SERVE_OPTIONS = {
   directory: { type: 'string', multiple: true, arg: 'DIR', help: 'serve every git-annex repository beneath DIR (repeatable)' },
   port: { type: 'string', arg: 'N', help: `port to listen on (default ${DEFAULT_PORT}; 0: any free port, reported in the log)` },
   bind: { type: 'string', arg: 'ADDR', help: 'address to listen on (default 127.0.0.1)' },
+  socket: { type: 'string', arg: 'PATH', help: 'listen on a unix socket (mode 0660) instead of TCP; a stale socket file is replaced' },
   jobs: { type: 'string', short: 'J', arg: 'N', help: 'operations at once per served repository; transfers move bytes without one (default 4)' },
   wideopen: { type: 'boolean', help: 'anyone may read, write and remove without credentials' },
   'unauth-readonly': { type: 'boolean', help: 'anyone may read without credentials' },
@@ -185,6 +188,15 @@ function origins(raw: readonly string[] | undefined): readonly string[] {
   )
 }
 
+function socketPath(path: string | undefined, tcpAsked: boolean): string | undefined {
+  if (path === undefined) return undefined
+  if (tcpAsked) throw new ConfigError('--socket listens instead of --port/--bind: give one or the other')
+  if (path === '') throw new ConfigError('--socket needs a path')
+  // sockaddr_un holds 107 bytes of path.
+  if (Buffer.byteLength(path) > 107) throw new ConfigError(`--socket path is longer than a unix socket address allows (107 bytes): ${path}`)
+  return path
+}
+
 /** Parses `serve` arguments. `cwd` is served when neither --repo nor --directory is given. */
 export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfig {
   let parsed
@@ -237,5 +249,6 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     cacheChunk: size('cache-chunk', o['cache-chunk'], 4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
     indirectUpload: indirect(o),
     corsOrigins: origins(o['cors-origin']),
+    socket: socketPath(o.socket, o.port !== undefined || o.bind !== undefined),
   })
 }

@@ -70,3 +70,10 @@ test('--cors-origin is off unless asked for, repeatable, and takes origins only'
   for (const bad of ['*', 'data.example.org', 'https://data.example.org/upload', 'ftp://x.org', 'https://data.example.org:443'])
     assert.throws(() => parseServeArgs(['--cors-origin', bad], '/r'), /--cors-origin needs an origin/, bad)
 })
+
+test('--socket replaces --port/--bind and needs a path a unix socket can hold', () => {
+  assert.equal(parseServeArgs([], '/r').socket, undefined)
+  assert.equal(parseServeArgs(['--socket', '/run/annex-proxy/s.sock'], '/r').socket, '/run/annex-proxy/s.sock')
+  assert.throws(() => parseServeArgs(['--socket', '/s.sock', '--port', '1'], '/r'), /--socket listens instead of --port/)
+  assert.throws(() => parseServeArgs(['--socket', `/${'x'.repeat(200)}`], '/r'), /longer than a unix socket address allows/)
+})
