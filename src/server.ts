@@ -8,6 +8,7 @@ import { Registry } from './gateway/registry.js'
 import { WorkerPools } from './gateway/worker-pool.js'
 import { type Authorize, p2pHttp, sendError } from './protocol/http/plugin.js'
 import { Gateway } from './gateway/gateway.js'
+import { openPlainRepo } from './gateway/plain-repo.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
 import { ServerMetrics } from './metrics/metrics.js'
@@ -117,9 +118,16 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,
-    open: (dir) =>
-      Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) }),
+    // A repository without proxying settings needs no gateway machinery (no branch reader, no watcher, no process).
+    open: (dir, { gateway }) =>
+      gateway
+        ? Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) })
+        : openPlainRepo(dir, { hasher: cfg.hasher, log }),
     log,
+    maxOpen: cfg.maxOpenRepos,
+    rescanMs: cfg.rescanIntervalSeconds * 1000,
+    idleMs: cfg.repoIdleSeconds * 1000,
+    roomWaitMs: cfg.maxQueueWaitSeconds * 1000,
   })
   await registry.start()
   const closing = new AbortController()

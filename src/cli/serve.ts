@@ -11,7 +11,9 @@ export async function serve(cfg: ServeConfig): Promise<void> {
   const server = await buildServer(cfg)
   const log = server.app.log
   const listening = await listen(server.app, cfg)
-  log.info({ address: listening.address, listener: listening.how, pid: process.pid, repositories: server.registry.uuids }, 'annex-proxy serving')
+  // With --directory, repositories are still being found: the registry logs how many once it knows.
+  const found = cfg.directories.length > 0 ? { directories: cfg.directories } : { repositories: server.registry.uuids }
+  log.info({ address: listening.address, listener: listening.how, pid: process.pid, ...found }, 'annex-proxy serving')
   const metricsListener =
     server.metrics && cfg.metricsPort !== undefined ? await listenMetrics(server.metrics, cfg.metricsBind ?? cfg.bind, cfg.metricsPort) : undefined
   if (metricsListener) log.info({ metricsPort: metricsListener.port }, 'metrics on their own port')

@@ -39,6 +39,12 @@ export interface ServeConfig extends Required<AuthFlags> {
    * many as --jobs, so a steady load does not respawn them (p2phttp's default is 1).
    */
   readonly proxyConnections: number | undefined
+  /** --directory repositories open at once (each may hold git processes); more are opened by closing idle ones. */
+  readonly maxOpenRepos: number
+  /** Fewest seconds between rescans of --directory caused by authorized requests for unknown UUIDs. */
+  readonly rescanIntervalSeconds: number
+  /** A --directory repository unused this many seconds is closed. */
+  readonly repoIdleSeconds: number
   /** --redis: placement state (reservations, locks, location facts) shared by a fleet of gateways. */
   readonly redis: string | undefined
   /** Seconds a dead gateway's reservations and locks outlive it in Redis. */
@@ -81,7 +87,10 @@ export interface OptionSpec {
  */
 export const SERVE_OPTIONS = {
   repo: { type: 'string', multiple: true, arg: 'DIR', help: 'serve this repository (repeatable; default: the working directory)' },
-  directory: { type: 'string', multiple: true, arg: 'DIR', help: 'serve every git-annex repository beneath DIR (repeatable)' },
+  directory: { type: 'string', multiple: true, arg: 'DIR', help: 'serve every git-annex repository beneath DIR (repeatable); found without waiting, opened on first request' },
+  'max-open-repos': { type: 'string', arg: 'N', help: '--directory repositories kept open at once; the least recently used idle one is closed for another (default 64)' },
+  'rescan-interval': { type: 'string', arg: 'S', help: 'an authorized request for an unknown UUID rescans --directory at most once per S seconds (default 2)' },
+  'repo-idle': { type: 'string', arg: 'S', help: 'a --directory repository unused for S seconds is closed with its git processes (default 60)' },
   port: { type: 'string', arg: 'N', help: `port to listen on (default ${DEFAULT_PORT}; 0: any free port, reported in the log)` },
   bind: { type: 'string', arg: 'ADDR', help: 'address to listen on (default 127.0.0.1)' },
   socket: { type: 'string', arg: 'PATH', help: 'listen on a unix socket (mode 0660) instead of TCP; a stale socket file is replaced' },
@@ -240,6 +249,9 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     clientTimeoutSeconds: int('client-timeout', o['client-timeout'], 60, 1, 86_400),
     maxConnections: int('max-connections', o['max-connections'], 256, 1, 1_000_000),
     proxyConnections: o.proxyconnections === undefined ? undefined : int('proxyconnections', o.proxyconnections, 1, 0, 1024),
+    maxOpenRepos: int('max-open-repos', o['max-open-repos'], 64, 1, 1_000_000),
+    rescanIntervalSeconds: int('rescan-interval', o['rescan-interval'], 2, 0, 3600),
+    repoIdleSeconds: int('repo-idle', o['repo-idle'], 60, 1, 86_400),
     redis: o.redis,
     redisLeaseSeconds: int('redis-lease', o['redis-lease'], 30, 1, 86_400),
     metrics: o.metrics ?? false,

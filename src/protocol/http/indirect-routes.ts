@@ -14,6 +14,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { AbortedError, BadRequestError, ProxyError } from '../../errors.js'
 import type { IndirectTarget } from '../../gateway/gateway.js'
+import type { LookupContext } from '../../gateway/registry.js'
 import type { IndirectUploadOptions } from '../../remotes/s3/indirect-upload.js'
 import type { Logger } from '../../remotes/remote.js'
 import { serializeKey } from '../../keys/key.js'
@@ -22,7 +23,8 @@ import { type AuthRequest, type Action, type Decision } from './auth.js'
 import { Query, clientUuidParam, keyParam } from './params.js'
 
 export interface IndirectRoutesOptions {
-  readonly repos: { indirect(uuid: string, opts: IndirectUploadOptions): Promise<IndirectTarget | undefined> }
+  /** `ctx.until`: with --directory, the repository stays open while this response is. */
+  readonly repos: { indirect(uuid: string, opts: IndirectUploadOptions, ctx?: LookupContext): Promise<IndirectTarget | undefined> }
   readonly authorize: (req: AuthRequest, action: Action) => Decision
   readonly uploads: Omit<IndirectUploadOptions, 'log' | 'secret'>
   /** Fires when the server is shutting down. */
@@ -73,7 +75,7 @@ export const indirectRoutes: FastifyPluginAsync<IndirectRoutesOptions> = async (
       await reply.code(decision.status).type('text/plain; charset=utf-8').send(decision.body)
       return undefined
     }
-    const t = await opts.repos.indirect(uuid, opts.uploads)
+    const t = await opts.repos.indirect(uuid, opts.uploads, { authorized: true, until: reply.raw })
     if (!t) {
       await reply.code(404).send('')
       return undefined

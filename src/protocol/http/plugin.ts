@@ -9,6 +9,7 @@ import { type Key, serializeKey } from '../../keys/key.js'
 import type { Logger, Op, Remote } from '../../remotes/remote.js'
 import { exactLength } from '../../streams/exact-length.js'
 import type { WorkerPools } from '../../gateway/worker-pool.js'
+import type { LookupContext } from '../../gateway/registry.js'
 import type { HttpEvents } from '../../metrics/metrics.js'
 import { ERROR_CODE_HEADER, toHttp } from '../error-map.js'
 import { HeldLocks } from './held-locks.js'
@@ -37,8 +38,12 @@ import {
 export type Authorize = (req: AuthRequest, action: Action) => Decision
 
 export interface RepoLookup {
-  /** `bypass`: gateways already on the request's path, which a cluster must not route back through (spec §3.3). */
-  lookup(uuid: string, bypass: readonly string[]): Promise<Remote | undefined>
+  /**
+   * `bypass`: gateways already on the request's path, which a cluster must not route back
+   * through (spec §3.3). `authorized`: the request may cause a rescan for an unknown UUID;
+   * `until`: the repository stays open while this response is.
+   */
+  lookup(uuid: string, bypass: readonly string[], ctx?: LookupContext): Promise<Remote | undefined>
 }
 
 export interface P2pHttpOptions {
@@ -168,7 +173,8 @@ export const p2pHttp: FastifyPluginAsync<P2pHttpOptions> = async (app: FastifyIn
         return sendError(reply, status, text)
       }
       if (!decision.ok && decision.status === 400) return refuse(400, decision.body, decision.headers)
-      const remote = await opts.repos.lookup(route.serverUuid, params.bypass ?? [])
+      // Only a request that would be served may cause a rescan for a UUID not known (yet).
+      const remote = await opts.repos.lookup(route.serverUuid, params.bypass ?? [], { authorized: decision.ok, until: reply.raw })
       if (!remote) return refuse(404, '')
       if (!decision.ok) return refuse(decision.status, decision.body, decision.headers)
 
