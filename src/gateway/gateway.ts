@@ -108,7 +108,9 @@ export class Gateway {
   }
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
-    const self = await openLocalRepo(dir, { hasher: opts.hasher, log: opts.log })
+    // One writer for the repository's location log: its own content and its nodes' (spec §3.6).
+    const locationLog = new LocationLog(dir, { log: opts.log })
+    const self = await openLocalRepo(dir, { hasher: opts.hasher, log: opts.log, locationLog })
     let cache: ChunkCache | undefined
     try {
       if (opts.cache && opts.cache.space.maxBytes > 0) {
@@ -124,10 +126,11 @@ export class Gateway {
       }
       const config = await GatewayConfig.open(dir, { log: opts.log })
       config.on('error', (err: unknown) => opts.log.warn({ repo: dir, err }, 'gateway configuration could not be re-read; keeping the last one'))
-      return new Gateway(dir, self, config, new LocationLog(dir, { log: opts.log }), opts, cache)
+      return new Gateway(dir, self, config, locationLog, opts, cache)
     } catch (err) {
       await cache?.close()
       await self.close()
+      await locationLog.close()
       throw err
     }
   }
@@ -508,8 +511,10 @@ export class Gateway {
     this.unsubscribe()
     this.config.close()
     const nodes = await Promise.all(this.nodes.values())
-    await Promise.all([this.self.close(), this.locationLog.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])
+    await Promise.all([this.self.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])
     await this.chunkCache?.close()
     await Promise.all([...this.indirectUploads.values()].map((e) => e.uploads.then((u) => u.close(), () => undefined)))
+    // Last: what the repository and its nodes recorded while finishing goes in too.
+    await this.locationLog.close()
   }
 }

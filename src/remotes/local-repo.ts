@@ -83,6 +83,11 @@ export interface LocalRepoOptions {
   log?: Logger
   /** Idle time before the location log journal is committed (default 1 s, like p2phttp). */
   logIdleMs?: number
+  /**
+   * The repository's location-log writer, when its owner records in it too (a gateway
+   * records its nodes' locations): one writer per repository. Committed, not closed, on close().
+   */
+  locationLog?: LocationLog
 }
 
 const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} }
@@ -196,6 +201,7 @@ export class LocalRepo implements Remote {
   readonly capabilities: ReadonlySet<Capability> = new Set(ALL_CAPABILITIES)
   private readonly reserve: DiskReserve
   private readonly locationLog: LocationLog
+  private readonly ownsLocationLog: boolean
   private readonly hasher: HasherKind | undefined
   private readonly log: Logger
   // Per-key critical sections: lock, remove and committing into the object store
@@ -219,7 +225,8 @@ export class LocalRepo implements Remote {
     this.hasher = opts.hasher
     this.log = opts.log ?? silent
     this.reserve = new DiskReserve(`${layout.gitDir}/annex`, diskReserve)
-    this.locationLog = new LocationLog(dir, { idleMs: opts.logIdleMs ?? 1000, log: this.log })
+    this.ownsLocationLog = opts.locationLog === undefined
+    this.locationLog = opts.locationLog ?? new LocationLog(dir, { idleMs: opts.logIdleMs ?? 1000, log: this.log })
   }
 
   /** Where the key's content is (or would be put), and its partial upload. */
@@ -501,7 +508,7 @@ export class LocalRepo implements Remote {
       this.closing.abort()
       await Promise.allSettled([...this.storing.values()])
       for (const l of [...this.locks]) l.drop()
-      await this.locationLog.close()
+      await (this.ownsLocationLog ? this.locationLog.close() : this.locationLog.flush())
     })()
     return this.closed
   }
