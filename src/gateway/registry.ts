@@ -182,6 +182,11 @@ export class Registry {
     }
   }
 
+  /** A walk of the --directory folders is under way. */
+  get scanInFlight(): boolean {
+    return this.scanning !== undefined
+  }
+
   /** Resolves once the first walk of the --directory folders is over. */
   ready(): Promise<void> {
     return (this.initial ?? Promise.resolve()).catch(() => {})
