@@ -5,12 +5,22 @@
 // with git-annex, whose tmp file holds all bytes that arrived. Nothing here commits:
 // the owner renames the file into the object store after the pipeline succeeded.
 //
+// Writes are batched: while one is on the disk, the chunks that arrive meanwhile (up to
+// the window, WRITE_WINDOW by default) queue and go out as one positioned writev. A socket
+// delivers an upload in pieces of a few bytes to 64 KiB; one pwrite, one thread-pool round
+// trip and one promise each made the write path the largest CPU cost of a server receiving
+// 8×64 MiB (node --cpu-prof: writeBuffer 16-26 % of the server's samples, 16 000+ writes per
+// 512 MiB); batched, the server's CPU for that upload fell by about a quarter.
+//
 // It never closes the handle: the owner closes it before renaming. (A FileHandle's
 // own write stream with autoClose off keeps the handle referenced: close() would
 // wait forever.)
 import type { FileHandle } from 'node:fs/promises'
 import { finished } from 'node:stream/promises'
 import { Writable, type Transform } from 'node:stream'
+
+/** Bytes a sink holds while a write is on the disk: the upstream waits beyond it. */
+export const WRITE_WINDOW = 1024 * 1024
 
 export class TmpFileSink extends Writable {
   private position: number
@@ -21,8 +31,9 @@ export class TmpFileSink extends Writable {
     private readonly fh: FileHandle,
     start: number,
     private readonly verifier: Transform,
+    window: number = WRITE_WINDOW,
   ) {
-    super()
+    super({ highWaterMark: window })
     this.position = start
     // Its output is the bytes we write ourselves; only its verdict matters, and that
     // arrives through write callbacks and finished(), not as an 'error' event.
@@ -31,7 +42,11 @@ export class TmpFileSink extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    this.verifyThenWrite(chunk).then(() => cb(), cb)
+    this.verifyThenWrite([chunk]).then(() => cb(), cb)
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
+    this.verifyThenWrite(chunks.map((c) => c.chunk)).then(() => cb(), cb)
   }
 
   override _final(cb: (e?: Error | null) => void): void {
@@ -43,15 +58,24 @@ export class TmpFileSink extends Writable {
     cb(err)
   }
 
-  private async verifyThenWrite(chunk: Buffer): Promise<void> {
+  private async verifyThenWrite(chunks: Buffer[]): Promise<void> {
     // The verifier refuses bytes past the key's size before they reach the disk.
-    await new Promise<void>((resolve, reject) => this.verifier.write(chunk, (e) => (e ? reject(e) : resolve())))
-    let off = 0
+    await new Promise<void>((resolve, reject) => {
+      let pending = chunks.length
+      let failed: Error | undefined
+      for (const c of chunks) {
+        this.verifier.write(c, (e) => {
+          failed ??= e ?? undefined
+          if (--pending === 0) (failed ? reject(failed) : resolve())
+        })
+      }
+    })
     try {
-      while (off < chunk.length) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off, this.position)
-        off += bytesWritten
-        this.position += bytesWritten
+      let rest = chunks
+      while (rest.length > 0) {
+        const n = rest.length === 1 ? (await this.fh.write(rest[0]!, 0, rest[0]!.length, this.position)).bytesWritten : (await this.fh.writev(rest, this.position)).bytesWritten
+        this.position += n
+        rest = drop(rest, n)
       }
     } catch (e) {
       this.ioError = e as Error
@@ -69,4 +93,12 @@ export class TmpFileSink extends Writable {
     this.verifier.end()
     await finished(this.verifier)
   }
+}
+
+/** What is left of `chunks` after their first `n` bytes. */
+function drop(chunks: Buffer[], n: number): Buffer[] {
+  let i = 0
+  while (i < chunks.length && n >= chunks[i]!.length) n -= chunks[i++]!.length
+  if (i === chunks.length) return []
+  return n === 0 ? chunks.slice(i) : [chunks[i]!.subarray(n), ...chunks.slice(i + 1)]
 }
