@@ -1,6 +1,7 @@
 // A TCP relay on 127.0.0.1 that counts the bytes a server sends back and remembers the
 // request lines it saw, optionally slowing the server→client direction: what a test
-// needs to tell how much a gateway fetched from a remote, or to interrupt a download.
+// needs to tell how much a gateway fetched from a remote, or to interrupt a download
+// (or, slowing the client→server direction, an upload).
 import * as net from 'node:net'
 import { Transform, type TransformCallback, pipeline } from 'node:stream'
 import { type After, defer } from './annex.js'
@@ -41,7 +42,7 @@ function meter(onBytes: (n: number) => void, bytesPerSecond: number | undefined)
   })
 }
 
-export async function startCountingProxy(t: After, targetPort: number, opts: { downBytesPerSecond?: number } = {}): Promise<CountingProxy> {
+export async function startCountingProxy(t: After, targetPort: number, opts: { downBytesPerSecond?: number; upBytesPerSecond?: number } = {}): Promise<CountingProxy> {
   const requests: string[] = []
   let down = 0
   let ended = 0
@@ -58,7 +59,7 @@ export async function startCountingProxy(t: After, targetPort: number, opts: { d
       sockets.delete(client)
       sockets.delete(upstream)
     }
-    pipeline(client, sniff(requests), upstream, done)
+    pipeline(client, sniff(requests), meter(() => undefined, opts.upBytesPerSecond), upstream, done)
     pipeline(upstream, meter((n) => (down += n), opts.downBytesPerSecond), client, done)
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))

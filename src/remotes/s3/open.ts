@@ -11,6 +11,8 @@ import { findS3Credentials } from './credentials.js'
 import { parseS3Settings } from './settings.js'
 import { S3SettingsError } from '../../errors.js'
 import { S3Store, type S3StoreOptions } from './s3-store.js'
+import { MultipartJournal } from './orphaned-uploads.js'
+import { join } from 'node:path'
 
 export interface OpenS3Options {
   readonly uuid: Uuid
@@ -37,13 +39,16 @@ export async function openS3Remote(o: OpenS3Options): Promise<SpecialRemote> {
   }
   const creds = await findS3Credentials(o.uuid, o.gitDir, o.config, o.env)
   if (!creds) throw new ConfigError('Set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to use S3')
-  const store = new S3Store(settings, creds, o.store)
+  const journal = new MultipartJournal(join(o.gitDir, 'annex', 'annex-proxy', 'multipart', o.uuid))
+  const store = new S3Store(settings, creds, { journal, ...o.store })
   try {
     if (!settings.annexObjects) await checkBucketUuid(store, o.uuid)
   } catch (e) {
     await store.close()
     throw e
   }
+  // Multipart uploads a killed gateway left behind are aborted now and then periodically.
+  store.startSweeping(o.log)
   o.log?.info({ uuid: o.uuid, bucket: settings.bucket, endpoint: settings.endpoint, credentials: creds.source }, 'S3 special remote served natively')
   // A chunk larger than a part is itself a multipart upload with its own parts in flight:
   // one such chunk at a time keeps memory at one upload's parts.

@@ -32,6 +32,8 @@ import { hashDirLower, keyFile } from '../../keys/object-path.js'
 import type { ObjectRead, ObjectStore } from '../special/object-store.js'
 import type { S3Credentials } from './credentials.js'
 import type { S3Settings } from './settings.js'
+import { MultipartJournal, SWEEP_INTERVAL_MS, sweepOrphanedUploads } from './orphaned-uploads.js'
+import type { Logger } from '../remote.js'
 
 /** Used when remote.log has no partsize (or one below S3's 5 MiB part minimum). */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024
@@ -47,6 +49,11 @@ export interface S3StoreOptions {
   readonly maxAttempts?: number
   /** Sockets per S3 endpoint (default 32). */
   readonly maxSockets?: number
+  /**
+   * Where multipart uploads in progress are written down, so that those of a killed
+   * gateway are found and aborted (orphaned-uploads.ts). None: nothing is written down.
+   */
+  readonly journal?: MultipartJournal
 }
 
 type SdkError = Error & { $metadata?: { httpStatusCode?: number }; Code?: string }
@@ -69,6 +76,8 @@ export class S3Store implements ObjectStore {
   /** Bytes per part of a multipart upload (objects up to this size go up in one PutObject). */
   readonly partSize: number
   private readonly partsInFlight: number
+  private readonly journal: MultipartJournal | undefined
+  private sweeper: { readonly timer: NodeJS.Timeout; readonly stop: AbortController } | undefined
 
   constructor(
     readonly settings: S3Settings,
@@ -102,6 +111,29 @@ export class S3Store implements ObjectStore {
     const configured = opts.partSize ?? settings.partSize
     this.partSize = configured !== undefined && configured >= MIN_PART_SIZE ? configured : DEFAULT_PART_SIZE
     this.partsInFlight = Math.max(1, opts.partsInFlight ?? 2)
+    this.journal = opts.journal
+  }
+
+  /**
+   * Aborts the multipart uploads of killed gateways and abandoned ones now (in the
+   * background) and every SWEEP_INTERVAL_MS until closed. Needs a journal.
+   */
+  startSweeping(log: Logger | undefined): void {
+    const journal = this.journal
+    if (!journal || this.sweeper) return
+    const stop = new AbortController()
+    const s = this.settings
+    const sweep = () => {
+      sweepOrphanedUploads({ client: this.client, bucket: s.bucket, fileprefix: s.fileprefix, annexObjects: s.annexObjects, journal }, { ...(log ? { log } : {}), signal: stop.signal }).catch(
+        (e: unknown) => {
+          if (!stop.signal.aborted) log?.warn({ bucket: s.bucket, err: (e as Error).message }, 'could not look for orphaned multipart uploads; trying again later')
+        },
+      )
+    }
+    const timer = setInterval(sweep, SWEEP_INTERVAL_MS)
+    timer.unref()
+    this.sweeper = { timer, stop }
+    sweep()
   }
 
   /** The object name of a key (or chunk key) in the bucket. */
@@ -189,6 +221,12 @@ export class S3Store implements ObjectStore {
     const Bucket = this.settings.bucket
     const created = await this.client.send(new CreateMultipartUploadCommand(this.objectParams(name)), { abortSignal: signal })
     const UploadId = created.UploadId!
+    try {
+      await this.journal?.begin(Bucket, name, UploadId)
+    } catch (e) {
+      await this.abort(name, UploadId)
+      throw e
+    }
     const parts: CompletedPart[] = []
     const inFlight = new Set<Promise<void>>()
     let failure: unknown
@@ -222,6 +260,7 @@ export class S3Store implements ObjectStore {
       }
       parts.sort((a, b) => a.PartNumber! - b.PartNumber!)
       await this.client.send(new CompleteMultipartUploadCommand({ Bucket, Key: name, UploadId, MultipartUpload: { Parts: parts } }), { abortSignal: signal })
+      await this.journal?.end(Bucket, name, UploadId).catch(() => undefined)
       return true
     } catch (e) {
       await Promise.allSettled(inFlight)
@@ -232,11 +271,19 @@ export class S3Store implements ObjectStore {
 
   /** AbortMultipartUpload, retried by the SDK; a failure is reported, not thrown over the real one. */
   private async abort(name: string, UploadId: string): Promise<void> {
-    await this.client
-      .send(new AbortMultipartUploadCommand({ Bucket: this.settings.bucket, Key: name, UploadId }), { abortSignal: cleanupSignal() })
-      .catch((e: unknown) => {
-        if (status(e) !== 404) process.emitWarning(`could not abort multipart upload ${UploadId} of ${name}: ${(e as Error).message}`)
-      })
+    const Bucket = this.settings.bucket
+    const done = await this.client
+      .send(new AbortMultipartUploadCommand({ Bucket, Key: name, UploadId }), { abortSignal: cleanupSignal() })
+      .then(
+        () => true,
+        (e: unknown) => {
+          if (status(e) === 404) return true
+          // Left in the journal: the sweep after the next start tries again.
+          process.emitWarning(`could not abort multipart upload ${UploadId} of ${name}: ${(e as Error).message}`)
+          return false
+        },
+      )
+    if (done) await this.journal?.end(Bucket, name, UploadId).catch(() => undefined)
   }
 
   async delete(key: Key, signal: AbortSignal): Promise<void> {
@@ -244,6 +291,10 @@ export class S3Store implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    if (this.sweeper) {
+      clearInterval(this.sweeper.timer)
+      this.sweeper.stop.abort()
+    }
     this.client.destroy()
   }
 }
