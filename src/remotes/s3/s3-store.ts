@@ -67,6 +67,16 @@ function isNotFound(e: unknown): boolean {
   return status(e) === 404 || n === 'NotFound' || n === 'NoSuchKey'
 }
 
+/**
+ * The SDK warns on Node < 22 that its releases after January 2027 will need Node 22
+ * (NodeVersionSupportWarning, on stderr at every start). annex-proxy supports Node 20 and
+ * 24 with the SDK its lockfile pins, so the warning tells an operator nothing to do; it is
+ * turned off with the SDK's own switch unless the operator set that switch.
+ */
+function quietSdkNodeVersionWarning(): void {
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true'
+}
+
 /** AbortMultipartUpload must run even when the operation's own signal has fired. */
 const cleanupSignal = () => AbortSignal.timeout(120_000)
 
@@ -86,6 +96,7 @@ export class S3Store implements ObjectStore {
   ) {
     this.description = `S3 bucket ${settings.bucket}${settings.endpoint ? ` at ${settings.endpoint}` : ''}${settings.fileprefix ? ` (fileprefix ${settings.fileprefix})` : ''}`
     const maxSockets = opts.maxSockets ?? 32
+    quietSdkNodeVersionWarning()
     this.client = new S3Client({
       ...(settings.endpoint ? { endpoint: settings.endpoint } : {}),
       region: settings.region,
