@@ -180,6 +180,14 @@ export class BranchReaderError extends Error {
 /** The cat-file child went away mid-request: the request is safe to repeat on a fresh one. */
 export class BranchReaderChildGoneError extends BranchReaderError {}
 
+/** git-annex's journal lock (.git/annex/journal.lck) could not be taken. */
+export class JournalLockError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.name = new.target.name
+  }
+}
+
 /** A special remote's chunk= / chunksize= settings that git-annex would refuse. */
 export class ChunkConfigError extends Error {
   constructor(message: string) {

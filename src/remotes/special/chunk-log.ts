@@ -4,23 +4,20 @@
 // then rename), from where the next git-annex command in the repository (or our own
 // location log's `git annex merge`) commits it.
 //
-// git-annex takes an fcntl lock (.git/annex/journal.lck) around that read-modify-write;
-// Node has no fcntl, so changes are serialized within this process only. A git-annex
-// process changing the same chunk log at the same moment could lose one of the two
-// updates; the chunk logs of a gateway's special remotes are written by the gateway.
+// That read-modify-write happens under git-annex's own journal lock (.git/annex/journal.lck,
+// journal-lock.ts), so a git-annex process changing the same chunk log at the same moment
+// (or committing the journal) waits for us and we for it: no line is lost.
 import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { journalFileName } from '../../annex/branch-logs.js'
 import { BranchReader } from '../../annex/branch-reader.js'
 import type { Key } from '../../keys/key.js'
-import { KeyMutex } from '../local/content-lock.js'
+import { withJournalLock } from '../../annex/journal-lock.js'
 import type { Uuid } from '../remote.js'
 import { changeChunkLog, chunkLogPath, loggedChunks, type LoggedChunks } from './chunks.js'
 
 export class ChunkLog {
-  private readonly mutex = new KeyMutex()
-
   private constructor(
     private readonly reader: BranchReader,
     private readonly ownsReader: boolean,
@@ -44,10 +41,10 @@ export class ChunkLog {
   /** Logs `count` chunks of `chunkSize` for `uuid` (0: removed). */
   record(key: Key, uuid: Uuid, chunkSize: number, count: number): Promise<void> {
     const path = chunkLogPath(key)
-    return this.mutex.run(path, async () => {
+    const gitDir = this.reader.gitDir
+    return withJournalLock(gitDir, async () => {
       const before = await this.reader.readText(path)
       const after = changeChunkLog(before, uuid, chunkSize, count, Date.now() / 1000)
-      const gitDir = this.reader.gitDir
       const tmpDir = join(gitDir, 'annex', 'othertmp')
       const journal = this.reader.journalDir
       await mkdir(tmpDir, { recursive: true })
