@@ -76,8 +76,8 @@ export const NO_RESERVATION: Reservation = { release: async () => {} }
 
 /**
  * One gateway process: the ledger lives in memory. `prepare` is awaited, then the decision
- * and its reservation happen in one synchronous step, so concurrent uploads always see
- * each other's reservations.
+ * (on the reservations live now and those released during prepare) and its reservation
+ * happen in one synchronous step, so concurrent uploads always see each other's.
  */
 export class LocalCoordinator implements Coordinator {
   readonly fleet = false
@@ -87,6 +87,11 @@ export class LocalCoordinator implements Coordinator {
   private readonly now: () => number
   private readonly live = new Set<string>()
   private readonly timer: NodeJS.Timeout
+  /** Releases so far, and the ones made while some decision was in its prepare step. */
+  private releases = 0
+  private readonly released: Array<{ seq: number; r: ReservationView }> = []
+  /** Decisions in their prepare step, by the release count they started at. */
+  private readonly preparing = new Map<number, number>()
 
   constructor(opts: LocalCoordinatorOptions = {}) {
     this.leaseMs = opts.leaseMs ?? 600_000
@@ -98,12 +103,33 @@ export class LocalCoordinator implements Coordinator {
   }
 
   async place<T>(req: PlaceRequest<T>): Promise<{ value: T; reservation: Reservation }> {
-    await req.prepare()
-    const view = this.ledger.view(req.nodes, 0, this.now())
-    const d = req.decide(view.reservations)
+    // An upload records its copy before it releases its reservation; so a decision must
+    // count every reservation that was live at any moment of its prepare step (unless what
+    // prepare read shows it logged): released during the read, its bytes may be in neither
+    // the read nor the reservations left. (Reading the reservations after prepare only,
+    // -J8 uploads through one gateway overfilled a node by a file under load.) The Redis
+    // coordinator gets the same by comparing versions and deciding again; in one process
+    // the reservations released meanwhile are simply kept until the decision.
+    const since = this.releases
+    this.preparing.set(since, (this.preparing.get(since) ?? 0) + 1)
+    let d: Decided<T>
+    let versions: ReadonlyMap<string, number>
+    try {
+      await req.prepare()
+      const view = this.ledger.view(req.nodes, 0, this.now())
+      const want = new Set<string>(req.nodes)
+      const released = this.released.filter((e) => e.seq > since && e.r.nodes.some((n) => want.has(n))).map((e) => e.r)
+      // An upload that failed during the read is counted for this one decision, which can
+      // only refuse, never overfill. reservedBytes counts a key once per node.
+      d = req.decide([...view.reservations, ...released])
+      versions = view.versions
+    } finally {
+      this.endPrepare(since)
+    }
     if (d.reserve.length === 0 || d.size <= 0) return { value: d.value, reservation: NO_RESERVATION }
     const id = randomUUID()
-    const ok = this.ledger.tryReserve({ id, owner: this.owner, nodes: d.reserve, size: d.size, key: req.key }, this.leaseMs, view.versions, this.now())
+    const rec = { id, owner: this.owner, nodes: [...d.reserve], size: d.size, key: req.key }
+    const ok = this.ledger.tryReserve(rec, this.leaseMs, versions, this.now())
     // Nothing ran between the view and here: the versions cannot have moved.
     if (!ok) throw new Error('placement ledger changed during a synchronous step')
     this.live.add(id)
@@ -115,10 +141,24 @@ export class LocalCoordinator implements Coordinator {
           if (done) return
           done = true
           this.live.delete(id)
+          this.releases++
+          if (this.preparing.size > 0) this.released.push({ seq: this.releases, r: { key: rec.key, nodes: rec.nodes, size: rec.size } })
           this.ledger.release(id, facts, this.now())
         },
       },
     }
+  }
+
+  /** Forgets released reservations no decision still in its prepare step needs. */
+  private endPrepare(since: number): void {
+    const n = (this.preparing.get(since) ?? 1) - 1
+    if (n > 0) this.preparing.set(since, n)
+    else this.preparing.delete(since)
+    const oldest = Math.min(...this.preparing.keys())
+    let drop = 0
+    while (drop < this.released.length && this.released[drop]!.seq <= oldest) drop++
+    if (this.preparing.size === 0) this.released.length = 0
+    else if (drop > 0) this.released.splice(0, drop)
   }
 
   async publish(_facts: readonly LocationFact[]): Promise<void> {}
