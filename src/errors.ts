@@ -81,6 +81,8 @@ export class ConfigError extends ProxyError {
 export class OverloadedError extends ProxyError {
   readonly code = 'OVERLOADED'
 }
+/** The Remote was closed or destroyed: it takes no new work (a 503, as for a server shutting down). */
+export class ClosedError extends OverloadedError {}
 /** Every branch of a fanout failed: the upload has nowhere left to go. */
 export class AllTargetsFailedError extends ProxyError {
   readonly code = 'ALL_TARGETS_FAILED'

@@ -12,7 +12,7 @@ import { ewma, rankHolders } from '../placement/node-choice.js'
 import { skip } from '../streams/skip.js'
 import { tee } from '../streams/tee.js'
 import { monotonicSeconds } from '../annex/clock.js'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
 
 export interface ClusterNode {
   readonly remote: Remote
@@ -55,7 +55,7 @@ interface NodeStats {
 
 const everyNode = (nodes: readonly ClusterNode[], cap: Capability) => nodes.length > 0 && nodes.every((n) => n.remote.capabilities.has(cap))
 
-export class Cluster implements Remote {
+export class Cluster extends RemoteBase {
   readonly capabilities: ReadonlySet<Capability>
   private readonly stats = new Map<string, NodeStats>()
 
@@ -64,6 +64,7 @@ export class Cluster implements Remote {
     private readonly policy: ClusterPolicy,
     private readonly opts: ClusterOptions,
   ) {
+    super()
     const caps: Capability[] = ['remove-before', 'timestamp']
     if (everyNode(policy.nodes, 'retrieve-from-offset')) caps.push('retrieve-from-offset')
     if (everyNode(policy.nodes, 'resume-store')) caps.push('resume-store')
@@ -81,7 +82,11 @@ export class Cluster implements Remote {
     return rankHolders(loads).map((l) => l.node)
   }
 
-  async checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected override describe(): string {
+    return `cluster ${this.uuid}`
+  }
+
+  protected async doCheckPresent(key: Key, op: Op): Promise<boolean> {
     for (const n of this.ranked(await this.policy.holders(key, op))) {
       try {
         if (await n.remote.checkPresent(key, op)) return true
@@ -92,7 +97,7 @@ export class Cluster implements Remote {
     return false
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (offset > 0 && !this.capabilities.has('retrieve-from-offset')) throw new NotSupportedError('a node of this cluster cannot retrieve from an offset')
     const queue = this.ranked(await this.policy.holders(key, op))
     const open = async (at: number): Promise<{ node: ClusterNode; r: Retrieved } | undefined> => {
@@ -159,7 +164,7 @@ export class Cluster implements Remote {
     return { length, body, valid }
   }
 
-  async startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
     const starts = await this.startAll((await this.policy.targets(key, op)).nodes, key, op)
     const pending = starts.filter((s) => s.start.kind === 'offset')
     if (pending.length === 0 && starts.length > 0) return { kind: 'present', plusUuids: this.holding(starts) }
@@ -177,7 +182,7 @@ export class Cluster implements Remote {
     return out
   }
 
-  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     if (offset > 0 && !this.capabilities.has('resume-store')) throw new NotSupportedError('a node of this cluster cannot resume a store')
     const placement = await this.policy.targets(key, op, true)
     try {
@@ -187,12 +192,12 @@ export class Cluster implements Remote {
     }
   }
 
-  private async fanout(key: Key, body: Readable, offset: number, targets: readonly ClusterNode[], op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  private async fanout(key: Key, body: Readable, offset: number, targets: readonly ClusterNode[], op: StoreOp): Promise<Stored> {
     const starts = await this.startAll(targets, key, op)
     const have = this.holding(starts)
     const sending = starts.filter((s) => s.start.kind === 'offset')
     if (sending.length === 0) {
-      body.resume()
+      // The body is not needed: RemoteBase drains it.
       if (have.length > 0) return { stored: true, plusUuids: have }
       throw new AbortedError('no node of the cluster could take the upload')
     }
@@ -234,14 +239,14 @@ export class Cluster implements Remote {
     return { stored: true, plusUuids: this.others([...ok, ...have]) }
   }
 
-  async storePresent(key: Key, op: Op): Promise<Stored> {
+  protected async doStorePresent(key: Key, op: Op): Promise<Stored> {
     const got = await Promise.allSettled(this.policy.nodes.map((n) => n.remote.storePresent(key, op).then((s) => (s.stored ? [n.remote.uuid, ...s.plusUuids] : []))))
     const ok = got.flatMap((g) => (g.status === 'fulfilled' ? g.value : []))
     if (ok.length > 0) await this.policy.record(key, ok, true)
     return { stored: ok.length > 0, plusUuids: this.others(ok) }
   }
 
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.removeAll(key, op, (r) => r.remove(key, op))
   }
 
@@ -251,7 +256,7 @@ export class Cluster implements Remote {
    * the time left here, measured after its answer, so a node's window is never longer than
    * the client's.
    */
-  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.removeAll(key, op, async (r) => {
       const theirs = await r.timestamp(op)
       const left = deadline - monotonicSeconds()
@@ -299,15 +304,18 @@ export class Cluster implements Remote {
     return [...new Set(uuids)].filter((u) => u !== this.uuid)
   }
 
-  async timestamp(_op: Op): Promise<number> {
+  protected async doTimestamp(_op: Op): Promise<number> {
     return monotonicSeconds()
   }
 
-  async lock(_key: Key, _op: Op): Promise<Lock | undefined> {
+  protected async doLock(_key: Key, _op: Op): Promise<Lock | undefined> {
     // Spec §3.4: LOCKCONTENT to a cluster always fails; clients lock single nodes.
     throw new NotSupportedError('a cluster cannot lock content; lock one of its nodes')
   }
 
-  /** The nodes belong to the gateway, which may serve them on their own too: not closed here. */
-  async close(): Promise<void> {}
+  /**
+   * Nothing of its own to release once its calls have drained (RemoteBase): the nodes
+   * belong to the gateway, which may serve them on their own too, and closes them itself.
+   */
+  protected async doClose(): Promise<void> {}
 }

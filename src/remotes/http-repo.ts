@@ -8,7 +8,7 @@ import { AbortedError, HashMismatchError, LengthMismatchError, LockedError, NotS
 import { contentLength, serializeKey, type Key } from '../keys/key.js'
 import { P2PHttpClient, type HttpClientOptions } from '../protocol/http/client.js'
 import { createVerifier } from '../streams/verify.js'
-import { asUuid, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type Stored, type StoreStart, type Uuid } from './remote.js'
+import { asUuid, RemoteBase, type Capability, type Lock, type Op, type Removed, type Retrieved, type Stored, type StoreOp, type StoreStart, type Uuid } from './remote.js'
 
 export interface HttpRepoOptions extends HttpClientOptions {
   /** The UUID of the repository served at the URL (its path segment, spec §2.3). */
@@ -19,7 +19,7 @@ const CAPABILITIES: ReadonlySet<Capability> = new Set<Capability>(['retrieve-fro
 
 type Outcome = 'complete' | 'short' | 'bad-content' | 'sender-invalid' | 'too-long'
 
-export class HttpRepo implements Remote {
+export class HttpRepo extends RemoteBase {
   readonly uuid: Uuid
   readonly capabilities = CAPABILITIES
   readonly client: P2PHttpClient
@@ -27,16 +27,24 @@ export class HttpRepo implements Remote {
   private readonly locks = new Set<Lock>()
 
   /** `annexUrl`: `annex+http(s)://host[:port][/basepath]` (spec §2.1) or a plain http(s) URL. */
-  constructor(annexUrl: string, opts: HttpRepoOptions) {
+  constructor(
+    readonly annexUrl: string,
+    opts: HttpRepoOptions,
+  ) {
+    super()
     this.uuid = asUuid(opts.uuid)
     this.client = new P2PHttpClient(annexUrl, opts)
   }
 
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected override describe(): string {
+    return `${this.annexUrl} (${this.uuid})`
+  }
+
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.client.checkPresent(this.uuid, key, op)
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     const r = await this.client.get(this.uuid, key, { signal: op.signal, offset, ...(op.associatedFile !== undefined ? { associatedFile: op.associatedFile } : {}) })
     const size = contentLength(key)
     // An absent key is 200 with length 0 (spec §2.4): only the key's size tells it from an empty tail.
@@ -45,22 +53,20 @@ export class HttpRepo implements Remote {
         ? Promise.resolve(r.length === Math.max(0, size - offset))
         : r.length > 0
           ? Promise.resolve(true)
-          : this.checkPresent(key, op).catch(() => false)
+          : this.client.checkPresent(this.uuid, key, op).catch(() => false)
     const valid = Promise.all([r.complete, plausible]).then(([a, b]) => a && b)
     return { length: r.length, body: r.body, valid }
   }
 
-  async startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
     const r = await this.client.putOffset(this.uuid, key, op)
     return r.kind === 'alreadyhave' ? { kind: 'present', plusUuids: r.plusUuids.map(asUuid) } : { kind: 'offset', offset: r.offset }
   }
 
-  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  /** Refusals before the body is read leave it to RemoteBase, which drains it. */
+  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const id = serializeKey(key)
-    if (this.storing.has(id)) {
-      body.destroy()
-      throw new TransferInProgressError(`a store of ${id} is already in progress`)
-    }
+    if (this.storing.has(id)) throw new TransferInProgressError(`a store of ${id} is already in progress`)
     this.storing.add(id)
     try {
       return await this.storeClaimed(key, body, offset, op)
@@ -69,27 +75,15 @@ export class HttpRepo implements Remote {
     }
   }
 
-  private async storeClaimed(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  private async storeClaimed(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const id = serializeKey(key)
     const size = contentLength(key)
-    if (size === undefined) {
-      body.destroy()
-      throw new NotSupportedError(`${id} has no size: X-git-annex-data-length cannot be announced`)
-    }
-    if (offset > size) {
-      body.destroy()
-      throw new LengthMismatchError(`offset ${offset} is beyond the ${size} bytes of ${id}`)
-    }
+    if (size === undefined) throw new NotSupportedError(`${id} has no size: X-git-annex-data-length cannot be announced`)
+    if (offset > size) throw new LengthMismatchError(`offset ${offset} is beyond the ${size} bytes of ${id}`)
     // putoffset first, like git-annex (spec §2.5): it also settles the version put uses.
     const start = await this.client.putOffset(this.uuid, key, op)
-    if (start.kind === 'alreadyhave') {
-      body.resume()
-      return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
-    }
-    if (offset > start.offset) {
-      body.destroy()
-      throw new LengthMismatchError(`cannot resume ${id} at ${offset}: the upstream keeps ${start.offset} bytes`)
-    }
+    if (start.kind === 'alreadyhave') return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
+    if (offset > start.offset) throw new LengthMismatchError(`cannot resume ${id} at ${offset}: the upstream keeps ${start.offset} bytes`)
     const upload = await uploadStream(key, offset, size - offset, op.senderValid)
     let sourceError: Error | undefined
     pipeline(body, upload, (err) => {
@@ -168,54 +162,59 @@ export class HttpRepo implements Remote {
     }
   }
 
-  async storePresent(key: Key, op: Op): Promise<Stored> {
+  protected async doStorePresent(key: Key, op: Op): Promise<Stored> {
     // data-present is v4 only; older servers would take the empty body as the content.
     const start = await this.client.putOffset(this.uuid, key, op)
     if (start.kind === 'alreadyhave') return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
-    if (this.client.version < 4) return { stored: await this.checkPresent(key, op), plusUuids: [] }
+    if (this.client.version < 4) return { stored: await this.client.checkPresent(this.uuid, key, op), plusUuids: [] }
     const r = await this.client.put(this.uuid, key, Readable.from([]), { signal: op.signal, length: 0, dataPresent: true })
     return { stored: r.stored, plusUuids: r.plusUuids.map(asUuid) }
   }
 
-  async remove(key: Key, op: Op): Promise<Removed> {
+  protected async doRemove(key: Key, op: Op): Promise<Removed> {
     const r = await this.client.remove(this.uuid, key, op)
     if (!r.removed) throw new LockedError(`the upstream did not remove ${serializeKey(key)} (locked)`)
     return { removed: true, plusUuids: r.plusUuids.map(asUuid) }
   }
 
-  async removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     const r = await this.client.removeBefore(this.uuid, key, deadline, op)
     return { removed: r.removed, plusUuids: r.plusUuids.map(asUuid) }
   }
 
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.client.getTimestamp(this.uuid, op)
   }
 
-  async lock(key: Key, op: Op): Promise<Lock | undefined> {
+  /** The lock is held until released, or until this remote closes. */
+  protected async doLock(key: Key, op: Op): Promise<Lock | undefined> {
     const r = await this.client.lockContent(this.uuid, key, op)
     if (!r.locked) return undefined
     // keeplocked at once, as git-annex does: it disables the upstream's 600 s expiry (spec §2.6).
     const held = this.client.keepLocked(this.uuid, r.lockId!, { signal: new AbortController().signal })
+    let released: Promise<void> | undefined
     const lock: Lock = {
-      release: async () => {
-        op.signal.removeEventListener('abort', onAbort)
-        this.locks.delete(lock)
-        await held.release()
-      },
+      release: () =>
+        (released ??= (async () => {
+          this.locks.delete(lock)
+          await held.release()
+        })()),
     }
-    const onAbort = () => void lock.release().catch(() => {})
     void held.ended.then((e) => {
       if (e && this.locks.has(lock)) op.log.warn({ err: e, key: serializeKey(key) }, 'keeplocked ended early: the upstream lock now expires on its own')
     })
-    op.signal.addEventListener('abort', onAbort, { once: true })
     this.locks.add(lock)
     return lock
   }
 
-  async close(): Promise<void> {
+  protected async doClose(): Promise<void> {
     await Promise.allSettled([...this.locks].map((l) => l.release()))
     await this.client.close()
+  }
+
+  protected override async doDestroy(): Promise<void> {
+    await Promise.allSettled([...this.locks].map((l) => l.release()))
+    await this.client.destroy()
   }
 }
 

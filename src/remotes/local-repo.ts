@@ -11,7 +11,7 @@ import { untilAborted } from './until-aborted.js'
 import { createReadStream } from 'node:fs'
 import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { finished, Readable, Transform, Writable, type TransformCallback } from 'node:stream'
+import { finished, Readable, Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import {
   AbortedError,
@@ -60,14 +60,15 @@ import { claimStore } from './local/store-claim.js'
 import {
   ALL_CAPABILITIES,
   asUuid,
+  RemoteBase,
   type Capability,
   type Lock,
   type Logger,
   type Op,
-  type Remote,
   type Removed,
   type Retrieved,
   type Stored,
+  type StoreOp,
   type StoreStart,
   type Uuid,
 } from './remote.js'
@@ -197,7 +198,7 @@ class HeldLock implements Lock {
   }
 }
 
-export class LocalRepo implements Remote {
+export class LocalRepo extends RemoteBase {
   readonly capabilities: ReadonlySet<Capability> = new Set(ALL_CAPABILITIES)
   private readonly reserve: DiskReserve
   private readonly locationLog: LocationLog
@@ -209,9 +210,7 @@ export class LocalRepo implements Remote {
   private readonly mutex = new KeyMutex()
   private readonly shared = new SharedLocks()
   private readonly locks = new Set<HeldLock>()
-  private readonly storing = new Map<string, Promise<void>>()
-  private readonly closing = new AbortController()
-  private closed: Promise<void> | undefined
+  private readonly storing = new Set<string>()
 
   constructor(
     readonly uuid: Uuid,
@@ -222,6 +221,7 @@ export class LocalRepo implements Remote {
     readonly diskReserve: number,
     opts: LocalRepoOptions = {},
   ) {
+    super()
     this.hasher = opts.hasher
     this.log = opts.log ?? silent
     this.reserve = new DiskReserve(`${layout.gitDir}/annex`, diskReserve)
@@ -234,13 +234,15 @@ export class LocalRepo implements Remote {
     return { object: objectCandidates(this.layout, key)[0]!, tmp: tmpPath(this.layout, key) }
   }
 
-  async checkPresent(key: Key, _op: Op): Promise<boolean> {
-    this.assertOpen()
+  protected override describe(): string {
+    return `repository ${this.dir}`
+  }
+
+  protected async doCheckPresent(key: Key, _op: Op): Promise<boolean> {
     return (await locateObject(this.layout, key)) !== undefined
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
-    this.assertOpen()
+  protected async doRetrieve(key: Key, offset: number, _op: Op): Promise<Retrieved> {
     checkOffset(offset)
     const absent = (): Retrieved => ({ length: 0, body: emptyBody(), valid: Promise.resolve(false) })
     const path = await locateObject(this.layout, key)
@@ -268,14 +270,12 @@ export class LocalRepo implements Remote {
       await fh.close()
       return { length: 0, body: emptyBody(), valid: unchanged() }
     }
-    // `end` pins the length we announced even if the file grows meanwhile.
+    // `end` pins the length we announced even if the file grows meanwhile. An abort
+    // destroys the body (RemoteBase).
     const body = fh.createReadStream({ start: offset, end: before.size - 1, autoClose: true, highWaterMark: READ_CHUNK_BYTES })
-    const onAbort = () => body.destroy(new AbortedError('retrieve aborted'))
-    const signal = AbortSignal.any([op.signal, this.closing.signal])
-    signal.addEventListener('abort', onAbort, { once: true })
     const valid = new Promise<boolean>((resolve) => {
-      finished(body, (err) => {
-        signal.removeEventListener('abort', onAbort)
+      const cleanup = finished(body, (err) => {
+        cleanup()
         if (err || body.bytesRead !== length) resolve(false)
         else unchanged().then(resolve, () => resolve(false))
       })
@@ -283,21 +283,19 @@ export class LocalRepo implements Remote {
     return { length, body, valid }
   }
 
-  async startStore(key: Key, _op: Op): Promise<StoreStart> {
-    this.assertOpen()
+  protected async doStartStore(key: Key, _op: Op): Promise<StoreStart> {
     if (await locateObject(this.layout, key)) return { kind: 'present', plusUuids: NOTHING }
     const s = await stat(tmpPath(this.layout, key)).catch(() => undefined)
     return { kind: 'offset', offset: s?.isFile() ? s.size : 0 }
   }
 
   /**
-   * Stores the key's bytes from `offset` on. Refusals before any byte is read
-   * (transfer in progress, bad offset, disk reserve) leave `body` untouched for the
-   * caller; once reading started, a failure destroys it, as `pipeline` does.
+   * Stores the key's bytes from `offset` on. A refusal before any byte is read (transfer
+   * in progress, bad offset, disk reserve) leaves `body` to RemoteBase, which drains it;
+   * once reading started, a failure destroys it, as `pipeline` does.
    */
-  store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     try {
-      this.assertOpen()
       checkOffset(offset)
       assertLoggable(key)
     } catch (e) {
@@ -306,23 +304,15 @@ export class LocalRepo implements Remote {
     const id = keyFile(key)
     // Checked and claimed synchronously: two stores of one key must never both pass.
     if (this.storing.has(id)) return Promise.reject(new TransferInProgressError(IN_PROGRESS))
-    let settled!: () => void
-    this.storing.set(id, new Promise<void>((resolve) => (settled = resolve)))
+    this.storing.add(id)
     // The claim ends before the caller sees the result, so a store issued right after
     // this one settled is never mistaken for a concurrent one.
-    return this.doStore(key, id, body, offset, op).finally(() => {
-      this.storing.delete(id)
-      settled()
-    })
+    return this.storeClaimedHere(key, id, body, offset, op).finally(() => this.storing.delete(id))
   }
 
-  private async doStore(key: Key, id: string, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
-    if (await locateObject(this.layout, key)) {
-      // Already here: the bytes are not needed, but the sender may still be sending;
-      // swallow them (and any error of theirs) so it can finish.
-      void pipeline(body, new Writable({ write: (_c, _e, cb) => cb() })).catch(() => undefined)
-      return { stored: true, plusUuids: NOTHING }
-    }
+  private async storeClaimedHere(key: Key, id: string, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
+    // Already here: the bytes are not needed; RemoteBase drains them so the sender can finish.
+    if (await locateObject(this.layout, key)) return { stored: true, plusUuids: NOTHING }
     if (key.size !== undefined && offset > key.size) {
       throw new LengthMismatchError(`offset ${offset} is beyond the key's ${key.size} bytes`)
     }
@@ -336,7 +326,7 @@ export class LocalRepo implements Remote {
     }
   }
 
-  private async storeClaimed(key: Key, id: string, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  private async storeClaimed(key: Key, id: string, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const tmp = tmpPath(this.layout, key)
     const have = await stat(tmp).then((s) => s.size, () => 0)
     if (have < offset) throw new LengthMismatchError(`cannot resume at ${offset}: only ${have} bytes of the key are kept`)
@@ -346,7 +336,7 @@ export class LocalRepo implements Remote {
     let fh: FileHandle | undefined
     let sink: TmpFileSink | undefined
     const counter = new Counter(reservation)
-    const signal = AbortSignal.any([op.signal, this.closing.signal])
+    const signal = op.signal
     try {
       await mkdir(dirname(tmp), { recursive: true })
       fh = await open(tmp, offset === 0 ? 'w' : 'r+')
@@ -420,24 +410,22 @@ export class LocalRepo implements Remote {
     })
   }
 
-  async storePresent(key: Key, _op: Op): Promise<Stored> {
-    this.assertOpen()
+  protected async doStorePresent(key: Key, _op: Op): Promise<Stored> {
     assertLoggable(key)
     if (!(await locateObject(this.layout, key))) return { stored: false, plusUuids: NOTHING }
     await this.locationLog.record(key, this.uuid, true)
     return { stored: true, plusUuids: NOTHING }
   }
 
-  remove(key: Key, _op: Op): Promise<Removed> {
+  protected doRemove(key: Key, _op: Op): Promise<Removed> {
     return this.removeUnless(key, undefined)
   }
 
-  removeBefore(key: Key, deadline: number, _op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, _op: Op): Promise<Removed> {
     return this.removeUnless(key, deadline)
   }
 
   private async removeUnless(key: Key, deadline: number | undefined): Promise<Removed> {
-    this.assertOpen()
     assertLoggable(key)
     const id = keyFile(key)
     return this.mutex.run(id, async () => {
@@ -457,13 +445,11 @@ export class LocalRepo implements Remote {
     })
   }
 
-  async timestamp(_op: Op): Promise<number> {
-    this.assertOpen()
+  protected async doTimestamp(_op: Op): Promise<number> {
     return monotonicSeconds()
   }
 
-  async lock(key: Key, op: Op): Promise<Lock | undefined> {
-    this.assertOpen()
+  protected async doLock(key: Key, op: Op): Promise<Lock | undefined> {
     const id = keyFile(key)
     return this.mutex.run(id, async () => {
       const obj = await locateObject(this.layout, key)
@@ -499,22 +485,13 @@ export class LocalRepo implements Remote {
   }
 
   /**
-   * Aborts uploads in flight (their prefixes stay for resume), drops in-process locks
-   * and commits the location log. Retention files of unreleased locks stay until they
-   * expire: clients were promised the content for that long.
+   * Once nothing is in flight (RemoteBase): drops in-process locks and commits the
+   * location log. Retention files of unreleased locks stay until they expire: clients
+   * were promised the content for that long.
    */
-  close(): Promise<void> {
-    this.closed ??= (async () => {
-      this.closing.abort()
-      await Promise.allSettled([...this.storing.values()])
-      for (const l of [...this.locks]) l.drop()
-      await (this.ownsLocationLog ? this.locationLog.close() : this.locationLog.flush())
-    })()
-    return this.closed
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new AbortedError('repository is closed')
+  protected async doClose(): Promise<void> {
+    for (const l of [...this.locks]) l.drop()
+    await (this.ownsLocationLog ? this.locationLog.close() : this.locationLog.flush())
   }
 }
 

@@ -1,16 +1,22 @@
 // A proxied remote as the gateway serves it (spec §3.5, §7.3): every operation goes to
 // the remote, and what changed is recorded in the gateway's own location log — stored
 // content (and plus UUIDs) present, removed content absent. ALREADY-HAVE is not logged.
+//
+// A view, made per request: its lifecycle covers its own calls (close() drains them,
+// destroy() aborts them); the remote inside belongs to the gateway, which closes it.
+import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
 
 export type Record = (key: Key, uuids: readonly Uuid[], present: boolean) => Promise<void>
 
-export class Recorded implements Remote {
+export class Recorded extends RemoteBase {
   constructor(
     private readonly inner: Remote,
     private readonly record: Record,
-  ) {}
+  ) {
+    super()
+  }
 
   get uuid(): Uuid {
     return this.inner.uuid
@@ -18,36 +24,34 @@ export class Recorded implements Remote {
   get capabilities(): ReadonlySet<Capability> {
     return this.inner.capabilities
   }
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.inner.checkPresent(key, op)
   }
-  retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     return this.inner.retrieve(key, offset, op)
   }
-  startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
     return this.inner.startStore(key, op)
   }
-  async store(key: Key, body: Parameters<Remote['store']>[1], offset: number, op: Parameters<Remote['store']>[3]): Promise<Stored> {
+  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     return this.logged(key, await this.inner.store(key, body, offset, op))
   }
-  async storePresent(key: Key, op: Op): Promise<Stored> {
+  protected async doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.logged(key, await this.inner.storePresent(key, op))
   }
-  async remove(key: Key, op: Op): Promise<Removed> {
+  protected async doRemove(key: Key, op: Op): Promise<Removed> {
     return this.unlogged(key, await this.inner.remove(key, op))
   }
-  async removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.unlogged(key, await this.inner.removeBefore(key, deadline, op))
   }
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.inner.timestamp(op)
   }
-  lock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
     return this.inner.lock(key, op)
   }
-  close(): Promise<void> {
-    return this.inner.close()
-  }
+  protected async doClose(): Promise<void> {}
 
   private async logged(key: Key, s: Stored): Promise<Stored> {
     if (s.stored) await this.record(key, [this.inner.uuid, ...s.plusUuids], true)

@@ -14,7 +14,8 @@
 // NotSupportedError); a key with no hash (WORM, URL) that must be refused after all its
 // bytes arrived can only be refused by closing the connection, so the peer keeps all but
 // the last byte; a retrieve holds its session until its body is consumed or destroyed,
-// and a held lock holds one until released (close() waits for both).
+// and a held lock holds one until released or until close() (which waits for retrieves
+// and ends the sessions of held locks).
 // A resumed store (the peer holds a prefix we did not send now) cannot be vouched for here,
 // so it ends with INVALID, which makes the peer verify the whole file even with
 // annex.verify=false (where a fresh PUT ending VALID is committed unchecked, observed).
@@ -38,7 +39,7 @@ import { expectedDigest } from '../keys/backend.js'
 import { contentLength, serializeKey, type Key } from '../keys/key.js'
 import { ClientSession, type Outcome } from '../protocol/p2p/client-session.js'
 import { createVerifier } from '../streams/verify.js'
-import { asUuid, type Capability, type Lock, type Op, type Remote, type Retrieved, type StoreStart, type Stored, type Uuid, type Removed } from './remote.js'
+import { asUuid, RemoteBase, type Capability, type Lock, type Op, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid, type Removed } from './remote.js'
 
 export interface StdioRepoOptions {
   /** The peer repository's UUID: selects what git-annex-shell serves and must match its greeting. */
@@ -144,7 +145,7 @@ interface InFlight {
   sent: number
 }
 
-export class StdioRepo implements Remote {
+export class StdioRepo extends RemoteBase {
   readonly uuid: Uuid
   readonly capabilities: ReadonlySet<Capability> = new Set(CAPABILITIES)
   private readonly max: number
@@ -152,19 +153,29 @@ export class StdioRepo implements Remote {
   private live = 0
   private readonly waiters: Array<() => void> = []
   private readonly storing = new Map<string, InFlight>()
-  private closing = false
+  /** Sessions that hold a lock: not in the pool until the lock is released. */
+  private readonly locking = new Set<Peer>()
 
   constructor(private readonly opts: StdioRepoOptions) {
+    super()
     this.uuid = asUuid(opts.uuid)
     this.max = opts.maxSessions ?? 4
     if (!Number.isInteger(this.max) || this.max < 1) throw new TypeError(`maxSessions must be a positive integer, not ${this.max}`)
+  }
+
+  /** What it was opened with: another StdioRepo with these reaches the same peer. */
+  get options(): StdioRepoOptions {
+    return this.opts
+  }
+
+  protected override describe(): string {
+    return `git-annex-shell peer ${this.opts.dir}`
   }
 
   // ---- pool -------------------------------------------------------------------------
 
   private async acquire(signal: AbortSignal): Promise<Peer> {
     for (;;) {
-      if (this.closing) throw new AbortedError('repository is closed')
       if (signal.aborted) throw new AbortedError('operation aborted')
       let p: Peer | undefined
       while ((p = this.idle.pop())) {
@@ -205,7 +216,7 @@ export class StdioRepo implements Remote {
 
   /** Returns a session to the pool, or ends it when broken (waiting for the process to exit). */
   private async release(p: Peer): Promise<void> {
-    if (p.broken || this.closing || this.idle.length >= (this.opts.maxIdle ?? this.max)) {
+    if (p.broken || this.closed || this.idle.length >= (this.opts.maxIdle ?? this.max)) {
       await p.end()
       this.live--
     } else {
@@ -264,11 +275,12 @@ export class StdioRepo implements Remote {
 
   // ---- Remote -----------------------------------------------------------------------
 
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.request(op, (s) => s.checkPresent(key))
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  /** The session is held until the body is done with; an abort destroys the body (RemoteBase). */
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new LengthMismatchError(`bad offset ${offset}`)
     const p = await this.acquire(op.signal)
     let got
@@ -279,21 +291,15 @@ export class StdioRepo implements Remote {
       await this.release(p)
       throw err
     }
-    const { body } = got
-    const onAbort = () => body.destroy(new AbortedError('retrieve aborted'))
-    op.signal.addEventListener('abort', onAbort, { once: true })
     const valid = got.valid.then(
       (v) => v,
       () => false,
     )
-    void valid.then(async () => {
-      op.signal.removeEventListener('abort', onAbort)
-      await this.release(p)
-    })
-    return { length: got.length, body, valid }
+    void valid.then(() => this.release(p))
+    return { length: got.length, body: got.body, valid }
   }
 
-  async startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
     const flight = this.storing.get(serializeKey(key))
     if (flight) return { kind: 'offset', offset: flight.sent }
     return this.request(op, async (s) => {
@@ -305,43 +311,31 @@ export class StdioRepo implements Remote {
     })
   }
 
-  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  /** Refusals before the body is read leave it to RemoteBase, which drains it. */
+  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const id = serializeKey(key)
-    if (this.storing.has(id)) {
-      body.resume()
-      throw new TransferInProgressError(`a store of ${id} to ${this.opts.dir} is already in progress`)
-    }
+    if (this.storing.has(id)) throw new TransferInProgressError(`a store of ${id} to ${this.opts.dir} is already in progress`)
     const flight: InFlight = { sent: offset }
     this.storing.set(id, flight)
     try {
-      return await this.doStore(key, id, body, offset, op, flight)
+      return await this.storeClaimed(key, id, body, offset, op, flight)
     } finally {
       // Before the caller sees the result: a store issued in its then() is not concurrent.
       this.storing.delete(id)
     }
   }
 
-  private async doStore(key: Key, id: string, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }, flight: InFlight): Promise<Stored> {
+  private async storeClaimed(key: Key, id: string, body: Readable, offset: number, op: StoreOp, flight: InFlight): Promise<Stored> {
     const size = contentLength(key)
-    if (size === undefined) {
-      body.resume()
-      throw new NotSupportedError(`${id} has no size: a P2P DATA frame needs the length up front`)
-    }
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
-      body.resume()
-      throw new LengthMismatchError(`offset ${offset} is outside the ${size} bytes of ${id}`)
-    }
+    if (size === undefined) throw new NotSupportedError(`${id} has no size: a P2P DATA frame needs the length up front`)
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new LengthMismatchError(`offset ${offset} is outside the ${size} bytes of ${id}`)
     const p = await this.acquire(op.signal)
     try {
       const start = await p.s.put(key, op.associatedFile)
-      if (start.kind === 'already-have') {
-        body.resume()
-        return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
-      }
+      if (start.kind === 'already-have') return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
       const kept = start.offset
       if (kept < offset || kept > size) {
         await start.sendData(emptyBody(), 0, Promise.resolve(false))
-        body.resume()
         throw new LengthMismatchError(`cannot resume ${id} at ${offset}: ${this.opts.dir} keeps ${kept} bytes`)
       }
       flight.sent = kept
@@ -419,15 +413,14 @@ export class StdioRepo implements Remote {
       await sending.catch(() => undefined)
       throw sendError && !signal.aborted ? sendError : failure
     } catch (e) {
-      // A body never read (the peer refused before DATA) is drained, not left hanging.
-      if (!body.destroyed && !body.readableEnded) body.resume()
+      // A body never read (the peer refused before DATA) is drained by RemoteBase.
       throw await this.explain(p, e)
     } finally {
       await this.release(p)
     }
   }
 
-  storePresent(key: Key, op: Op): Promise<Stored> {
+  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.request(op, async (s) => {
       const start = await s.put(key, op.associatedFile)
       if (start.kind === 'already-have') return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
@@ -439,25 +432,25 @@ export class StdioRepo implements Remote {
     })
   }
 
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.request(op, async (s) => removed(await s.remove(key)))
   }
 
-  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.request(op, async (s) => {
       this.needVersion(s, 3, 'REMOVE-BEFORE')
       return removed(await s.removeBefore(Math.max(0, Math.min(Math.floor(deadline), Number.MAX_SAFE_INTEGER)), key))
     })
   }
 
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.request(op, (s) => {
       this.needVersion(s, 3, 'GETTIMESTAMP')
       return s.getTimestamp()
     })
   }
 
-  async lock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected async doLock(key: Key, op: Op): Promise<Lock | undefined> {
     const p = await this.acquire(op.signal)
     let held
     try {
@@ -473,9 +466,12 @@ export class StdioRepo implements Remote {
     }
     let released: Promise<void> | undefined
     const h = held
+    this.locking.add(p)
     return {
       release: () =>
         (released ??= (async () => {
+          // Ended by close() already: the peer's lock went with its session.
+          if (!this.locking.delete(p)) return
           try {
             await h.unlock()
           } finally {
@@ -485,11 +481,13 @@ export class StdioRepo implements Remote {
     }
   }
 
-  /** Waits for sessions in use to come back (held locks must be released), then ends them all. */
-  async close(): Promise<void> {
-    while (this.live > this.idle.length) await new Promise<void>((r) => this.waiters.push(r))
-    this.closing = true
-    const all = this.idle.splice(0)
+  /**
+   * Once no call is in flight (RemoteBase): ends every session, idle ones and those
+   * holding locks (git-annex-shell drops its lock when its session ends).
+   */
+  protected async doClose(): Promise<void> {
+    const all = [...this.idle.splice(0), ...this.locking]
+    this.locking.clear()
     for (const p of all) clearTimeout(p.idleTimer)
     await Promise.all(all.map((p) => p.end()))
     this.live -= all.length

@@ -10,7 +10,7 @@ import type { Key } from '../../src/keys/key.js'
 import { serializeKey } from '../../src/keys/key.js'
 import { Cluster, type ClusterNode, type ClusterPolicy } from '../../src/remotes/cluster.js'
 import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
-import { asUuid, type Uuid } from '../../src/remotes/remote.js'
+import { asUuid, type Remote, type Uuid } from '../../src/remotes/remote.js'
 import { openStdioRepo } from '../../src/remotes/stdio-repo.js'
 import { defer, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract } from './contract.js'
@@ -34,6 +34,12 @@ async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: numb
     nodes.push(repo)
   }
   const log = new Map<string, Set<string>>()
+  const cluster = clusterOver(nodes, log)
+  return { cluster, nodes, log }
+}
+
+/** A Cluster over `nodes`; the location log is kept in `log`. */
+function clusterOver(nodes: readonly Remote[], log: Map<string, Set<string>>): Cluster {
   const members: ClusterNode[] = nodes.map((remote, i) => ({ remote, cost: 100 + i }))
   const policy: ClusterPolicy = {
     nodes: members,
@@ -49,14 +55,24 @@ async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: numb
       log.set(k, held)
     },
   }
-  const cluster = new Cluster(CLUSTER_UUID, policy, { highWaterMark: 64 * 1024, stallMs: 10_000 })
-  return { cluster, nodes, log }
+  return new Cluster(CLUSTER_UUID, policy, { highWaterMark: 64 * 1024, stallMs: 10_000 })
 }
+
+const made = new WeakMap<Remote, Made>()
 
 remoteContract('Cluster of three local repositories', {
   declared: ['retrieve-from-offset', 'resume-store', 'remove-before', 'timestamp'],
   composite: true,
-  make: async (t) => (await makeCluster(t)).cluster,
+  make: async (t) => {
+    const m = await makeCluster(t)
+    made.set(m.cluster, m)
+    return m.cluster
+  },
+  // The nodes belong to whoever made them, not to the cluster: a new cluster over the same ones.
+  reopen: async (_t, r) => {
+    const m = made.get(r)!
+    return clusterOver(m.nodes, m.log)
+  },
 })
 
 test('an upload reads the body once and lands verified on every node; the reply lists them', async (t) => {
@@ -88,7 +104,7 @@ test('a node that refuses or dies mid-upload is dropped; the others store and on
     (async function* () {
       for (let i = 0; i < c.bytes.length; i += 256 * 1024) {
         // The node goes away while the upload is under way (not awaited: it dies, the upload goes on).
-        if (sent === c.bytes.length / 2) void nodes[2]!.close()
+        if (sent === c.bytes.length / 2) void nodes[2]!.destroy()
         sent += 256 * 1024
         yield c.bytes.subarray(i, i + 256 * 1024)
       }
@@ -115,7 +131,7 @@ test('a GET whose node dies mid-stream fails over and resumes at the byte reache
     if (!killed && got > 1024 * 1024) {
       killed = true
       // The serving node (best ranked: lowest cost) goes away.
-      await nodes[0]!.close()
+      await nodes[0]!.destroy()
     }
   }
   assert.ok(killed)

@@ -9,6 +9,7 @@ import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
 import {
   AbortedError,
+  ClosedError,
   HashMismatchError,
   LengthMismatchError,
   LockedError,
@@ -25,6 +26,8 @@ export interface Harness {
   readonly declared: readonly Capability[]
   /** A fresh remote holding nothing; the harness closes and cleans it up in t.after. */
   make(t: TestContext): Promise<Remote>
+  /** Another remote over the same store as `remote` (which may be closed by now), to look at what it left. */
+  reopen(t: TestContext, remote: Remote): Promise<Remote>
   /** A composite (cluster) reports the members that stored content as plusUuids. */
   readonly composite?: boolean
 }
@@ -93,6 +96,11 @@ export async function eventually(cond: () => Promise<boolean>, what: string, tim
 export async function storeAll(remote: Remote, c: Content): Promise<void> {
   const r = await remote.store(c.key, bodyOf(c.bytes), 0, op())
   assert.equal(r.stored, true)
+}
+
+/** Resolves once `body` was read to its end or destroyed: nobody is left holding it. */
+async function bodySettled(body: Readable, what: string): Promise<void> {
+  await eventually(async () => body.destroyed || body.readableEnded, `the body of ${what} to be consumed or destroyed`)
 }
 
 async function retrieveAll(remote: Remote, key: Key, offset = 0): Promise<{ length: number; bytes: Buffer; valid: boolean }> {
@@ -450,6 +458,141 @@ export function remoteContract(name: string, h: Harness): void {
       // And it can come back.
       await storeAll(remote, c)
       assert.equal(await remote.checkPresent(c.key, op()), true)
+    })
+
+
+    describe('lifecycle', () => {
+      test('new work after close() is refused with ClosedError, before close() resolves', async (t) => {
+        const remote = await h.make(t)
+        const c = content(1000)
+        await storeAll(remote, c)
+        const closing = remote.close()
+        assert.equal(remote.closed, true)
+        const body = bodyOf(c.bytes)
+        const refused: Array<[string, Promise<unknown>]> = [
+          ['checkPresent', remote.checkPresent(c.key, op())],
+          ['retrieve', remote.retrieve(c.key, 0, op())],
+          ['startStore', remote.startStore(c.key, op())],
+          ['store', remote.store(c.key, body, 0, op())],
+          ['storePresent', remote.storePresent(c.key, op())],
+          ['remove', remote.remove(c.key, op())],
+          ['removeBefore', remote.removeBefore(c.key, Number.MAX_SAFE_INTEGER, op())],
+          ['timestamp', remote.timestamp(op())],
+          ['lock', remote.lock(c.key, op())],
+        ]
+        for (const [name, p] of refused) await assert.rejects(p, ClosedError, `${name} after close()`)
+        await bodySettled(body, 'a store refused because the remote is closed')
+        await closing
+        await assert.rejects(remote.checkPresent(c.key, op()), ClosedError)
+        // Refused means untouched: the content is still there.
+        const again = await h.reopen(t, remote)
+        assert.equal(await again.checkPresent(c.key, op()), true)
+      })
+
+      test('close() during a store lets it complete, then resolves', async (t) => {
+        const remote = await h.make(t)
+        const c = content(100_000)
+        const { body, consumed, finish } = stallingBody(c.bytes.subarray(0, 30_000))
+        const storing = remote.store(c.key, body, 0, op())
+        await consumed
+        let closedAt: 'before' | 'after' | undefined
+        let stored = false
+        const closing = remote.close().then(() => (closedAt ??= stored ? 'after' : 'before'))
+        await assert.rejects(remote.checkPresent(c.key, op()), ClosedError)
+        finish(c.bytes.subarray(30_000))
+        assert.equal((await storing).stored, true)
+        stored = true
+        await closing
+        assert.equal(closedAt, 'after', 'close() resolved only once the store had settled')
+        const again = await h.reopen(t, remote)
+        assert.deepEqual((await retrieveAll(again, c.key)).bytes, c.bytes)
+      })
+
+      test('close() during a retrieve lets its body be read to the end', async (t) => {
+        const remote = await h.make(t)
+        const c = content(3 * 1024 * 1024)
+        await storeAll(remote, c)
+        const r = await remote.retrieve(c.key, 0, op())
+        const closing = remote.close()
+        await assert.rejects(remote.checkPresent(c.key, op()), ClosedError)
+        assert.deepEqual(await buffer(r.body), c.bytes)
+        assert.equal(await r.valid, true)
+        await closing
+      })
+
+      test('destroy() during a store aborts it and leaves nothing visible', async (t) => {
+        const remote = await h.make(t)
+        const c = content(100_000)
+        const { body, consumed } = stallingBody(c.bytes.subarray(0, 30_000))
+        const storing = remote.store(c.key, body, 0, op())
+        const outcome = storing.then(
+          () => 'stored',
+          (e: unknown) => e,
+        )
+        await consumed
+        await remote.destroy(new Error('shutting down'))
+        assert.equal(remote.closed, true)
+        // destroy() resolves once the work it aborted has settled.
+        const settled = await Promise.race([outcome, Promise.resolve('pending')])
+        assert.ok(settled instanceof AbortedError, `the store ended with ${String(settled)}`)
+        assert.equal(body.destroyed, true, 'the body of an aborted store is destroyed')
+        await assert.rejects(remote.store(c.key, bodyOf(c.bytes), 0, op()), ClosedError)
+        const again = await h.reopen(t, remote)
+        assert.equal(await again.checkPresent(c.key, op()), false)
+        assert.equal((await retrieveAll(again, c.key)).length, 0)
+      })
+
+      test('destroy() during a retrieve destroys its body', async (t) => {
+        const remote = await h.make(t)
+        const c = content(8 * 1024 * 1024)
+        await storeAll(remote, c)
+        const r = await remote.retrieve(c.key, 0, op())
+        await remote.destroy()
+        await assert.rejects(buffer(r.body))
+        assert.equal(await r.valid, false)
+      })
+
+      test('close() and destroy() are idempotent and may follow each other', async (t) => {
+        const a = await h.make(t)
+        await Promise.all([a.close(), a.close()])
+        await a.close()
+        await a.destroy()
+        await a.destroy(new Error('again'))
+        const b = await h.make(t)
+        await Promise.all([b.destroy(), b.destroy(), b.close()])
+        await b.close()
+        await assert.rejects(b.timestamp(op()), ClosedError)
+      })
+
+      test('a store consumes or destroys its body, also when it refuses before reading it', async (t) => {
+        const remote = await h.make(t)
+        const c = content(50_000)
+        // Transfer in progress: refused at once.
+        const { body: first, consumed, finish } = stallingBody(c.bytes.subarray(0, 10_000))
+        const storing = remote.store(c.key, first, 0, op())
+        await consumed
+        const second = bodyOf(c.bytes)
+        await assert.rejects(remote.store(c.key, second, 0, op()), TransferInProgressError)
+        await bodySettled(second, 'a store refused as a concurrent transfer')
+        finish(c.bytes.subarray(10_000))
+        assert.equal((await storing).stored, true)
+        await bodySettled(first, 'a store that completed')
+        // Present already: the bytes are not needed.
+        const present = bodyOf(c.bytes)
+        assert.equal((await remote.store(c.key, present, 0, op())).stored, true)
+        await bodySettled(present, 'a store of content already present')
+        // An offset beyond the key's size (or any offset, without resume-store).
+        const d = content(1000)
+        const beyond = bodyOf(d.bytes)
+        await assert.rejects(remote.store(d.key, beyond, 5000, op()), ProxyError)
+        await bodySettled(beyond, 'a store refused for its offset')
+        // Bad content: refused after reading.
+        const bad = Buffer.from(d.bytes)
+        bad[0]! ^= 1
+        const badBody = bodyOf(bad)
+        await assert.rejects(remote.store(d.key, badBody, 0, op()), ProxyError)
+        await bodySettled(badBody, 'a store refused for its content')
+      })
     })
 
     for (const cap of ALL_CAPABILITIES) {

@@ -8,13 +8,13 @@ import { join } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
 import { parseKey, serializeKey } from '../../src/keys/key.js'
-import { asUuid } from '../../src/remotes/remote.js'
+import { asUuid, type Remote } from '../../src/remotes/remote.js'
 import { chunkConfigOf, chunkLogPath } from '../../src/remotes/special/chunks.js'
 import { journalFileName } from '../../src/annex/branch-logs.js'
 import { ChunkLog } from '../../src/remotes/special/chunk-log.js'
 import { SpecialRemote } from '../../src/remotes/special/special-remote.js'
 import { DirectoryStore } from '../../src/remotes/directory/directory-store.js'
-import { annex, git, makeRepo, sh, shStatus, tempDir } from '../helpers/annex.js'
+import { annex, defer, git, makeRepo, sh, shStatus, tempDir } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract, storeAll } from './contract.js'
 
 interface DirRemote {
@@ -22,7 +22,11 @@ interface DirRemote {
   repo: string
   dir: string
   name: string
+  /** Another SpecialRemote over the same directory and repository. */
+  reopen(t: TestContext): Promise<SpecialRemote>
 }
+
+const made = new WeakMap<Remote, DirRemote>()
 
 async function directoryRemote(t: TestContext, params: string[] = []): Promise<DirRemote> {
   let remote: SpecialRemote | undefined
@@ -34,15 +38,32 @@ async function directoryRemote(t: TestContext, params: string[] = []): Promise<D
   await annex(repo, 'initremote', 'dsr', 'type=directory', `directory=${dir}`, 'encryption=none', ...params)
   const uuid = asUuid((await git(repo, 'config', 'remote.dsr.annex-uuid')).stdout.trim())
   const cfg = new Map(params.map((p) => p.split('=') as [string, string]))
-  const chunkLog = await ChunkLog.open(repo)
-  remote = new SpecialRemote({ uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(cfg), chunkLog, onClose: () => chunkLog.close() })
-  return { remote, repo, dir, name: 'dsr' }
+  const open = async () => {
+    const chunkLog = await ChunkLog.open(repo)
+    return new SpecialRemote({ uuid, store: new DirectoryStore(dir), chunking: chunkConfigOf(cfg), chunkLog, onClose: () => chunkLog.close() })
+  }
+  remote = await open()
+  const r: DirRemote = {
+    remote,
+    repo,
+    dir,
+    name: 'dsr',
+    reopen: async (t2) => {
+      const again = await open()
+      defer(t2, () => again.close())
+      return again
+    },
+  }
+  made.set(remote, r)
+  return r
 }
+
+const reopen = (t: TestContext, r: Remote) => made.get(r)!.reopen(t)
 
 const DECLARED = ['retrieve-from-offset', 'remove-before', 'timestamp'] as const
 
-remoteContract('directory special remote', { declared: [...DECLARED], make: async (t) => (await directoryRemote(t)).remote })
-remoteContract('directory special remote, chunk=10KiB', { declared: [...DECLARED], make: async (t) => (await directoryRemote(t, ['chunk=10KiB'])).remote })
+remoteContract('directory special remote', { declared: [...DECLARED], make: async (t) => (await directoryRemote(t)).remote, reopen })
+remoteContract('directory special remote, chunk=10KiB', { declared: [...DECLARED], make: async (t) => (await directoryRemote(t, ['chunk=10KiB'])).remote, reopen })
 
 /** git-annex's own view of the remote in the gateway repository. */
 async function annexHas(repo: string, key: string, remote: string): Promise<boolean> {

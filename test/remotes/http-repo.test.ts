@@ -6,6 +6,7 @@ import { buffer } from 'node:stream/consumers'
 import { after, describe, test, type TestContext } from 'node:test'
 import { AbortedError, HashMismatchError, LengthMismatchError, TransferInProgressError } from '../../src/errors.js'
 import { HttpRepo } from '../../src/remotes/http-repo.js'
+import type { Remote } from '../../src/remotes/remote.js'
 import { spawn } from 'node:child_process'
 import { defer, freePort, makeRepo, repoUuid, startAnnexProxy, tempDir, waitForPort, type After } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract, stallingBody, storeAll } from './contract.js'
@@ -77,14 +78,22 @@ function httpRepo(t: TestContext, up: Upstream, opts: Partial<ConstructorParamet
 
 const ALL = ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'] as const
 
-remoteContract('HttpRepo → annex-proxy', { declared: ALL, make: async (t) => httpRepo(t, await annexProxy()) })
+/** Another client of the same upstream repository. */
+function reopenHttp(t: TestContext, r: Remote): Promise<Remote> {
+  const h = r as HttpRepo
+  const again = new HttpRepo(h.annexUrl, { uuid: h.uuid, clientUuid: CLIENT_UUID })
+  defer(t, () => again.close())
+  return Promise.resolve(again)
+}
+
+remoteContract('HttpRepo → annex-proxy', { declared: ALL, make: async (t) => httpRepo(t, await annexProxy()), reopen: reopenHttp })
 
 // The whole contract against the reference fails where the reference itself differs:
 // it holds a put's bytes in memory until the body ends or breaks, so "wait until the
 // store holds the first bytes, then cut" never sees them (and the stalled test hangs the
 // suite). HTTP_REPO_REFERENCE_CONTRACT=1 runs it anyway; by default the cases below run.
 if (process.env.HTTP_REPO_REFERENCE_CONTRACT === '1') {
-  remoteContract('HttpRepo → git annex p2phttp', { declared: ALL, make: async (t) => httpRepo(t, await reference(t)) })
+  remoteContract('HttpRepo → git annex p2phttp', { declared: ALL, make: async (t) => httpRepo(t, await reference(t)), reopen: reopenHttp })
 }
 
 describe('HttpRepo → git annex p2phttp', { timeout: 120_000 }, () => {

@@ -10,29 +10,39 @@ import { AbortedError, DiskFullError, LockedError } from '../../src/errors.js'
 import { parseKey, serializeKey } from '../../src/keys/key.js'
 import { hashDirLower, keyFile } from '../../src/keys/object-path.js'
 import { openLocalRepo, type LocalRepo, type LocalRepoOptions } from '../../src/remotes/local-repo.js'
-import { annex, findKeysHere, git, makeRepo, p2pStdio, repoUuid, sh, sha256Key, shStatus, tempDir, whereisHere } from '../helpers/annex.js'
+import type { Remote } from '../../src/remotes/remote.js'
+import { annex, defer, findKeysHere, git, makeRepo, p2pStdio, repoUuid, sh, sha256Key, shStatus, tempDir, whereisHere } from '../helpers/annex.js'
 import { bodyOf, content, eventually, op, remoteContract, stallingBody, storeAll, type Content } from './contract.js'
 
 async function localRepo(t: TestContext, opts: LocalRepoOptions & { bare?: boolean; config?: Record<string, string> } = {}): Promise<{ repo: LocalRepo; dir: string }> {
   // After-hooks run in registration order: the repository must close (its last
   // git-annex commands run in the directory) before the directory is removed.
   let repo: LocalRepo | undefined
-  t.after(() => repo?.close())
   const d = await tempDir(t)
+  defer(t, () => repo?.close())
   const dir = await makeRepo(join(d, opts.bare ? 'repo.git' : 'repo'), 'local', { bare: opts.bare ?? false })
   for (const [k, v] of Object.entries(opts.config ?? {})) await git(dir, 'config', k, v)
   repo = await openLocalRepo(dir, { logIdleMs: 100, ...opts })
   return { repo, dir }
 }
 
+/** The same repository opened again; closed before its directory is removed. */
+async function reopenLocal(t: TestContext, r: Remote): Promise<Remote> {
+  const again = await openLocalRepo((r as LocalRepo).dir, { logIdleMs: 100 })
+  defer(t, () => again.close())
+  return again
+}
+
 remoteContract('LocalRepo', {
   declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
   make: async (t) => (await localRepo(t)).repo,
+  reopen: reopenLocal,
 })
 
 remoteContract('LocalRepo (bare)', {
   declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
   make: async (t) => (await localRepo(t, { bare: true })).repo,
+  reopen: reopenLocal,
 })
 
 /** Everything under annex/objects and annex/tmp, relative to the git dir. */
@@ -295,17 +305,20 @@ describe('LocalRepo in a real git-annex repository', { timeout: 120_000 }, () =>
     assert.deepEqual(await annexFiles(join(dir, '.git')), [`annex/tmp/${keyFile(c.key)}`])
   })
 
-  test('close() aborts an upload in flight and keeps its prefix', async (t) => {
+  test('destroy() aborts an upload in flight and keeps its prefix for resume', async (t) => {
     const { repo } = await localRepo(t)
     const c = content(80_000)
     const { body, consumed } = stallingBody(c.bytes.subarray(0, 20_000))
     const p = repo.store(c.key, body, 0, op())
+    const failed = assert.rejects(p, AbortedError)
     await consumed
     await eventually(async () => (await stat(repo.paths(c.key).tmp).catch(() => undefined))?.size === 20_000, 'the prefix')
-    await repo.close()
-    await assert.rejects(p, AbortedError)
+    await repo.destroy()
+    await failed
     assert.equal((await stat(repo.paths(c.key).tmp)).size, 20_000)
-    await assert.rejects(repo.checkPresent(c.key, op()), AbortedError)
+    const again = await openLocalRepo(repo.dir, { logIdleMs: 100 })
+    defer(t, () => again.close())
+    assert.deepEqual(await again.startStore(c.key, op()), { kind: 'offset', offset: 20_000 })
   })
 
   test('retrieve reports invalid when the object is replaced while read', async (t) => {

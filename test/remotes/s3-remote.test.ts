@@ -11,12 +11,12 @@ import { describe, test, type TestContext } from 'node:test'
 import { parseRemoteConfigs } from '../../src/annex/branch-logs.js'
 import { BranchReader } from '../../src/annex/branch-reader.js'
 import { parseKey, serializeKey } from '../../src/keys/key.js'
-import { asUuid } from '../../src/remotes/remote.js'
+import { asUuid, type Remote } from '../../src/remotes/remote.js'
 import { ChunkLog } from '../../src/remotes/special/chunk-log.js'
 import type { SpecialRemote } from '../../src/remotes/special/special-remote.js'
 import { openS3Remote } from '../../src/remotes/s3/open.js'
 import type { S3StoreOptions } from '../../src/remotes/s3/s3-store.js'
-import { git, makeRepo, sh, shStatus, tempDir } from '../helpers/annex.js'
+import { defer, git, makeRepo, sh, shStatus, tempDir } from '../helpers/annex.js'
 import { useTestS3, type TestS3 } from '../helpers/s3-server.js'
 import { bodyOf, content, op, remoteContract, stallingBody, storeAll } from './contract.js'
 
@@ -29,7 +29,11 @@ export interface S3Remote {
   bucket: string
   uuid: string
   env: NodeJS.ProcessEnv
+  /** Another SpecialRemote over the same bucket and repository. */
+  reopen(t: TestContext): Promise<SpecialRemote>
 }
+
+const made = new WeakMap<Remote, S3Remote>()
 
 /** The initremote line for the test server. */
 export function s3InitParams(server: TestS3, bucket: string, extra: string[] = []): string[] {
@@ -50,17 +54,35 @@ async function s3Remote(t: TestContext, extra: string[] = [], storeOpts: S3Store
   const reader = await BranchReader.open(repo)
   const config = parseRemoteConfigs(await reader.readText('remote.log')).get(asUuid(uuid))!
   await reader.close()
-  const chunkLog = await ChunkLog.open(repo)
-  t.after(() => chunkLog.close())
-  // Credentials from the creds file git-annex's initremote cached, not the environment.
-  remote = await openS3Remote({ uuid: asUuid(uuid), gitDir: join(repo, '.git'), config, chunkLog, env: {}, store: storeOpts })
-  return { remote, repo, bucket, uuid, env }
+  const open = async (tt: TestContext) => {
+    const chunkLog = await ChunkLog.open(repo)
+    defer(tt, () => chunkLog.close())
+    // Credentials from the creds file git-annex's initremote cached, not the environment.
+    return openS3Remote({ uuid: asUuid(uuid), gitDir: join(repo, '.git'), config, chunkLog, env: {}, store: storeOpts })
+  }
+  remote = await open(t)
+  const r: S3Remote = {
+    remote,
+    repo,
+    bucket,
+    uuid,
+    env,
+    reopen: async (t2) => {
+      const again = await open(t2)
+      defer(t2, () => again.close())
+      return again
+    },
+  }
+  made.set(remote, r)
+  return r
 }
+
+const reopen = (t: TestContext, r: Remote) => made.get(r)!.reopen(t)
 
 const DECLARED = ['retrieve-from-offset', 'remove-before', 'timestamp'] as const
 
-remoteContract('S3 special remote', { declared: [...DECLARED], make: async (t) => (await s3Remote(t)).remote })
-remoteContract('S3 special remote, chunk=20KiB', { declared: [...DECLARED], make: async (t) => (await s3Remote(t, ['chunk=20KiB'])).remote })
+remoteContract('S3 special remote', { declared: [...DECLARED], make: async (t) => (await s3Remote(t)).remote, reopen })
+remoteContract('S3 special remote, chunk=20KiB', { declared: [...DECLARED], make: async (t) => (await s3Remote(t, ['chunk=20KiB'])).remote, reopen })
 
 async function annexHas(r: S3Remote, key: string): Promise<boolean> {
   return (await shStatus(r.repo, 'git', ['annex', 'checkpresentkey', key, 's3'])).code === 0

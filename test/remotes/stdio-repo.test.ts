@@ -24,6 +24,11 @@ async function stdioRepo(t: TestContext, opts: Partial<StdioRepoOptions> = {}): 
 remoteContract('StdioRepo (git-annex-shell p2pstdio)', {
   declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
   make: async (t) => (await stdioRepo(t)).repo,
+  reopen: async (t, r) => {
+    const again = openStdioRepo((r as StdioRepo).options)
+    defer(t, () => again.close())
+    return again
+  },
 })
 
 describe('StdioRepo against git-annex-shell', { timeout: 120_000 }, () => {

@@ -14,7 +14,7 @@
 // chunks after it. GETTIMESTAMP / REMOVE-BEFORE are answered with the gateway's own
 // monotonic clock (the reference's proxy dies on them, spec §4, §9.8); special remotes
 // cannot lock content.
-import { Readable, Writable } from 'node:stream'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { AbortedError, ConfigError, NotSupportedError, ProxyError, RemoteUnavailableError, TransferInProgressError } from '../../errors.js'
 import type { Key } from '../../keys/key.js'
@@ -22,7 +22,7 @@ import { keyFile } from '../../keys/object-path.js'
 import { monotonicSeconds } from '../../annex/clock.js'
 import { createVerifier, type HasherKind } from '../../streams/verify.js'
 import { untilAborted } from '../until-aborted.js'
-import type { Capability, Lock, Logger, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from '../remote.js'
+import { RemoteBase, type Capability, type Lock, type Logger, type Op, type Removed, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from '../remote.js'
 import { candidateLayouts, chunkCount, chunkKey, chunkKeys, isStableKey, type ChunkConfig, type Layout } from './chunks.js'
 import type { ChunkLog } from './chunk-log.js'
 import type { ObjectStore } from './object-store.js'
@@ -48,22 +48,6 @@ const CAPABILITIES: readonly Capability[] = ['retrieve-from-offset', 'remove-bef
 const PROBES = 8
 const NOTHING: readonly Uuid[] = Object.freeze([])
 
-/** One AbortSignal for an operation: the client's, or the remote closing. Listeners removed by dispose(). */
-function linked(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; dispose(): void } {
-  const ac = new AbortController()
-  const onAbort = () => ac.abort()
-  if (a.aborted || b.aborted) ac.abort()
-  a.addEventListener('abort', onAbort, { once: true })
-  b.addEventListener('abort', onAbort, { once: true })
-  return {
-    signal: ac.signal,
-    dispose() {
-      a.removeEventListener('abort', onAbort)
-      b.removeEventListener('abort', onAbort)
-    },
-  }
-}
-
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length)
   let i = 0
@@ -81,17 +65,17 @@ function emptyBody(): Readable {
   return Readable.from([], { objectMode: false })
 }
 
-export class SpecialRemote implements Remote {
+/** Op signals fire when the client goes away or the remote is destroyed (RemoteBase). */
+export class SpecialRemote extends RemoteBase {
   readonly capabilities: ReadonlySet<Capability> = new Set(CAPABILITIES)
   readonly uuid: Uuid
   private readonly objects: ObjectStore
   private readonly chunking: ChunkConfig
   private readonly chunkLog: ChunkLog
-  private readonly storing = new Map<string, Promise<void>>()
-  private readonly closing = new AbortController()
-  private closed: Promise<void> | undefined
+  private readonly storing = new Set<string>()
 
   constructor(private readonly opts: SpecialRemoteOptions) {
+    super()
     if (opts.chunking.kind === 'legacy') throw new ConfigError('legacy chunksize= remotes are not served natively')
     this.uuid = opts.uuid
     this.objects = opts.store
@@ -100,6 +84,10 @@ export class SpecialRemote implements Remote {
   }
 
   get description(): string {
+    return this.objects.description
+  }
+
+  protected override describe(): string {
     return this.objects.description
   }
 
@@ -148,43 +136,29 @@ export class SpecialRemote implements Remote {
     return new RemoteUnavailableError(`${this.objects.description}: ${(e as Error)?.message ?? String(e)}`, { cause: e })
   }
 
-  async checkPresent(key: Key, op: Op): Promise<boolean> {
-    this.assertOpen()
-    const l = linked(op.signal, this.closing.signal)
-    try {
-      return (await this.locate(key, l.signal)) !== undefined
-    } finally {
-      l.dispose()
-    }
+  protected async doCheckPresent(key: Key, op: Op): Promise<boolean> {
+    return (await this.locate(key, op.signal)) !== undefined
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
-    this.assertOpen()
+  /** The op's signal stays linked until the body is done with (RemoteBase). */
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new NotSupportedError(`invalid offset ${offset}`)
     const absent: Retrieved = { length: 0, body: emptyBody(), valid: Promise.resolve(false) }
-    const l = linked(op.signal, this.closing.signal)
-    let handedOver = false
-    try {
-      let deferred: unknown
-      for (const layout of await this.layouts(key)) {
-        try {
-          const r = layout.kind === 'whole' ? await this.retrieveWhole(key, offset, l.signal) : await this.retrieveChunks(key, layout, offset, l.signal)
-          if (!r) continue
-          if (layout.kind === 'chunks' && !layout.logged) await this.chunkLog.record(key, this.uuid, layout.size, layout.count)
-          handedOver = true
-          const done = () => l.dispose()
-          r.body.once('close', done)
-          return r
-        } catch (e) {
-          if (l.signal.aborted) throw new AbortedError('retrieve aborted', { cause: e })
-          deferred ??= e
-        }
+    const signal = op.signal
+    let deferred: unknown
+    for (const layout of await this.layouts(key)) {
+      try {
+        const r = layout.kind === 'whole' ? await this.retrieveWhole(key, offset, signal) : await this.retrieveChunks(key, layout, offset, signal)
+        if (!r) continue
+        if (layout.kind === 'chunks' && !layout.logged) await this.chunkLog.record(key, this.uuid, layout.size, layout.count)
+        return r
+      } catch (e) {
+        if (signal.aborted) throw new AbortedError('retrieve aborted', { cause: e })
+        deferred ??= e
       }
-      if (deferred !== undefined) throw this.unavailable(deferred)
-      return absent
-    } finally {
-      if (!handedOver) l.dispose()
     }
+    if (deferred !== undefined) throw this.unavailable(deferred)
+    return absent
   }
 
   private async retrieveWhole(key: Key, offset: number, signal: AbortSignal): Promise<Retrieved | undefined> {
@@ -242,26 +216,18 @@ export class SpecialRemote implements Remote {
     return { length, body: Readable.from(count(), { objectMode: false }), valid }
   }
 
-  async startStore(key: Key, op: Op): Promise<StoreStart> {
-    if (await this.checkPresent(key, op)) return { kind: 'present', plusUuids: NOTHING }
+  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
+    if (await this.doCheckPresent(key, op)) return { kind: 'present', plusUuids: NOTHING }
     return { kind: 'offset', offset: 0 }
   }
 
-  store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
-    try {
-      this.assertOpen()
-    } catch (e) {
-      return Promise.reject(e)
-    }
+  /** Refusals before the body is read leave it to RemoteBase, which drains it. */
+  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     if (offset !== 0) return Promise.reject(new NotSupportedError('special remotes cannot resume an upload; send from offset 0'))
     const id = keyFile(key)
     if (this.storing.has(id)) return Promise.reject(new TransferInProgressError('transfer already in progress, or unable to take transfer lock'))
-    let settled!: () => void
-    this.storing.set(id, new Promise<void>((r) => (settled = r)))
-    return this.doStore(key, body, op).finally(() => {
-      this.storing.delete(id)
-      settled()
-    })
+    this.storing.add(id)
+    return this.storeClaimed(key, body, op).finally(() => this.storing.delete(id))
   }
 
   /** The objects an upload of `key` writes now. */
@@ -281,15 +247,11 @@ export class SpecialRemote implements Remote {
     return { parts, chunked: { size: S, count } }
   }
 
-  private async doStore(key: Key, body: Readable, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
-    const l = linked(op.signal, this.closing.signal)
-    const signal = l.signal
-    try {
-      if (await this.locate(key, signal).catch(() => undefined)) {
-        // Already there: the bytes are not needed, but the sender may still be sending.
-        void pipeline(body, new Writable({ write: (_c, _e, cb) => cb() })).catch(() => undefined)
-        return { stored: true, plusUuids: NOTHING }
-      }
+  private async storeClaimed(key: Key, body: Readable, op: StoreOp): Promise<Stored> {
+    const signal = op.signal
+    {
+      // Already there: the bytes are not needed; RemoteBase drains them.
+      if (await this.locate(key, signal).catch(() => undefined)) return { stored: true, plusUuids: NOTHING }
       let decide!: (ok: boolean) => void
       const verdict = new Promise<boolean>((r) => (decide = r))
       const { parts, chunked } = this.plan(key, verdict)
@@ -311,8 +273,6 @@ export class SpecialRemote implements Remote {
       }
       if (chunked) await this.chunkLog.record(key, this.uuid, chunked.size, chunked.count)
       return { stored: true, plusUuids: NOTHING }
-    } finally {
-      l.dispose()
     }
   }
 
@@ -323,23 +283,22 @@ export class SpecialRemote implements Remote {
     return new AbortedError('upload interrupted', { cause: e })
   }
 
-  async storePresent(key: Key, op: Op): Promise<Stored> {
-    return { stored: await this.checkPresent(key, op), plusUuids: NOTHING }
+  protected async doStorePresent(key: Key, op: Op): Promise<Stored> {
+    return { stored: await this.doCheckPresent(key, op), plusUuids: NOTHING }
   }
 
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.removeUnless(key, undefined, op)
   }
 
-  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.removeUnless(key, deadline, op)
   }
 
   /** removeChunks: every layout's objects go, then each logged chunk size is logged 0. */
   private async removeUnless(key: Key, deadline: number | undefined, op: Op): Promise<Removed> {
-    this.assertOpen()
     if (deadline !== undefined && !(monotonicSeconds() < deadline)) return { removed: false, plusUuids: NOTHING }
-    const l = linked(op.signal, this.closing.signal)
+    const l = { signal: op.signal }
     try {
       for (const layout of await this.layouts(key)) {
         if (layout.kind === 'whole') {
@@ -354,30 +313,20 @@ export class SpecialRemote implements Remote {
       return { removed: true, plusUuids: NOTHING }
     } catch (e) {
       throw this.unavailable(e)
-    } finally {
-      l.dispose()
     }
   }
 
-  async timestamp(_op: Op): Promise<number> {
+  protected async doTimestamp(_op: Op): Promise<number> {
     return monotonicSeconds()
   }
 
-  async lock(_key: Key, _op: Op): Promise<Lock | undefined> {
+  protected async doLock(_key: Key, _op: Op): Promise<Lock | undefined> {
     throw new NotSupportedError('a special remote cannot lock content')
   }
 
-  close(): Promise<void> {
-    this.closed ??= (async () => {
-      this.closing.abort()
-      await Promise.allSettled([...this.storing.values()])
-      await this.objects.close()
-      await this.opts.onClose?.()
-    })()
-    return this.closed
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new AbortedError('remote is closed')
+  /** Once nothing is in flight (RemoteBase). */
+  protected async doClose(): Promise<void> {
+    await this.objects.close()
+    await this.opts.onClose?.()
   }
 }

@@ -13,61 +13,68 @@ import { NotSupportedError } from '../../errors.js'
 import type { Key } from '../../keys/key.js'
 import { monotonicSeconds } from '../../annex/clock.js'
 import { Readable } from 'node:stream'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from '../remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from '../remote.js'
 
 const CAPABILITIES: readonly Capability[] = ['retrieve-from-offset', 'remove-before', 'timestamp']
 const NOTHING: readonly Uuid[] = Object.freeze([])
 
-export class ViaGitAnnex implements Remote {
+/** Owns the remote inside: closing or destroying this closes or destroys it. */
+export class ViaGitAnnex extends RemoteBase {
   readonly capabilities: ReadonlySet<Capability> = new Set(CAPABILITIES)
 
-  constructor(private readonly inner: Remote) {}
+  constructor(private readonly inner: Remote) {
+    super()
+  }
 
   get uuid(): Uuid {
     return this.inner.uuid
   }
 
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.inner.checkPresent(key, op)
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (!(await this.inner.checkPresent(key, op))) return { length: 0, body: Readable.from([], { objectMode: false }), valid: Promise.resolve(false) }
     return this.inner.retrieve(key, offset, op)
   }
 
-  async startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
     if (await this.inner.checkPresent(key, op)) return { kind: 'present', plusUuids: NOTHING }
     return { kind: 'offset', offset: 0 }
   }
 
-  store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     if (offset !== 0) return Promise.reject(new NotSupportedError('this special remote cannot resume an upload; send from offset 0'))
     return this.inner.store(key, body, 0, op)
   }
 
-  storePresent(key: Key, op: Op): Promise<Stored> {
+  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.inner.storePresent(key, op)
   }
 
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.inner.remove(key, op)
   }
 
-  async removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     if (!(monotonicSeconds() < deadline)) return { removed: false, plusUuids: NOTHING }
     return this.inner.remove(key, op)
   }
 
-  async timestamp(_op: Op): Promise<number> {
+  protected async doTimestamp(_op: Op): Promise<number> {
     return monotonicSeconds()
   }
 
-  async lock(_key: Key, _op: Op): Promise<Lock | undefined> {
+  protected async doLock(_key: Key, _op: Op): Promise<Lock | undefined> {
     throw new NotSupportedError('a special remote cannot lock content')
   }
 
-  close(): Promise<void> {
+  protected doClose(): Promise<void> {
     return this.inner.close()
+  }
+
+  protected override doDestroy(err: Error | undefined): Promise<void> {
+    return this.inner.destroy(err)
   }
 }
