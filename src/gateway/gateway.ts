@@ -3,7 +3,13 @@
 // check allows. Each UUID resolves to a Remote: the repository itself, a Cluster over
 // node remotes, or a proxied node. Configuration comes from the repository (git config
 // and git-annex branch, re-read on change), so updatecluster or a new `wanted` takes
-// effect without a restart.
+// effect without a restart. Node remotes and clusters are opened once and reused; one
+// that a change replaces or leaves unused is closed (it refuses new calls at once and
+// finishes those in flight), and close() closes them all.
+//
+// A request that looked a remote up just before a change and calls it only after the
+// change gets ClosedError (503), and git-annex retries on its next run: reference
+// counting per request would need a release from every caller, for a rare window.
 import type { ServerEvents } from '../metrics/metrics.js'
 import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
@@ -44,6 +50,37 @@ import { parseS3Settings } from '../remotes/s3/settings.js'
 import { S3Store } from '../remotes/s3/s3-store.js'
 import { BadRequestError, ConfigError, RemoteUnavailableError } from '../errors.js'
 
+/** Everything open() reads from a RemoteInfo: when this changes, the node is opened anew. */
+function openedAs(info: RemoteInfo): string {
+  const sorted = (m: ReadonlyMap<string, string>) => [...m].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  // Its cost orders nodes; it does not change how one is reached.
+  const git = sorted(info.gitConfig).filter(([k]) => !k.startsWith('annex-cost'))
+  return JSON.stringify([info.name, info.uuid, info.url ?? '', info.annexUrl ?? '', info.special, sorted(info.remoteConfig), git])
+}
+
+/** The (node, served UUID) pairs the snapshot reaches through its remotes, whatever a request's bypass. */
+function reachable(snap: GatewaySnapshot): Set<string> {
+  const out = new Set<string>()
+  const add = (info: RemoteInfo, uuid: Uuid) => out.add(`${openedAs(info)} ${uuid}`)
+  for (const t of snap.served.values()) {
+    if (t.kind === 'remote') add(t.remote, t.remote.uuid)
+    else if (t.kind === 'via-gateway') add(t.gateway, t.uuid)
+    else if (t.kind === 'cluster') {
+      for (const n of t.cluster.nodes) {
+        const info = snap.remotes.get(n.remote)
+        if (info) add(info, n.via === 'node' ? info.uuid : t.cluster.uuid)
+      }
+    }
+  }
+  return out
+}
+
+interface OpenedNode {
+  /** openedAs(info) and the UUID it reaches: compared with reachable(). */
+  readonly reaches: string
+  readonly remote: Promise<Remote | undefined>
+}
+
 export interface GatewayOptions {
   readonly hasher: HasherKind
   readonly log: Logger
@@ -79,11 +116,13 @@ export interface IndirectTarget {
 }
 
 export class Gateway {
-  private readonly nodes = new Map<string, Promise<Remote | undefined>>()
+  private readonly nodes = new Map<string, OpenedNode>()
   /** Remotes on a local filesystem that the chunk cache would not speed up. */
   private readonly onDisk = new WeakSet<Remote>()
   private readonly indirectUploads = new Map<string, { signature: string; uploads: Promise<S3IndirectUploads> }>()
-  private readonly clusters = new Map<string, { signature: string; cluster: Cluster }>()
+  private readonly clusters = new Map<string, { members: readonly NodeRemote[]; cluster: Cluster }>()
+  /** Remotes replaced or unused, closing: close() waits for them too. */
+  private readonly retiring = new Set<Promise<void>>()
   private closed = false
   private readonly unsubscribe: () => void
   private readonly repoSizes: RepoSizes
@@ -105,6 +144,7 @@ export class Gateway {
     // location log, as syncing the branches would bring it later: sizes, locations and
     // routing then agree across the fleet.
     this.unsubscribe = this.coordinator.subscribe?.((facts) => this.learn(facts)) ?? (() => {})
+    config.on('change', (snap: GatewaySnapshot) => this.retireUnreachable(snap))
   }
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
@@ -196,10 +236,11 @@ export class Gateway {
       else if (!path.includes(remoteInfo.uuid)) r = await this.through(remoteInfo, info.uuid, path)
       if (r) members.push({ remote: r, cost: n.cost })
     }
-    const signature = members.map((m) => `${m.remote.uuid}@${m.cost}`).join(',') + `|${path.join(',')}`
     const cacheKey = `${info.uuid}|${path.join(',')}`
     const cached = this.clusters.get(cacheKey)
-    if (cached && cached.signature === signature) return cached.cluster
+    const same = (a: readonly NodeRemote[], b: readonly NodeRemote[]) => a.length === b.length && a.every((m, i) => m.remote === b[i]!.remote && m.cost === b[i]!.cost)
+    if (cached && !cached.cluster.closed && same(cached.members, members)) return cached.cluster
+    if (cached) this.retire(cached.cluster)
     const policy: ClusterPolicy = {
       nodes: members,
       targets: (key, op, reserve) => this.targets(members, key, op, reserve ?? false),
@@ -211,7 +252,7 @@ export class Gateway {
       stallMs: this.opts.fanoutStallMs,
       ...(this.opts.events ? { onNodeDropped: (c: Uuid, n: Uuid) => this.opts.events!.fanoutNodeDropped(c, n) } : {}),
     })
-    this.clusters.set(cacheKey, { signature, cluster })
+    this.clusters.set(cacheKey, { members, cluster })
     return cluster
   }
 
@@ -384,17 +425,65 @@ export class Gateway {
   }
 
   private opened(info: RemoteInfo, uuid: Uuid, bypass: readonly Uuid[]): Promise<Remote | undefined> {
-    const id = `${info.name} ${info.uuid} ${info.url ?? ''} ${info.annexUrl ?? ''} ${uuid} ${bypass.join(',')}`
-    let p = this.nodes.get(id)
-    if (!p) {
-      p = this.open(info, uuid, bypass).then((r) => this.cached(r)).then((r) => (r ? new Guarded(r, this.coordinator) : undefined)).catch((err: unknown) => {
+    const reaches = `${openedAs(info)} ${uuid}`
+    const id = `${reaches} ${bypass.join(',')}`
+    let node = this.nodes.get(id)
+    if (!node) {
+      const remote = this.open(info, uuid, bypass).then((r) => this.cached(r)).then((r) => (r ? new Guarded(r, this.coordinator) : undefined)).catch((err: unknown) => {
         this.opts.log.warn({ remote: info.name, uuid, err }, 'cannot reach proxied remote')
-        this.nodes.delete(id)
+        if (this.nodes.get(id) === node) this.nodes.delete(id)
         return undefined
       })
-      this.nodes.set(id, p)
+      node = { reaches, remote }
+      this.nodes.set(id, node)
     }
-    return p
+    return node.remote
+  }
+
+  /**
+   * After a configuration change: nodes the snapshot no longer reaches (removed, or
+   * opened from settings that changed) are closed, and so are the clusters built on them;
+   * clusters are rebuilt on their next lookup.
+   */
+  private retireUnreachable(snap: GatewaySnapshot): void {
+    if (this.closed) return
+    const keep = reachable(snap)
+    const gone: Array<Promise<Remote | undefined>> = []
+    for (const [id, node] of this.nodes) {
+      if (keep.has(node.reaches)) continue
+      this.nodes.delete(id)
+      gone.push(node.remote)
+    }
+    const done = Promise.all(gone).then((remotes) => {
+      const stale = new Set(remotes.filter((r): r is Remote => r !== undefined))
+      for (const [key, c] of this.clusters) {
+        const served = snap.served.get(c.cluster.uuid)?.kind === 'cluster'
+        if (served && !c.members.some((m) => stale.has(m.remote))) continue
+        this.clusters.delete(key)
+        this.retire(c.cluster)
+      }
+      for (const r of stale) this.retire(r)
+    })
+    this.track(done)
+  }
+
+  /** Closes `r` once its calls in flight are done (close() refuses new ones at once). */
+  private retire(r: Remote): void {
+    this.track(r.close())
+  }
+
+  private track(p: Promise<unknown>): void {
+    const t: Promise<void> = p.then(
+      () => undefined,
+      (err: unknown) => this.opts.log.warn({ err }, 'closing a replaced remote failed'),
+    )
+    this.retiring.add(t)
+    void t.finally(() => this.retiring.delete(t))
+  }
+
+  /** @internal For tests: the node remotes and clusters held open right now. */
+  held(): { nodes: Promise<Array<Remote | undefined>>; clusters: Cluster[] } {
+    return { nodes: Promise.all([...this.nodes.values()].map((n) => n.remote)), clusters: [...this.clusters.values()].map((c) => c.cluster) }
   }
 
   /**
@@ -505,13 +594,18 @@ export class Gateway {
     return { uploads: await entry.uploads, remote, recordPresent: (key) => this.record(key, [info.uuid], true) }
   }
 
+  /** Clusters first (their calls use the nodes), then the nodes and the repository itself. */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
     this.unsubscribe()
     this.config.close()
-    const nodes = await Promise.all(this.nodes.values())
-    await Promise.all([this.self.close(), ...nodes.map((n) => n?.close()), this.ownCoordinator ? this.coordinator.close() : undefined])
+    const clusters = [...this.clusters.values()].map((c) => c.cluster)
+    this.clusters.clear()
+    await Promise.all(clusters.map((c) => c.close()))
+    const nodes = await Promise.all([...this.nodes.values()].map((n) => n.remote))
+    this.nodes.clear()
+    await Promise.all([this.self.close(), ...nodes.map((n) => n?.close()), ...this.retiring, this.ownCoordinator ? this.coordinator.close() : undefined])
     await this.chunkCache?.close()
     await Promise.all([...this.indirectUploads.values()].map((e) => e.uploads.then((u) => u.close(), () => undefined)))
     // Last: what the repository and its nodes recorded while finishing goes in too.
