@@ -40,7 +40,7 @@ export interface Placement {
 }
 
 export interface ClusterOptions {
-  /** Bytes buffered per node branch of an upload; memory per upload ≈ (nodes+1) × this. */
+  /** Bytes buffered per node branch of an upload; memory per upload ≤ (nodes+1) × (this + one chunk). */
   readonly highWaterMark: number
   /** A node whose branch has not drained for this long is dropped from the upload. */
   readonly stallMs: number

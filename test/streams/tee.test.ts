@@ -159,3 +159,28 @@ test('skip(n) drops exactly the first n bytes', async () => {
     { numRuns: 100 },
   )
 })
+
+test('the tee holds at most (N+1) × (highWaterMark + one chunk) when no consumer reads', async () => {
+  const hwm = 64 * 1024
+  const chunk = 16 * 1024
+  for (const n of [1, 3, 5]) {
+    const t = tee(n, { highWaterMark: hwm })
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < 1024; i++) yield Buffer.alloc(chunk, i & 0xff)
+      })(),
+      { highWaterMark: 1 },
+    )
+    const piped = pipeline(source, t.input).catch((e: Error) => e)
+    // Nobody reads: the tee fills up and stops asking for more. Everything it does is in
+    // memory, so once its input needs a drain a few turns of the event loop settle it.
+    while (!t.input.writableNeedDrain) await new Promise((r) => setImmediate(r))
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r))
+    const held = t.input.writableLength + t.branches.reduce((sum, b) => sum + b.readableLength + ((b as unknown as Partial<Writable>).writableLength ?? 0), 0)
+    assert.ok(held <= (n + 1) * (hwm + chunk), `${n} branches hold ${held} bytes; the bound is ${(n + 1) * (hwm + chunk)}`)
+    // And it was really full, not stopped early: every branch holds a window.
+    for (const b of t.branches) assert.ok(b.readableLength >= hwm, `a branch holds ${b.readableLength}`)
+    t.input.destroy(new Error('done'))
+    await piped
+  }
+})
