@@ -78,6 +78,8 @@ export class AbortedError extends ProxyError {
 export class ConfigError extends ProxyError {
   readonly code = 'CONFIG'
 }
+/** A path inside a repository that must be a regular file or a real directory is a symlink, FIFO or the like. */
+export class UnsafePathError extends ConfigError {}
 export class OverloadedError extends ProxyError {
   readonly code = 'OVERLOADED'
 }

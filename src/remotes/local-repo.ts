@@ -8,8 +8,8 @@
 // logged. A dropped connection keeps the partial tmp file (its size is the next
 // resume offset); bad content deletes it.
 import { untilAborted } from './until-aborted.js'
-import { createReadStream } from 'node:fs'
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { constants, createReadStream } from 'node:fs'
+import { lstat, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { finished, Readable, Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -57,6 +57,7 @@ import { runGit } from '../annex/git.js'
 import { LocationLog, loggable } from '../annex/location-log.js'
 import { TmpFileSink } from './local/tmp-sink.js'
 import { claimStore } from './local/store-claim.js'
+import { assertRealDirs, lstatRegular, openRegular, openRegularForReading } from './local/safe-fs.js'
 import {
   ALL_CAPABILITIES,
   asUuid,
@@ -249,7 +250,7 @@ export class LocalRepo extends RemoteBase {
     if (!path) return absent()
     let fh: FileHandle
     try {
-      fh = await open(path, 'r')
+      fh = await openRegularForReading(path)
     } catch (e) {
       // Removed between the lookup and the open.
       if (errno(e) === 'ENOENT') return absent()
@@ -263,7 +264,7 @@ export class LocalRepo extends RemoteBase {
     // The file changed while being read (spec §1.5 GET → INVALID): in place (size or
     // mtime) or replaced (inode). Content in an unlocked or thin repository can change.
     const unchanged = async () => {
-      const after = await stat(path).catch(() => undefined)
+      const after = await lstat(path).catch(() => undefined)
       return after !== undefined && after.ino === before.ino && after.size === before.size && after.mtimeMs === before.mtimeMs
     }
     if (length === 0) {
@@ -283,10 +284,12 @@ export class LocalRepo extends RemoteBase {
     return { length, body, valid }
   }
 
+  /** A tmp file that is not a regular file (a planted symlink or FIFO) is refused, its size never told. */
   protected async doStartStore(key: Key, _op: Op): Promise<StoreStart> {
     if (await locateObject(this.layout, key)) return { kind: 'present', plusUuids: NOTHING }
-    const s = await stat(tmpPath(this.layout, key)).catch(() => undefined)
-    return { kind: 'offset', offset: s?.isFile() ? s.size : 0 }
+    const tmp = tmpPath(this.layout, key)
+    await assertRealDirs(this.layout.gitDir, dirname(tmp))
+    return { kind: 'offset', offset: (await lstatRegular(tmp))?.size ?? 0 }
   }
 
   /**
@@ -328,7 +331,8 @@ export class LocalRepo extends RemoteBase {
 
   private async storeClaimed(key: Key, id: string, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const tmp = tmpPath(this.layout, key)
-    const have = await stat(tmp).then((s) => s.size, () => 0)
+    await assertRealDirs(this.layout.gitDir, dirname(tmp))
+    const have = (await lstatRegular(tmp))?.size ?? 0
     if (have < offset) throw new LengthMismatchError(`cannot resume at ${offset}: only ${have} bytes of the key are kept`)
     // Annex/Content.hs checkDiskSpace: the key's size (1 when unknown) minus what
     // the tmp file already holds.
@@ -339,7 +343,8 @@ export class LocalRepo extends RemoteBase {
     const signal = op.signal
     try {
       await mkdir(dirname(tmp), { recursive: true })
-      fh = await open(tmp, offset === 0 ? 'w' : 'r+')
+      // Never through a symlink or into a FIFO planted there (safe-fs).
+      fh = await openRegular(tmp, offset === 0 ? constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC : constants.O_RDWR, 0o666)
       if (offset > 0) await fh.truncate(offset)
       // Resume: the kept prefix is re-hashed so the verifier sees the whole content.
       const prefix = offset > 0 ? createReadStream(tmp, { start: 0, end: offset - 1, signal }) : undefined
@@ -397,7 +402,10 @@ export class LocalRepo extends RemoteBase {
       }
       const dest = objectCandidates(this.layout, key)[0]!
       const keyDir = dirname(dest)
+      // A directory planted as a symlink would send the object (and our chmods) elsewhere.
+      await assertRealDirs(this.layout.gitDir, keyDir)
       await mkdir(keyDir, { recursive: true })
+      await assertRealDirs(this.layout.gitDir, keyDir)
       await thawDirOf(dest)
       try {
         await rename(tmp, dest)

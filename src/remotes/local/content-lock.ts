@@ -7,9 +7,11 @@
 // process a counter stands in for the shared lock, and the .rtm file is what other
 // git-annex processes in the same repository see and honour.
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { UnsafePathError } from '../../errors.js'
 import { join } from 'node:path'
 import { freezeDirOf, thawDirOf } from './layout.js'
+import { lstatRegular, openRegularForReading } from './safe-fs.js'
 
 /** How long a lock holds content, like git-annex's p2pDefaultLockContentRetentionDuration. */
 export const LOCK_RETENTION_SECONDS = 600
@@ -80,9 +82,20 @@ export function nextRetentionStamp(seconds: number = LOCK_RETENTION_SECONDS): st
 export const retentionPath = (object: string) => `${object}.rtm`
 const retentionLockPath = (object: string) => `${object}.rtl`
 
-/** The .rtm file's time in POSIX seconds, and its raw text; undefined when absent or unparseable (git-annex ignores those too). */
+/**
+ * The .rtm file's time in POSIX seconds, and its raw text; undefined when absent or
+ * unparseable (git-annex ignores those too). One that is not a regular file (a planted
+ * symlink or FIFO) is refused with UnsafePathError: never followed, never waited on.
+ */
 export async function readRetention(object: string): Promise<{ text: string; time: number } | undefined> {
-  const text = await readFile(retentionPath(object), 'utf8').catch(() => undefined)
+  const path = retentionPath(object)
+  if (!(await lstatRegular(path))) return undefined
+  const fh = await openRegularForReading(path).catch((e: unknown) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw e
+  })
+  if (!fh) return undefined
+  const text = await fh.readFile('utf8').catch(() => undefined).finally(() => fh.close())
   if (text === undefined) return undefined
   const time = parsePosixTime(text)
   return time === undefined ? undefined : { text, time }
@@ -99,7 +112,8 @@ export async function writeRetention(object: string, stamp: string, scratchDir: 
   if (have && have.time >= want) return
   await mkdir(scratchDir, { recursive: true })
   const tmp = join(scratchDir, `rtm-${randomBytes(8).toString('hex')}`)
-  await writeFile(tmp, stamp)
+  // Exclusive: never onto something already there (a planted link).
+  await writeFile(tmp, stamp, { flag: 'wx' })
   await thawDirOf(object)
   try {
     await rename(tmp, retentionPath(object))
@@ -149,8 +163,10 @@ export async function retentionHolds(object: string): Promise<boolean> {
  * after we looked, so it narrows the race rather than closing it.
  */
 export async function gitAnnexLockOn(object: string): Promise<'shared' | 'exclusive' | undefined> {
-  const s = await stat(`${object}.lck`, { bigint: true }).catch(() => undefined)
+  // Not followed: a planted link would name another file's lock.
+  const s = await lstat(`${object}.lck`, { bigint: true }).catch(() => undefined)
   if (!s) return undefined
+  if (!s.isFile()) throw new UnsafePathError(`refusing ${object}.lck: it is not a regular file (planted in the repository?)`)
   const table = await readFile('/proc/locks', 'utf8').catch(() => '')
   // glibc's dev_t encoding, as the kernel prints it: major:minor:inode, in hex, hex, decimal.
   const major = ((s.dev >> 8n) & 0xfffn) | ((s.dev >> 32n) & ~0xfffn)

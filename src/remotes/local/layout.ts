@@ -4,6 +4,7 @@ import { chmod, lstat, rmdir, stat } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import type { Key } from '../../keys/key.js'
 import { hashDirLower, hashDirMixed, keyFile } from '../../keys/object-path.js'
+import { assertRealDirs } from './safe-fs.js'
 
 export interface Layout {
   /** Absolute git directory: `<repo>/.git`, or the repository itself when bare. */
@@ -52,11 +53,18 @@ export function objectDirLevels(layout: Layout): number {
   return layout.oneLevel ? 2 : 3
 }
 
-/** The object file if the repository has the content, like git-annex's inAnnex. */
+/**
+ * The object file if the repository has the content, like git-annex's inAnnex. Only a
+ * regular file counts (never a symlink or FIFO planted there), and one reached through an
+ * object directory that is a symlink is refused (UnsafePathError): it is not ours.
+ */
 export async function locateObject(layout: Layout, key: Key): Promise<string | undefined> {
   for (const p of objectCandidates(layout, key)) {
     const s = await lstat(p).catch(() => undefined)
-    if (s?.isFile()) return p
+    if (s?.isFile()) {
+      await assertRealDirs(layout.gitDir, dirname(p))
+      return p
+    }
   }
   return undefined
 }
