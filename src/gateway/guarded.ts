@@ -3,17 +3,20 @@
 // this one) keeps a remove through any other from starting, and a remove in progress keeps
 // new locks off, even for nodes that enforce neither themselves and across the moment
 // between a node's own check and its action.
+import type { Readable } from 'node:stream'
 import { LockedError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { serializeKey } from '../keys/key.js'
 import type { Coordinator } from '../placement/coordinator.js'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from '../remotes/remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from '../remotes/remote.js'
 
-export class Guarded implements Remote {
+export class Guarded extends RemoteBase {
   constructor(
     readonly inner: Remote,
     private readonly coordinator: Coordinator,
-  ) {}
+  ) {
+    super()
+  }
 
   get uuid(): Uuid {
     return this.inner.uuid
@@ -21,29 +24,29 @@ export class Guarded implements Remote {
   get capabilities(): ReadonlySet<Capability> {
     return this.inner.capabilities
   }
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.inner.checkPresent(key, op)
   }
-  retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     return this.inner.retrieve(key, offset, op)
   }
-  startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
     return this.inner.startStore(key, op)
   }
-  store(key: Key, body: Parameters<Remote['store']>[1], offset: number, op: Parameters<Remote['store']>[3]): Promise<Stored> {
+  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     return this.inner.store(key, body, offset, op)
   }
-  storePresent(key: Key, op: Op): Promise<Stored> {
+  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.inner.storePresent(key, op)
   }
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.inner.timestamp(op)
   }
 
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.excluding(key, () => this.inner.remove(key, op))
   }
-  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.excluding(key, () => this.inner.removeBefore(key, deadline, op))
   }
 
@@ -56,7 +59,7 @@ export class Guarded implements Remote {
     }
   }
 
-  async lock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected async doLock(key: Key, op: Op): Promise<Lock | undefined> {
     const hold = await this.coordinator.hold(this.uuid, serializeKey(key))
     // A remove of it is running somewhere: not lockable now, as a node answers mid-drop.
     if (!hold) return undefined
@@ -86,7 +89,10 @@ export class Guarded implements Remote {
     }
   }
 
-  close(): Promise<void> {
+  protected doClose(): Promise<void> {
     return this.inner.close()
+  }
+  protected override doDestroy(err: Error | undefined): Promise<void> {
+    return this.inner.destroy(err)
   }
 }

@@ -6,7 +6,7 @@
 // and could overfill the node itself.
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from '../remotes/remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from '../remotes/remote.js'
 
 export interface Admission {
   /**
@@ -16,11 +16,13 @@ export interface Admission {
   admit(key: Key, op: Op, reserve: boolean): Promise<{ release(): Promise<void> }>
 }
 
-export class Reserved implements Remote {
+export class Reserved extends RemoteBase {
   constructor(
     readonly inner: Remote,
     private readonly admission: Admission,
-  ) {}
+  ) {
+    super()
+  }
 
   get uuid(): Uuid {
     return this.inner.uuid
@@ -28,15 +30,15 @@ export class Reserved implements Remote {
   get capabilities(): ReadonlySet<Capability> {
     return this.inner.capabilities
   }
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.inner.checkPresent(key, op)
   }
-  retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     return this.inner.retrieve(key, offset, op)
   }
 
   /** Refused up front when there is no room, so the client does not send the body in vain. */
-  async startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
     const start = await this.inner.startStore(key, op)
     if (start.kind === 'present') return start
     const checked = await this.admission.admit(key, op, false)
@@ -44,13 +46,12 @@ export class Reserved implements Remote {
     return start
   }
 
-  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     let reservation: { release(): Promise<void> }
     try {
       reservation = await this.admission.admit(key, op, true)
     } catch (err) {
-      // Refused before reading: the body is drained, so the client gets the answer now.
-      body.resume()
+      // Refused before reading: RemoteBase drains the body, so the client gets the answer now.
       throw err
     }
     try {
@@ -62,22 +63,21 @@ export class Reserved implements Remote {
     }
   }
 
-  storePresent(key: Key, op: Op): Promise<Stored> {
+  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.inner.storePresent(key, op)
   }
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.inner.remove(key, op)
   }
-  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.inner.removeBefore(key, deadline, op)
   }
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.inner.timestamp(op)
   }
-  lock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
     return this.inner.lock(key, op)
   }
-  close(): Promise<void> {
-    return this.inner.close()
-  }
+  /** A view made per request: the node inside belongs to the gateway, which closes it. */
+  protected async doClose(): Promise<void> {}
 }

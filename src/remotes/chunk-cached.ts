@@ -17,7 +17,7 @@ import { AbortedError, LengthMismatchError } from '../errors.js'
 import { createHasher, digestMatches, expectedDigest, hashAlgorithm, resumeHasher, type HashAlgorithm, type Hasher } from '../keys/backend.js'
 import { serializeKey, type Key } from '../keys/key.js'
 import type { ChunkCache, ChunkWriter, Fill } from '../streams/chunk-cache.js'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
 
 export interface ChunkCachedOptions {
   /**
@@ -46,7 +46,7 @@ interface Run {
   readonly length: number
 }
 
-export class ChunkCached implements Remote {
+export class ChunkCached extends RemoteBase {
   readonly stats: ChunkCacheStats = { upstreamRequests: 0, upstreamBytes: 0, cachedBytes: 0 }
   private readonly shareStallMs: number
 
@@ -55,6 +55,7 @@ export class ChunkCached implements Remote {
     private readonly cache: ChunkCache,
     opts: ChunkCachedOptions = {},
   ) {
+    super()
     this.shareStallMs = opts.shareStallMs ?? 15_000
   }
 
@@ -64,40 +65,43 @@ export class ChunkCached implements Remote {
   get capabilities(): ReadonlySet<Capability> {
     return this.inner.capabilities
   }
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.inner.checkPresent(key, op)
   }
-  startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
     return this.inner.startStore(key, op)
   }
-  store(key: Key, body: Parameters<Remote['store']>[1], offset: number, op: Parameters<Remote['store']>[3]): Promise<Stored> {
+  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     return this.inner.store(key, body, offset, op)
   }
-  storePresent(key: Key, op: Op): Promise<Stored> {
+  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.inner.storePresent(key, op)
   }
-  async remove(key: Key, op: Op): Promise<Removed> {
+  protected async doRemove(key: Key, op: Op): Promise<Removed> {
     const r = await this.inner.remove(key, op)
     if (r.removed) await this.cache.invalidate(key)
     return r
   }
-  async removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     const r = await this.inner.removeBefore(key, deadline, op)
     if (r.removed) await this.cache.invalidate(key)
     return r
   }
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.inner.timestamp(op)
   }
-  lock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
     return this.inner.lock(key, op)
   }
   /** The cache is shared and outlives this remote; only the remote closes. */
-  close(): Promise<void> {
+  protected doClose(): Promise<void> {
     return this.inner.close()
   }
+  protected override doDestroy(err: Error | undefined): Promise<void> {
+    return this.inner.destroy(err)
+  }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     const size = key.size
     const algo = hashAlgorithm(key.backend)
     const expected = expectedDigest(key)

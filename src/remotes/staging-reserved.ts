@@ -9,16 +9,18 @@
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
 import type { DiskReserve, Reservation } from '../streams/disk-reserve.js'
-import type { Capability, Lock, Op, Removed, Remote, Retrieved, StoreStart, Stored, Uuid } from './remote.js'
+import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
 
-export class StagingReserved implements Remote {
+export class StagingReserved extends RemoteBase {
   constructor(
-    private readonly inner: Remote,
+    readonly inner: Remote,
     /** annex.diskreserve of the filesystem the staging happens on. */
     private readonly reserve: DiskReserve,
     /** Whether retrieves put the object on that filesystem too (false: only stores do). */
     private readonly opts: { readonly retrieves?: boolean } = {},
-  ) {}
+  ) {
+    super()
+  }
 
   get uuid(): Uuid {
     return this.inner.uuid
@@ -32,11 +34,11 @@ export class StagingReserved implements Remote {
     return this.reserve.reserve(key.size ?? 1)
   }
 
-  checkPresent(key: Key, op: Op): Promise<boolean> {
+  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
     return this.inner.checkPresent(key, op)
   }
 
-  async retrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (this.opts.retrieves === false) return this.inner.retrieve(key, offset, op)
     const r = await this.book(key)
     let got: Retrieved
@@ -55,11 +57,11 @@ export class StagingReserved implements Remote {
     return got
   }
 
-  startStore(key: Key, op: Op): Promise<StoreStart> {
+  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
     return this.inner.startStore(key, op)
   }
 
-  async store(key: Key, body: Readable, offset: number, op: Op & { readonly senderValid?: Promise<boolean> }): Promise<Stored> {
+  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const r = await this.book(key)
     try {
       return await this.inner.store(key, body, offset, op)
@@ -68,22 +70,25 @@ export class StagingReserved implements Remote {
     }
   }
 
-  storePresent(key: Key, op: Op): Promise<Stored> {
+  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.inner.storePresent(key, op)
   }
-  remove(key: Key, op: Op): Promise<Removed> {
+  protected doRemove(key: Key, op: Op): Promise<Removed> {
     return this.inner.remove(key, op)
   }
-  removeBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.inner.removeBefore(key, deadline, op)
   }
-  timestamp(op: Op): Promise<number> {
+  protected doTimestamp(op: Op): Promise<number> {
     return this.inner.timestamp(op)
   }
-  lock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
     return this.inner.lock(key, op)
   }
-  close(): Promise<void> {
+  protected doClose(): Promise<void> {
     return this.inner.close()
+  }
+  protected override doDestroy(err: Error | undefined): Promise<void> {
+    return this.inner.destroy(err)
   }
 }

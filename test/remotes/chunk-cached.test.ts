@@ -71,9 +71,23 @@ async function bytesUnder(dir: string): Promise<number> {
   return (await Promise.all((await chunkFiles(dir)).map(async (f) => (await stat(f)).size))).reduce((x, y) => x + y, 0)
 }
 
+/** What the contract's reopen() opens for a wrapper: the store underneath, afresh. */
+const underneath = new WeakMap<Remote, () => Promise<Remote>>()
+
+async function reopenUnderneath(t: TestContext, r: Remote): Promise<Remote> {
+  const again = await underneath.get(r)!()
+  defer(t, () => again.close())
+  return again
+}
+
 remoteContract('ChunkCached around LocalRepo', {
   declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
-  make: async (t) => (await cachedLocal(t)).remote,
+  make: async (t) => {
+    const { remote, repoDir } = await cachedLocal(t)
+    underneath.set(remote, () => openLocalRepo(repoDir, { logIdleMs: 100 }))
+    return remote
+  },
+  reopen: reopenUnderneath,
 })
 
 remoteContract('ChunkCached around StdioRepo (git-annex-shell p2pstdio)', {
@@ -82,8 +96,11 @@ remoteContract('ChunkCached around StdioRepo (git-annex-shell p2pstdio)', {
     const dir = await makeRepo(join(await tempDir(t), 'peer'), 'peer')
     const repo = openStdioRepo({ uuid: await repoUuid(dir), clientUuid: '00000000-0000-4000-8000-0000000000c1', dir })
     defer(t, () => repo.close())
-    return new ChunkCached(repo, (await makeCache(t)).cache)
+    const remote = new ChunkCached(repo, (await makeCache(t)).cache)
+    underneath.set(remote, async () => openStdioRepo(repo.options))
+    return remote
   },
+  reopen: reopenUnderneath,
 })
 
 describe('ChunkCached', { timeout: 120_000 }, () => {

@@ -6,7 +6,7 @@ import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
 import { join } from 'node:path'
 import { DiskFullError } from '../../src/errors.js'
-import { openLocalRepo } from '../../src/remotes/local-repo.js'
+import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
 import { StagingReserved } from '../../src/remotes/staging-reserved.js'
 import { DiskReserve } from '../../src/streams/disk-reserve.js'
 import { defer, makeRepo, tempDir } from '../helpers/annex.js'
@@ -23,6 +23,11 @@ async function staged(t: TestContext, free: () => number) {
 remoteContract('StagingReserved around LocalRepo', {
   declared: ['retrieve-from-offset', 'resume-store', 'lock', 'remove-before', 'timestamp'],
   make: async (t) => (await staged(t, () => 2 ** 40)).remote,
+  reopen: async (t, r) => {
+    const again = await openLocalRepo(((r as StagingReserved).inner as LocalRepo).dir, { logIdleMs: 100, diskReserve: 0 })
+    defer(t, () => again.close())
+    return again
+  },
 })
 
 describe('StagingReserved', () => {
