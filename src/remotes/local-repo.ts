@@ -48,7 +48,6 @@ import {
   locateObject,
   objectCandidates,
   objectDirLevels,
-  otherTmpDir,
   thawDirOf,
   tmpPath,
   type Layout,
@@ -466,7 +465,7 @@ export class LocalRepo extends RemoteBase {
       if ((await gitAnnexLockOn(obj)) === 'exclusive') return undefined
       const stamp = nextRetentionStamp()
       try {
-        await writeRetention(obj, stamp, otherTmpDir(this.layout))
+        await writeRetention(obj, stamp)
       } catch (e) {
         // lockContentShared drops the lock when it cannot write the retention file:
         // a lock other git-annex processes cannot see would be a false promise.

@@ -7,7 +7,7 @@
 // process a counter stands in for the shared lock, and the .rtm file is what other
 // git-annex processes in the same repository see and honour.
 import { randomBytes } from 'node:crypto'
-import { lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { lstat, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { UnsafePathError } from '../../errors.js'
 import { join } from 'node:path'
 import { freezeDirOf, thawDirOf } from './layout.js'
@@ -105,17 +105,22 @@ export async function readRetention(object: string): Promise<{ text: string; tim
  * Writes `stamp` to the .rtm unless it already holds a later time (another locker
  * wants the content kept longer). The object directory is frozen, so it is thawed
  * around the atomic replace, as git-annex's modifyContentDirWhenExists does.
+ *
+ * The temp file is written beside the .rtm, in the thawed object directory, not in
+ * .git/annex/othertmp: git-annex deletes what is there whenever one of its processes can
+ * lock othertmp.lck exclusively (Annex/Tmp.hs: files there "may be cleaned up by another
+ * process at any time"); only a shared fcntl lock, which Node cannot take, keeps them. Each
+ * `git annex` the location log runs could delete ours before its rename: locks failed at random.
  */
-export async function writeRetention(object: string, stamp: string, scratchDir: string): Promise<void> {
+export async function writeRetention(object: string, stamp: string): Promise<void> {
   const have = await readRetention(object)
   const want = parsePosixTime(stamp)!
   if (have && have.time >= want) return
-  await mkdir(scratchDir, { recursive: true })
-  const tmp = join(scratchDir, `rtm-${randomBytes(8).toString('hex')}`)
-  // Exclusive: never onto something already there (a planted link).
-  await writeFile(tmp, stamp, { flag: 'wx' })
+  const tmp = `${retentionPath(object)}.${randomBytes(8).toString('hex')}.tmp`
   await thawDirOf(object)
   try {
+    // Exclusive: never onto something already there (a planted link).
+    await writeFile(tmp, stamp, { flag: 'wx' })
     await rename(tmp, retentionPath(object))
   } finally {
     await rm(tmp, { force: true })

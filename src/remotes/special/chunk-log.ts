@@ -50,9 +50,20 @@ export class ChunkLog {
       await mkdir(tmpDir, { recursive: true })
       await mkdir(journal, { recursive: true })
       const name = journalFileName(path)
-      const tmp = join(tmpDir, `${name}.${randomBytes(4).toString('hex')}`)
-      await writeFile(tmp, after)
-      await rename(tmp, join(journal, name))
+      // git-annex deletes what is in othertmp whenever one of its processes can lock
+      // othertmp.lck exclusively (Annex/Tmp.hs); only a shared fcntl lock keeps files there,
+      // and Node cannot take one: a temp file gone before its rename is written again.
+      for (let attempt = 1; ; attempt++) {
+        const tmp = join(tmpDir, `${name}.${randomBytes(4).toString('hex')}`)
+        await mkdir(tmpDir, { recursive: true })
+        await writeFile(tmp, after, { flag: 'wx' })
+        try {
+          await rename(tmp, join(journal, name))
+          return
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 5) throw e
+        }
+      }
     })
   }
 
