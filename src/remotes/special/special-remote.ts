@@ -213,7 +213,13 @@ export class SpecialRemote extends RemoteBase {
         source.destroy()
       }
     }
-    return { length, body: Readable.from(count(), { objectMode: false }), valid }
+    const body = Readable.from(count(), { objectMode: false })
+    // Destroyed before it was read, the generator never runs its finally: valid must still settle.
+    body.once('close', () => {
+      settle(false)
+      source.destroy()
+    })
+    return { length, body, valid }
   }
 
   protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
