@@ -3,8 +3,17 @@
 // as git-annex would. Rather than re-implementing the journal (file format, vector
 // clocks, journal.lck, branch hashing tunables) we let git-annex write it: one
 // long-lived `git annex setpresentkey --batch` per repository, one line per change.
-// The journal is then committed into the git-annex branch once the log has been idle
-// for a second, as the reference p2phttp server does.
+//
+// A record is settled only once the journal is committed into the git-annex branch
+// (`git annex merge`), so the answer to the request that caused it is sent after the
+// served branch holds it, as git-annex-shell's sessions end with a commit. Clients that
+// fetch the branch right after an upload, merge it and push it back (DataLad's publish)
+// then find it settled: a commit landing inside their fetch-merge-push window rejected the
+// push, and a journal written before their push and committed after it overwrote their
+// own lines (journal files replace branch files). Commits are grouped: records that
+// arrive while one commit runs share the next, so concurrent uploads pay one commit, not
+// one each. A commit that fails (e.g. a push holding the ref) is retried; if it keeps
+// failing the record still settles, from the journal, and the next commit takes it.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
@@ -24,10 +33,24 @@ export function loggable(key: Key): boolean {
 
 
 export interface LocationLogOptions {
-  /** Idle time after which the batch child is stopped and the journal committed. */
+  /** Idle time after which the batch child is stopped. */
   idleMs?: number
   log?: Logger
 }
+
+interface Deferred {
+  readonly promise: Promise<void>
+  resolve(): void
+}
+
+function deferred(): Deferred {
+  let resolve!: () => void
+  const promise = new Promise<void>((r) => (resolve = r))
+  return { promise, resolve }
+}
+
+/** Attempts at committing the journal before a record settles without it. */
+const COMMIT_ATTEMPTS = 3
 
 interface Pending {
   readonly key: string
@@ -49,12 +72,15 @@ export class LocationLog {
   private readonly idleMs: number
   private readonly log: Logger | undefined
   private idleTimer: NodeJS.Timeout | undefined
-  // Stopping the child and committing the journal; new records wait for it.
+  // Stopping the child; new records wait for it.
   private flushing: Promise<void> = Promise.resolve()
   private readonly inFlight = new Set<Promise<void>>()
-  // Something reached the journal since the last commit.
+  // Something reached the journal since the last commit began.
   private dirty = false
   private closed = false
+  // Records answered while a commit runs wait for the next one, which starts when it ends.
+  private nextCommit: Deferred | undefined
+  private committing: Promise<void> | undefined
 
   constructor(
     /** The repository (work tree or bare git dir) git-annex runs in. */
@@ -65,13 +91,16 @@ export class LocationLog {
     this.log = opts.log
   }
 
-  /** Records `uuid` as having (or no longer having) the key's content. */
+  /**
+   * Records `uuid` as having (or no longer having) the key's content. Resolves once the
+   * change is in the git-annex branch (or, if committing kept failing, in the journal).
+   */
   record(key: Key, uuid: Uuid, present: boolean): Promise<void> {
     if (this.closed) return Promise.reject(new LocationLogError('location log is closed'))
     const k = serializeKey(key)
     if (!loggable(key)) return Promise.reject(new BadKeyError(`cannot record a key containing whitespace in the location log: ${JSON.stringify(k)}`))
     if (/\s/.test(uuid) || uuid === '') return Promise.reject(new LocationLogError(`invalid repository UUID ${JSON.stringify(uuid)}`))
-    // Cancel a pending idle flush before yielding, so it cannot close the child
+    // Cancel a pending idle stop before yielding, so it cannot close the child
     // between our wait and our write.
     this.cancelIdle()
     const line = `${k} ${uuid} ${present ? '1' : '0'}\n`
@@ -89,23 +118,73 @@ export class LocationLog {
         this.inFlight.delete(p)
         this.scheduleIdle()
       })
-    return p
+    return p.then(() => this.committed())
   }
 
-  /** Stops the batch child and commits the journal now. */
+  /** Waits for outstanding records, stops the batch child and commits the journal. */
   async flush(): Promise<void> {
     this.cancelIdle()
     await Promise.allSettled([...this.inFlight])
-    const f = this.flushing.then(() => this.stopAndCommit())
+    const f = this.flushing.then(() => this.stop())
     // Later records and flushes queue behind this one whether or not it failed.
     this.flushing = f.catch(() => undefined)
     await f
+    if (this.dirty) await this.committed()
   }
 
   /** Waits for outstanding records, stops the child and commits the journal. */
   async close(): Promise<void> {
     this.closed = true
     await this.flush()
+  }
+
+  /** Resolves when a commit that begins after this call has ended. */
+  private committed(): Promise<void> {
+    const d = (this.nextCommit ??= deferred())
+    this.startCommit()
+    return d.promise
+  }
+
+  private startCommit(): void {
+    if (this.committing || !this.nextCommit) return
+    const d = this.nextCommit
+    this.nextCommit = undefined
+    this.committing = this.commitRetrying().finally(() => {
+      this.committing = undefined
+      d.resolve()
+      this.startCommit()
+    })
+  }
+
+  private async commitRetrying(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.commit()
+        return
+      } catch (e) {
+        // Another writer holding the branch's ref (a push landing) is the usual cause.
+        if (attempt >= COMMIT_ATTEMPTS) {
+          this.log?.warn({ err: e }, 'committing the location log journal failed; the journal keeps the change for the next commit')
+          return
+        }
+        await new Promise((r) => setTimeout(r, 100 * attempt))
+      }
+    }
+  }
+
+  private async commit(): Promise<void> {
+    if (!this.dirty) return
+    this.dirty = false
+    // A repository deleted while served has no branch left to commit to.
+    if (!existsSync(this.repo)) return
+    // `git annex merge` would also merge synced/<branch> into a checked-out branch
+    // (it runs sync's mergeLocal); a content store must never touch the work tree,
+    // so limit it to the git-annex branch. That update commits the journal. The batch
+    // child may go on writing meanwhile: journal.lck keeps each of its writes whole.
+    await runGit(this.repo, ['-c', 'annex.synconlyannex=true', 'annex', 'merge']).catch((e: unknown) => {
+      this.dirty = true
+      throw e
+    })
   }
 
   private async send(line: string, key: string): Promise<void> {
@@ -116,7 +195,6 @@ export class LocationLog {
       c.proc.stdin.write(line)
     })
   }
-
   private spawn(): Child {
     const proc = spawn('git', ['annex', 'setpresentkey', '--batch'], { cwd: this.repo, env: repoEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
     const pending: Pending[] = []
@@ -168,32 +246,21 @@ export class LocationLog {
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined
       if (this.inFlight.size > 0) return
-      this.flushing = this.flushing.then(() =>
-        this.stopAndCommit().catch((e: unknown) => {
-          this.log?.warn({ err: e }, 'committing the location log journal failed')
-        }),
-      )
+      this.flushing = this.flushing.then(async () => {
+        await this.stop()
+        // Only a commit that kept failing leaves the journal dirty by now.
+        if (this.dirty) await this.committed()
+      })
     }, this.idleMs)
     this.idleTimer.unref()
   }
 
-  private async stopAndCommit(): Promise<void> {
+  /** Ends the batch child (idle, or closing): every line it answered is in the journal. */
+  private async stop(): Promise<void> {
     const c = this.child
-    if (c) {
-      this.child = undefined
-      c.proc.stdin.end()
-      await c.exited
-    }
-    if (!this.dirty) return
-    this.dirty = false
-    // A repository deleted while served has no branch left to commit to.
-    if (!existsSync(this.repo)) return
-    // `git annex merge` would also merge synced/<branch> into a checked-out branch
-    // (it runs sync's mergeLocal); a content store must never touch the work tree,
-    // so limit it to the git-annex branch. That update commits the journal.
-    await runGit(this.repo, ['-c', 'annex.synconlyannex=true', 'annex', 'merge']).catch((e: unknown) => {
-      this.dirty = true
-      throw e
-    })
+    if (!c) return
+    this.child = undefined
+    c.proc.stdin.end()
+    await c.exited
   }
 }

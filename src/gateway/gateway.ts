@@ -387,16 +387,20 @@ export class Gateway {
 
   private async record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void> {
     const facts: LocationFact[] = []
-    for (const u of new Set(uuids)) {
-      // Cluster UUIDs are never written to location logs (spec §3.6).
-      if (isClusterUuid(u) || u === this.self.uuid) continue
-      try {
-        await this.locationLog.record(key, u, present)
-        facts.push({ key: serializeKey(key), uuid: u, present, size: key.size ?? 0 })
-      } catch (err) {
-        this.opts.log.warn({ key: serializeKey(key), uuid: u, err }, 'could not record location in the gateway')
-      }
-    }
+    // All at once: they settle together, in one commit of the git-annex branch.
+    await Promise.all(
+      [...new Set(uuids)]
+        // Cluster UUIDs are never written to location logs (spec §3.6).
+        .filter((u) => !isClusterUuid(u) && u !== this.self.uuid)
+        .map(async (u) => {
+          try {
+            await this.locationLog.record(key, u, present)
+            facts.push({ key: serializeKey(key), uuid: u, present, size: key.size ?? 0 })
+          } catch (err) {
+            this.opts.log.warn({ key: serializeKey(key), uuid: u, err }, 'could not record location in the gateway')
+          }
+        }),
+    )
     // Published before an upload's reservation is released, so the fleet never counts its
     // bytes neither reserved nor logged; kept for later when Redis is away.
     if (facts.length > 0 && this.coordinator.fleet) await this.coordinator.publish(facts)

@@ -1,0 +1,61 @@
+// The location-log writer: a record settles only once the git-annex branch holds it
+// (clients fetch the branch right after an upload), concurrent records share commits, and
+// a branch that cannot be committed to for a while loses nothing.
+import assert from 'node:assert/strict'
+import { readdir, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { LocationLog } from '../../src/annex/location-log.js'
+import { parseKey } from '../../src/keys/key.js'
+import { asUuid } from '../../src/remotes/remote.js'
+import { annex, git, makeRepo, repoUuid, sha256Key, tempDir } from '../helpers/annex.js'
+
+const keyOf = (i: number) => parseKey(sha256Key(Buffer.from(`content ${i}\n`)))
+
+/** What the committed git-annex branch (not the journal) says about `key`. */
+async function inBranch(repo: string, key: string): Promise<string> {
+  const path = (await annex(repo, 'examinekey', '--format=${hashdirlower}${key}.log', key)).stdout
+  return (await git(repo, 'show', `git-annex:${path}`).catch(() => ({ stdout: '' }))).stdout
+}
+
+const commits = async (repo: string) => Number((await git(repo, 'rev-list', '--count', 'git-annex')).stdout.trim())
+const journal = (repo: string) => readdir(join(repo, '.git/annex/journal')).catch(() => [] as string[])
+
+test('a record settles once the git-annex branch holds it; concurrent records share commits', async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  const log = new LocationLog(repo, { idleMs: 60_000 })
+  t.after(() => log.close())
+  const k0 = keyOf(0)
+  await log.record(k0, uuid, true)
+  assert.match(await inBranch(repo, sha256Key(Buffer.from('content 0\n'))), new RegExp(` 1 ${uuid}$`, 'm'))
+  assert.deepEqual(await journal(repo), [])
+
+  const before = await commits(repo)
+  const n = 20
+  await Promise.all(Array.from({ length: n }, (_, i) => log.record(keyOf(i + 1), uuid, true)))
+  for (let i = 1; i <= n; i++) assert.match(await inBranch(repo, sha256Key(Buffer.from(`content ${i}\n`))), new RegExp(` 1 ${uuid}$`, 'm'), `key ${i}`)
+  const made = (await commits(repo)) - before
+  // The first answer starts a commit; every line answered meanwhile shares the next.
+  assert.ok(made >= 1 && made <= 3, `${n} concurrent records made ${made} commits`)
+
+  await log.record(k0, uuid, false)
+  assert.match(await inBranch(repo, sha256Key(Buffer.from('content 0\n'))), new RegExp(` 0 ${uuid}$`, 'm'))
+})
+
+test('while the branch cannot be updated, records still settle from the journal and the next commit takes them', async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  const log = new LocationLog(repo, { idleMs: 60_000 })
+  t.after(() => log.close())
+  // A writer holding the branch's ref lock, as a push being received does.
+  const lock = join(repo, '.git/refs/heads/git-annex.lock')
+  await writeFile(lock, '')
+  await log.record(keyOf(1), uuid, true)
+  assert.equal(await inBranch(repo, sha256Key(Buffer.from('content 1\n'))), '', 'not committed while the ref is locked')
+  assert.equal((await journal(repo)).length, 1, 'kept in the journal')
+  await rm(lock)
+  await log.record(keyOf(2), uuid, true)
+  for (const i of [1, 2]) assert.match(await inBranch(repo, sha256Key(Buffer.from(`content ${i}\n`))), new RegExp(` 1 ${uuid}$`, 'm'), `key ${i}`)
+  assert.deepEqual(await journal(repo), [])
+})
