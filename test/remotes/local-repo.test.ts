@@ -108,19 +108,19 @@ describe('LocalRepo in a real git-annex repository', { timeout: 120_000 }, () =>
     }
   })
 
-  test('the journal is committed once the log has been idle', async (t) => {
+  test('the location log is in the git-annex branch, not only the journal, when a store or remove settles', async (t) => {
     const { repo, dir } = await localRepo(t)
     const c = content(100)
     await storeAll(repo, c)
     const logPath = `git-annex:${hashDirLower(c.key)}${keyFile(c.key)}.log`
-    // git-annex commits first and then empties the journal: wait for both.
-    await eventually(
-      async () => (await shStatus(dir, 'git', ['show', logPath])).code === 0 && (await readdir(join(dir, '.git/annex/journal'))).length === 0,
-      'the location log to be committed and the journal emptied',
-    )
+    // Clients fetch the branch right after an upload (DataLad's publish): it must be settled.
+    assert.match((await git(dir, 'show', logPath)).stdout, new RegExp(` 1 ${repo.uuid}$`, 'm'))
+    assert.deepEqual(await readdir(join(dir, '.git/annex/journal')), [])
+    await repo.remove(c.key, op())
+    assert.match((await git(dir, 'show', logPath)).stdout, new RegExp(` 0 ${repo.uuid}$`, 'm'))
   })
 
-  test('the idle commit touches only the git-annex branch, never the work tree', async (t) => {
+  test('committing the location log touches only the git-annex branch, never the work tree', async (t) => {
     const { repo, dir } = await localRepo(t)
     const head = (await git(dir, 'rev-parse', 'HEAD')).stdout
     // A pushed synced/main, as `git annex sync` from a client leaves it: plain
