@@ -32,9 +32,20 @@ export function loggable(key: Key): boolean {
 }
 
 
+/**
+ * When a record settles: 'commit' once the git-annex branch holds it (a served repository,
+ * whose clients may fetch the branch right after an upload); 'journal' once git-annex has
+ * journalled it, the commit following when the log has been idle and on close (what
+ * git-annex-shell does: a p2pstdio session, whose client waits for it to end, or a cluster
+ * node, whose branch no client of the gateway reads).
+ */
+export type Settle = 'commit' | 'journal'
+
 export interface LocationLogOptions {
-  /** Idle time after which the batch child is stopped. */
+  /** Idle time after which the batch child is stopped (and, for 'journal', the journal committed). */
   idleMs?: number
+  /** Default 'commit'. */
+  settle?: Settle
   log?: Logger
 }
 
@@ -70,6 +81,7 @@ const STDERR_KEEP = 4096
 export class LocationLog {
   private child: Child | undefined
   private readonly idleMs: number
+  private readonly settle: Settle
   private readonly log: Logger | undefined
   private idleTimer: NodeJS.Timeout | undefined
   // Stopping the child; new records wait for it.
@@ -88,12 +100,14 @@ export class LocationLog {
     opts: LocationLogOptions = {},
   ) {
     this.idleMs = opts.idleMs ?? 1000
+    this.settle = opts.settle ?? 'commit'
     this.log = opts.log
   }
 
   /**
    * Records `uuid` as having (or no longer having) the key's content. Resolves once the
-   * change is in the git-annex branch (or, if committing kept failing, in the journal).
+   * change is in the git-annex branch (or, if committing kept failing, in the journal); with
+   * settle 'journal', once it is in the journal.
    */
   record(key: Key, uuid: Uuid, present: boolean): Promise<void> {
     if (this.closed) return Promise.reject(new LocationLogError('location log is closed'))
@@ -118,7 +132,7 @@ export class LocationLog {
         this.inFlight.delete(p)
         this.scheduleIdle()
       })
-    return p.then(() => this.committed())
+    return this.settle === 'commit' ? p.then(() => this.committed()) : p
   }
 
   /** Waits for outstanding records, stops the batch child and commits the journal. */
@@ -248,7 +262,7 @@ export class LocationLog {
       if (this.inFlight.size > 0) return
       this.flushing = this.flushing.then(async () => {
         await this.stop()
-        // Only a commit that kept failing leaves the journal dirty by now.
+        // 'journal': the idle commit; 'commit': only one that kept failing leaves it dirty.
         if (this.dirty) await this.committed()
       })
     }, this.idleMs)

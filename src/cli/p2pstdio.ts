@@ -39,6 +39,8 @@ export async function runP2pStdio(argv: readonly string[], env: NodeJS.ProcessEn
       log,
       fanoutHighWaterMark: 1 << 20,
       fanoutStallMs: 60_000,
+      // Committed when the session ends, before the client's ssh exits (as git-annex-shell).
+      locationLogSettle: 'journal',
     })
   } catch (e) {
     throw new ShellRefusal(openFailure(e, dir, args.uuid), { cause: e })

@@ -15,7 +15,7 @@ import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { serializeKey, tryParseKey } from '../keys/key.js'
 import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Placement } from '../remotes/cluster.js'
-import { LocationLog } from '../annex/location-log.js'
+import { LocationLog, type Settle } from '../annex/location-log.js'
 import { LocalRepo, openLocalRepo } from '../remotes/local-repo.js'
 import { HttpRepo } from '../remotes/http-repo.js'
 import { Recorded } from '../remotes/recorded.js'
@@ -104,6 +104,12 @@ export interface GatewayOptions {
    * cache in the gateway's .git/annex, within this shared budget (--cache-size).
    */
   readonly cache?: { readonly space: CacheSpace; readonly chunkBytes: number }
+  /**
+   * When this repository's location-log changes settle (LocationLog): 'commit' (default) for
+   * a server whose clients may fetch the branch after each answer; 'journal' for a p2pstdio
+   * session, committed when it ends, as git-annex-shell does.
+   */
+  readonly locationLogSettle?: Settle
 }
 
 /** An S3 special remote a client may upload to directly (presigned PUT), and how to record it. */
@@ -148,8 +154,9 @@ export class Gateway {
   }
 
   static async open(dir: string, opts: GatewayOptions): Promise<Gateway> {
+    const settle = opts.locationLogSettle ? { settle: opts.locationLogSettle } : {}
     // One writer for the repository's location log: its own content and its nodes' (spec §3.6).
-    const locationLog = new LocationLog(dir, { log: opts.log })
+    const locationLog = new LocationLog(dir, { log: opts.log, ...settle })
     const self = await openLocalRepo(dir, { hasher: opts.hasher, log: opts.log, locationLog })
     let cache: ChunkCache | undefined
     try {
@@ -523,7 +530,9 @@ export class Gateway {
     }
     const path = resolve(this.dir, url.startsWith('file://') ? url.slice('file://'.length) : url)
     if (uuid !== info.uuid) return openStdioRepo({ ...base, ...sessions, dir: path })
-    const repo = await openLocalRepo(path, { hasher: this.opts.hasher, log: this.opts.log })
+    // A node's branch is read by no client of this gateway: its log settles in the journal
+    // and is committed when idle, as by a git-annex-shell session on the node.
+    const repo = await openLocalRepo(path, { hasher: this.opts.hasher, log: this.opts.log, logSettle: 'journal' })
     if (repo.uuid !== info.uuid) {
       await repo.close()
       throw new Error(`remote ${info.name} at ${path} has UUID ${repo.uuid}, expected ${info.uuid}`)

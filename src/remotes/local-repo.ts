@@ -53,7 +53,7 @@ import {
   type Layout,
 } from './local/layout.js'
 import { runGit } from '../annex/git.js'
-import { LocationLog, loggable } from '../annex/location-log.js'
+import { LocationLog, loggable, type Settle } from '../annex/location-log.js'
 import { TmpFileSink } from './local/tmp-sink.js'
 import { claimStore } from './local/store-claim.js'
 import { assertRealDirs, lstatRegular, openRegular, openRegularForReading } from './local/safe-fs.js'
@@ -82,13 +82,15 @@ export interface LocalRepoOptions {
   /** Bytes to keep free; overrides annex.diskreserve. */
   diskReserve?: number
   log?: Logger
-  /** Idle time before the location log journal is committed (default 1 s, like p2phttp). */
+  /** Idle time before the location log's batch child stops (default 1 s). */
   logIdleMs?: number
   /**
    * The repository's location-log writer, when its owner records in it too (a gateway
    * records its nodes' locations): one writer per repository. Committed, not closed, on close().
    */
   locationLog?: LocationLog
+  /** When a store or remove settles: its location log line committed (default) or journalled (LocationLog). */
+  logSettle?: Settle
 }
 
 const silent: Logger = { info() {}, warn() {}, error() {}, debug() {} }
@@ -226,7 +228,7 @@ export class LocalRepo extends RemoteBase {
     this.log = opts.log ?? silent
     this.reserve = new DiskReserve(`${layout.gitDir}/annex`, diskReserve)
     this.ownsLocationLog = opts.locationLog === undefined
-    this.locationLog = opts.locationLog ?? new LocationLog(dir, { idleMs: opts.logIdleMs ?? 1000, log: this.log })
+    this.locationLog = opts.locationLog ?? new LocationLog(dir, { idleMs: opts.logIdleMs ?? 1000, log: this.log, ...(opts.logSettle ? { settle: opts.logSettle } : {}) })
   }
 
   /** Where the key's content is (or would be put), and its partial upload. */

@@ -59,3 +59,25 @@ test('while the branch cannot be updated, records still settle from the journal 
   for (const i of [1, 2]) assert.match(await inBranch(repo, sha256Key(Buffer.from(`content ${i}\n`))), new RegExp(` 1 ${uuid}$`, 'm'), `key ${i}`)
   assert.deepEqual(await journal(repo), [])
 })
+
+test("settle 'journal' (p2pstdio sessions, cluster nodes): a record settles in the journal; idle and close commit it", async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'journal' })
+  t.after(() => log.close())
+  await log.record(keyOf(1), uuid, true)
+  assert.equal((await journal(repo)).length, 1, 'journalled')
+  assert.equal(await inBranch(repo, sha256Key(Buffer.from('content 1\n'))), '', 'not committed yet')
+  await log.close()
+  assert.match(await inBranch(repo, sha256Key(Buffer.from('content 1\n'))), new RegExp(` 1 ${uuid}$`, 'm'), 'committed on close')
+  assert.deepEqual(await journal(repo), [])
+
+  const idle = new LocationLog(repo, { idleMs: 50, settle: 'journal' })
+  t.after(() => idle.close())
+  await idle.record(keyOf(2), uuid, true)
+  const deadline = Date.now() + 60_000
+  while ((await inBranch(repo, sha256Key(Buffer.from('content 2\n')))) === '') {
+    assert.ok(Date.now() < deadline, 'the idle commit did not come within 60 s')
+    await new Promise((r) => setTimeout(r, 50))
+  }
+})
