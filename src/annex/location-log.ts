@@ -46,6 +46,11 @@ export interface LocationLogOptions {
   idleMs?: number
   /** Default 'commit'. */
   settle?: Settle
+  /**
+   * Longest a commit waits for lines the child has yet to answer, so that they share it
+   * (default 1000 ms; reached only under a stream that never pauses).
+   */
+  groupWaitMs?: number
   log?: Logger
 }
 
@@ -62,6 +67,8 @@ function deferred(): Deferred {
 
 /** Attempts at committing the journal before a record settles without it. */
 const COMMIT_ATTEMPTS = 3
+
+
 
 interface Pending {
   readonly key: string
@@ -82,6 +89,7 @@ export class LocationLog {
   private child: Child | undefined
   private readonly idleMs: number
   private readonly settle: Settle
+  private readonly groupWaitMs: number
   private readonly log: Logger | undefined
   private idleTimer: NodeJS.Timeout | undefined
   // Stopping the child; new records wait for it.
@@ -93,6 +101,7 @@ export class LocationLog {
   // Records answered while a commit runs wait for the next one, which starts when it ends.
   private nextCommit: Deferred | undefined
   private committing: Promise<void> | undefined
+  private groupTimer: NodeJS.Timeout | undefined
 
   constructor(
     /** The repository (work tree or bare git dir) git-annex runs in. */
@@ -101,6 +110,7 @@ export class LocationLog {
   ) {
     this.idleMs = opts.idleMs ?? 1000
     this.settle = opts.settle ?? 'commit'
+    this.groupWaitMs = opts.groupWaitMs ?? 1000
     this.log = opts.log
   }
 
@@ -159,8 +169,22 @@ export class LocationLog {
     return d.promise
   }
 
-  private startCommit(): void {
+  private startCommit(force = false): void {
     if (this.committing || !this.nextCommit) return
+    // Lines sent but not yet answered would each want a commit of their own: wait for them
+    // (the child answers in milliseconds), but not for ever under a steady stream.
+    if (!force && (this.child?.pending.length ?? 0) > 0) {
+      if (!this.groupTimer) {
+        this.groupTimer = setTimeout(() => {
+          this.groupTimer = undefined
+          this.startCommit(true)
+        }, this.groupWaitMs)
+        this.groupTimer.unref()
+      }
+      return
+    }
+    if (this.groupTimer) clearTimeout(this.groupTimer)
+    this.groupTimer = undefined
     const d = this.nextCommit
     this.nextCommit = undefined
     this.committing = this.commitRetrying().finally(() => {
@@ -236,6 +260,8 @@ export class LocationLog {
       } else {
         p.reject(new LocationLogError(`git annex setpresentkey failed for ${p.key}: ${text || child.stderr.trim() || 'no reason given'}`))
       }
+      // The last line a waiting commit was holding back for.
+      if (pending.length === 0) queueMicrotask(() => this.startCommit())
     })
     proc.once('error', (e) => this.fail(child, new LocationLogError(`cannot run git annex setpresentkey: ${e.message}`, { cause: e })))
     proc.once('close', (code, signal) => {
@@ -247,6 +273,7 @@ export class LocationLog {
   private fail(child: Child, e: LocationLogError): void {
     if (this.child === child) this.child = undefined
     for (const p of child.pending.splice(0)) p.reject(e)
+    queueMicrotask(() => this.startCommit())
   }
 
   private cancelIdle(): void {
