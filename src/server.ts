@@ -115,14 +115,15 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     if (cfg.metrics) app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.text()))
   }
   const cache = { space: new CacheSpace(cfg.cacheSize), chunkBytes: cfg.cacheChunk }
+  const locationLogSettle = cfg.locationLogCommit === 'answer' ? 'commit' : 'journal'
   const registry = new Registry({
     repos: cfg.repos,
     directories: cfg.directories,
     // A repository without proxying settings needs no gateway machinery (no branch reader, no watcher, no process).
     open: (dir, { gateway }) =>
       gateway
-        ? Gateway.open(dir, { hasher: cfg.hasher, log, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) })
-        : openPlainRepo(dir, { hasher: cfg.hasher, log }),
+        ? Gateway.open(dir, { hasher: cfg.hasher, log, locationLogSettle, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) })
+        : openPlainRepo(dir, { hasher: cfg.hasher, log, logSettle: locationLogSettle }),
     log,
     maxOpen: cfg.maxOpenRepos,
     rescanMs: cfg.rescanIntervalSeconds * 1000,

@@ -4,16 +4,18 @@
 // clocks, journal.lck, branch hashing tunables) we let git-annex write it: one
 // long-lived `git annex setpresentkey --batch` per repository, one line per change.
 //
-// A record is settled only once the journal is committed into the git-annex branch
-// (`git annex merge`), so the answer to the request that caused it is sent after the
-// served branch holds it, as git-annex-shell's sessions end with a commit. Clients that
-// fetch the branch right after an upload, merge it and push it back (DataLad's publish)
-// then find it settled: a commit landing inside their fetch-merge-push window rejected the
-// push, and a journal written before their push and committed after it overwrote their
-// own lines (journal files replace branch files). Commits are grouped: records that
-// arrive while one commit runs share the next, so concurrent uploads pay one commit, not
-// one each. A commit that fails (e.g. a push holding the ref) is retried; if it keeps
-// failing the record still settles, from the journal, and the next commit takes it.
+// When a record settles (Settle). 'journal' (default, what git annex p2phttp does): once
+// git-annex has journalled it; the journal is committed into the git-annex branch when the log
+// has been idle and on close. 'commit': once `git annex merge` has committed it, so the answer
+// to the request that caused it is sent after the served branch holds it, as git-annex-shell's
+// sessions end with a commit. Clients that fetch the branch right after an upload, merge it and
+// push it back (DataLad's publish) need 'commit': an idle commit landing inside their
+// fetch-merge-push window rejects the push, and a journal written before their push and
+// committed after it overwrites their own lines (journal files replace branch files). Its
+// price is a commit per answer group (records that arrive while one commit runs share the
+// next): a sequential client waits for one git-annex process per upload. A commit that fails
+// (e.g. a push holding the ref) is retried; if it keeps failing the record still settles, from
+// the journal, and the next commit takes it.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
@@ -44,7 +46,7 @@ export type Settle = 'commit' | 'journal'
 export interface LocationLogOptions {
   /** Idle time after which the batch child is stopped (and, for 'journal', the journal committed). */
   idleMs?: number
-  /** Default 'commit'. */
+  /** Default 'journal' (what git annex p2phttp does); 'commit' for clients that fetch the branch right after an answer. */
   settle?: Settle
   /**
    * Longest a commit waits for lines the child has yet to answer, so that they share it
@@ -67,8 +69,6 @@ function deferred(): Deferred {
 
 /** Attempts at committing the journal before a record settles without it. */
 const COMMIT_ATTEMPTS = 3
-
-
 
 interface Pending {
   readonly key: string
@@ -109,7 +109,7 @@ export class LocationLog {
     opts: LocationLogOptions = {},
   ) {
     this.idleMs = opts.idleMs ?? 1000
-    this.settle = opts.settle ?? 'commit'
+    this.settle = opts.settle ?? 'journal'
     this.groupWaitMs = opts.groupWaitMs ?? 1000
     this.log = opts.log
   }

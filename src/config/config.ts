@@ -24,6 +24,13 @@ export interface ServeConfig extends Required<AuthFlags> {
   /** Seconds a lock lives without a keeplocked request (spec §2.6: 600). */
   readonly lockExpirySeconds: number
   readonly hasher: HasherKind
+  /**
+   * When a served repository's location-log change is committed into its git-annex branch:
+   * 'answer' before the request is answered (clients that fetch, merge and push the branch right
+   * after their uploads, as DataLad's push, never race the server; one commit per answer group),
+   * 'idle' (default) once the log has been idle for a second.
+   */
+  readonly locationLogCommit: 'answer' | 'idle'
   readonly logLevel: string
   /** Seconds in-flight requests get to finish on SIGTERM/SIGINT before they are aborted. */
   readonly shutdownGraceSeconds: number
@@ -109,6 +116,7 @@ export const SERVE_OPTIONS = {
   'fanout-buffer': { type: 'string', arg: 'BYTES', help: 'bytes buffered per node of a cluster upload (default 1048576)' },
   'fanout-stall': { type: 'string', arg: 'S', help: 'a cluster node taking no bytes for S seconds is dropped from an upload (default 60)' },
   hasher: { type: 'string', arg: 'wasm|native|auto', help: 'hash implementation used to verify content (default auto)' },
+  'location-log-commit': { type: 'string', arg: 'answer|idle', help: "commit the served git-annex branch before each answer (DataLad's push) or once idle (default idle)" },
   'log-level': { type: 'string', arg: 'LEVEL', help: 'pino log level (default info)' },
   'shutdown-grace': { type: 'string', arg: 'S', help: 'seconds in-flight requests get to finish on SIGTERM/SIGINT (default 10)' },
   'max-queue': { type: 'string', arg: 'N', help: 'requests waiting for a worker beyond N are refused with 503 (default 64 x --jobs)' },
@@ -217,6 +225,8 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
   const o = parsed.values
   const hasher = o.hasher ?? 'auto'
   if (hasher !== 'auto' && hasher !== 'wasm' && hasher !== 'native') throw new ConfigError(`--hasher must be wasm, native or auto, got '${hasher}'`)
+  const locationLogCommit = o['location-log-commit'] ?? 'idle'
+  if (locationLogCommit !== 'answer' && locationLogCommit !== 'idle') throw new ConfigError(`--location-log-commit must be answer or idle, got '${locationLogCommit}'`)
   if ((o.certfile === undefined) !== (o.privatekeyfile === undefined)) throw new ConfigError('--certfile and --privatekeyfile go together')
   if (o.chainfile !== undefined && o.certfile === undefined) throw new ConfigError('--chainfile needs --certfile')
   const directories = o.directory ?? []
@@ -242,6 +252,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     fanoutHighWaterMark: int('fanout-buffer', o['fanout-buffer'], 1024 * 1024, 16 * 1024),
     fanoutStallSeconds: int('fanout-stall', o['fanout-stall'], 60, 1),
     hasher,
+    locationLogCommit,
     logLevel: o['log-level'] ?? 'info',
     shutdownGraceSeconds: int('shutdown-grace', o['shutdown-grace'], 10, 0),
     maxQueue: int('max-queue', o['max-queue'], 64 * jobs, 0),

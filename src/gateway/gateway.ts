@@ -105,9 +105,10 @@ export interface GatewayOptions {
    */
   readonly cache?: { readonly space: CacheSpace; readonly chunkBytes: number }
   /**
-   * When this repository's location-log changes settle (LocationLog): 'commit' (default) for
-   * a server whose clients may fetch the branch after each answer; 'journal' for a p2pstdio
-   * session, committed when it ends, as git-annex-shell does.
+   * When this repository's location-log changes settle (LocationLog): 'journal' (default:
+   * committed when idle, as git annex p2phttp; for a p2pstdio session, when it ends, as
+   * git-annex-shell) or 'commit' (before each answer: --location-log-commit answer, for clients
+   * that fetch the branch after each answer).
    */
   readonly locationLogSettle?: Settle
 }

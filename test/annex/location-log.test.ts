@@ -25,7 +25,7 @@ test('a record settles once the git-annex branch holds it; concurrent records sh
   const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
   const uuid = asUuid(await repoUuid(repo))
   // A group waits as long as it takes the child to answer every line sent (here: always).
-  const log = new LocationLog(repo, { idleMs: 60_000, groupWaitMs: 120_000 })
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'commit', groupWaitMs: 120_000 })
   t.after(() => log.close())
   const k0 = keyOf(0)
   await log.record(k0, uuid, true)
@@ -47,7 +47,7 @@ test('a record settles once the git-annex branch holds it; concurrent records sh
 test('while the branch cannot be updated, records still settle from the journal and the next commit takes them', async (t) => {
   const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
   const uuid = asUuid(await repoUuid(repo))
-  const log = new LocationLog(repo, { idleMs: 60_000 })
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'commit' })
   t.after(() => log.close())
   // A writer holding the branch's ref lock, as a push being received does.
   const lock = join(repo, '.git/refs/heads/git-annex.lock')

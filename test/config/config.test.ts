@@ -13,6 +13,8 @@ test('defaults: the working directory, 127.0.0.1:9417, 4 jobs, idle proxy sessio
   assert.equal(c.jobs, 4)
   assert.equal(c.proxyConnections, undefined)
   assert.equal(c.maxQueue, 256)
+  assert.equal(c.locationLogCommit, 'idle')
+  assert.equal(parseServeArgs(['--location-log-commit', 'answer'], '/').locationLogCommit, 'answer')
 })
 
 test('--proxyconnections and --clusterjobs are taken as p2phttp takes them', () => {
@@ -29,6 +31,7 @@ test('bad values are refused with a message naming the flag', () => {
     [['--jobs', '0'], /--jobs must be between 1 and 1024/],
     [['--port', '70000'], /--port must be between 0 and 65535/],
     [['--hasher', 'md5'], /--hasher must be wasm, native or auto/],
+    [['--location-log-commit', 'never'], /--location-log-commit must be answer or idle, got 'never'/],
     [['--certfile', 'c.pem'], /--certfile and --privatekeyfile go together/],
     [['--no-such-flag'], /no-such-flag/],
   ]

@@ -108,8 +108,20 @@ describe('LocalRepo in a real git-annex repository', { timeout: 120_000 }, () =>
     }
   })
 
-  test('the location log is in the git-annex branch, not only the journal, when a store or remove settles', async (t) => {
+  test('the journal is committed once the log has been idle (default)', async (t) => {
     const { repo, dir } = await localRepo(t)
+    const c = content(100)
+    await storeAll(repo, c)
+    const logPath = `git-annex:${hashDirLower(c.key)}${keyFile(c.key)}.log`
+    // git-annex commits first and then empties the journal: wait for both.
+    await eventually(
+      async () => (await shStatus(dir, 'git', ['show', logPath])).code === 0 && (await readdir(join(dir, '.git/annex/journal'))).length === 0,
+      'the location log to be committed and the journal emptied',
+    )
+  })
+
+  test("logSettle 'commit': the location log is in the git-annex branch, not only the journal, when a store or remove settles", async (t) => {
+    const { repo, dir } = await localRepo(t, { logSettle: 'commit' })
     const c = content(100)
     await storeAll(repo, c)
     const logPath = `git-annex:${hashDirLower(c.key)}${keyFile(c.key)}.log`
