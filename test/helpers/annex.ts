@@ -154,11 +154,24 @@ export interface Served {
   stop(): Promise<void>
 }
 
-async function startProcess(t: After, cwd: string, cmd: string, args: string[], port: number, env: NodeJS.ProcessEnv = {}): Promise<Served> {
+/**
+ * Where a started server can be reached: a port known beforehand (polled until something
+ * accepts on it), or one the server reports itself (annex-proxy listening on port 0: no
+ * window in which another process can take a port picked for it).
+ */
+type PortSource = { readonly known: number } | { readonly reported: (output: string) => number | undefined }
+
+async function startProcess(t: After, cwd: string, cmd: string, args: string[], at: PortSource, env: NodeJS.ProcessEnv = {}): Promise<Served> {
   const child = spawn(cmd, args, { cwd, env: { ...gitEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
+  let reported: number | undefined
+  let onReport: (() => void) | undefined
   const keep = (d: Buffer) => {
     out += d.toString('utf8')
+    if ('reported' in at && reported === undefined) {
+      reported = at.reported(out)
+      if (reported !== undefined) onReport?.()
+    }
     if (out.length > 1_000_000) out = out.slice(-500_000)
   }
   child.stdout!.on('data', keep)
@@ -172,22 +185,51 @@ async function startProcess(t: After, cwd: string, cmd: string, args: string[], 
     clearTimeout(timer)
   }
   defer(t, stop)
-  await waitForPort(port, 30_000, child)
+  if ('known' in at) {
+    await waitForPort(at.known, 30_000, child)
+    return { port: at.known, child, output: () => out, stop }
+  }
+  const timeoutMs = 60_000
+  const port = await new Promise<number>((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer)
+      child.off('exit', onExit)
+      onReport = undefined
+      if (err) reject(err)
+      else resolve(reported!)
+    }
+    const onExit = (code: number | null, signal: string | null) => done(new Error(`server exited (${code ?? signal}) before listening: ${out.slice(-2000)}`))
+    const timer = setTimeout(() => done(new Error(`the server did not report a listening port within ${timeoutMs} ms: ${out.slice(-2000)}`)), timeoutMs)
+    onReport = () => done()
+    child.once('exit', onExit)
+    if (reported !== undefined) done()
+  })
   return { port, child, output: () => out, stop }
+}
+
+/** The port in annex-proxy's "annex-proxy serving" log line. */
+function servingPort(output: string): number | undefined {
+  const m = /"address":"(?:http:\/\/)?127\.0\.0\.1:(\d+)"[^\n]*"msg":"annex-proxy serving"/.exec(output)
+  return m ? Number(m[1]) : undefined
 }
 
 /** The reference: `git annex p2phttp` serving `repo`. */
 export async function startReference(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<Served> {
   const port = await freePort()
-  return startProcess(t, repo, 'git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '4', ...flags], port, env)
+  return startProcess(t, repo, 'git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '4', ...flags], { known: port }, env)
 }
 
 export const PROJECT_ROOT = new URL('../../../', import.meta.url).pathname
 
 /** annex-proxy serving `repo` (or whatever `flags` name) through its real CLI. */
 export async function startAnnexProxy(t: After, cwd: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}, opts: { port?: number } = {}): Promise<Served> {
+  const args = (port: number) => [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(port), ...flags]
+  // The serving line is logged at info: quieter servers get a port picked for them.
+  const level = flags[flags.indexOf('--log-level') + 1]
+  const quiet = flags.includes('--log-level') && level !== 'info' && level !== 'debug' && level !== 'trace'
+  if (opts.port === undefined && !quiet && !flags.includes('--socket')) return startProcess(t, cwd, process.execPath, args(0), { reported: servingPort }, env)
   const port = opts.port ?? (await freePort())
-  return startProcess(t, cwd, process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(port), ...flags], port, env)
+  return startProcess(t, cwd, process.execPath, args(port), { known: port }, env)
 }
 
 /** A SHA256E key for `data`, as `git annex add` of a file named `*<ext>` would make it. */
