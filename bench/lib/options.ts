@@ -162,6 +162,8 @@ export function parseOptions(argv: readonly string[], projectRoot: string): Opti
   const defaultServers: ServerKind[] = quick ? ['ours', 'ref'] : ['ours', 'ref', 'ref-shell']
   if (refNewest) defaultServers.push('ref-newest')
   servers ??= defaultServers
+  // As the usage says: --ref-newest adds its server to an explicit --servers list too.
+  if (refNewest && !servers.includes('ref-newest')) servers = [...servers, 'ref-newest']
   if (servers.includes('ref-newest') && !refNewest) throw new Error('--servers ref-newest needs --ref-newest CMD')
   scenarios ??= quick ? [...QUICK_SCENARIOS] : [...SCENARIOS]
   return {
