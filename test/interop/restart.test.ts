@@ -60,11 +60,11 @@ test('git annex get -J4 of 300 files while annex-proxy is replaced by a new proc
   await within(
     new Promise<void>((resolve) => {
       onProgress = () => {
-        if (got >= 10) resolve()
+        if (got >= 5) resolve()
       }
       onProgress()
     }),
-    'the get to fetch 10 files',
+    'the get to fetch 5 files',
   )
   const successorServes = old.waitFor((l) => l.msg === 'annex-proxy serving' && l.listener === 'handover', 'the new process to serve', DEADLINE_MS)
   old.child.kill('SIGHUP')

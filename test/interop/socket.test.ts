@@ -2,11 +2,12 @@
 // cannot use one), mode 0660, a stale socket file replaced, a live one or a non-socket left
 // alone, the file removed on shutdown, and a SIGHUP hand-over that keeps the same socket.
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { lstat, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { annex, defer, git, makeRepo, repoUuid, sh, sha256Key, tempDir } from '../helpers/annex.js'
+import { annex, defer, git, gitEnv, makeRepo, PROJECT_ROOT, repoUuid, sh, sha256Key, tempDir } from '../helpers/annex.js'
 import { type ServeProcess, startServe } from '../helpers/serve-process.js'
 
 const CU = '00000000-0000-4000-8000-00000000c0de'
@@ -100,4 +101,46 @@ test('--socket: endpoints over a unix socket, 0660, stale socket replaced, live 
   await writeFile(sock, 'not a socket')
   await assert.rejects(startServe(t, repo, ['--wideopen', '--socket', sock]), /exists and is not a socket/)
   assert.equal(await readFile(sock, 'utf8'), 'not a socket')
+})
+
+test('socket activation as systemd does it (systemd-socket-activate): a connection made before the server started is served; the socket stays with systemd', { timeout: 300_000 }, async (t) => {
+  const dir = await tempDir(t)
+  const repo = await makeRepo(join(dir, 'repo'), 'served')
+  await writeFile(join(repo, 'f'), 'activated\n')
+  await annex(repo, 'add', '-q', 'f')
+  await git(repo, 'commit', '-qm', 'f')
+  const key = (await annex(repo, 'lookupkey', 'f')).stdout.trim()
+  const uuid = await repoUuid(repo)
+  const sock = join(dir, 'activated.sock')
+  // It passes a bare environment: what git and git-annex need is named.
+  const envArgs = Object.entries(gitEnv)
+    .filter(([k, v]) => v !== undefined && (k === 'PATH' || k === 'HOME' || k.startsWith('GIT_')))
+    .flatMap(([k, v]) => ['-E', `${k}=${v}`])
+  const child = spawn('systemd-socket-activate', ['-l', sock, ...envArgs, process.execPath, join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--wideopen'], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+  const exited = new Promise((r) => child.once('exit', r))
+  defer(t, async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await exited
+    }
+  })
+  const deadline = Date.now() + 60_000
+  while (!/Listening on .* as 3/.test(out)) {
+    assert.ok(Date.now() < deadline, `waited 60 s for systemd-socket-activate to listen: ${out}`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  // The first connection starts annex-proxy (exec, same pid); it waits in the backlog meanwhile.
+  const got = await curl(sock, [`http://localhost/git-annex/${uuid}/key/${key}`])
+  assert.equal(got.status, 200, out)
+  assert.equal(got.body.toString(), 'activated\n')
+  assert.match(out, /"listener":"systemd"/)
+  child.kill('SIGTERM')
+  await exited
+  assert.ok((await lstat(sock)).isSocket(), 'a socket systemd passed is not removed by annex-proxy')
 })
