@@ -77,7 +77,10 @@ export async function startServe(t: After, cwd: string, flags: string[], env: No
       waiters.add(w)
     })
   const serving = waitFor((l) => l.msg === 'annex-proxy serving' && l.pid === child.pid, 'annex-proxy to report that it serves')
+  let started = false
+  // Only a start that failed ends the waits: after a hand-over the successor's lines still come.
   const failed = exited.then((c) => {
+    if (started) return new Promise<never>(() => {})
     for (const w of waiters) clearTimeout(w.timer)
     waiters.clear()
     throw new Error(`annex-proxy exited (${c}) before serving: ${out.slice(-3000)}`)
@@ -85,6 +88,7 @@ export async function startServe(t: After, cwd: string, flags: string[], env: No
   failed.catch(() => {})
   serving.catch(() => {})
   const first = await Promise.race([serving, failed])
+  started = true
   const address = String(first.address)
   const m = /:(\d+)$/.exec(address)
   return { child, pid: child.pid!, address, port: m && !address.startsWith('/') ? Number(m[1]) : undefined, output: () => out, waitFor, exited }
