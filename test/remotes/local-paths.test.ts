@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { promisify } from 'node:util'
 import { UnsafePathError } from '../../src/errors.js'
+import { keyFile } from '../../src/keys/object-path.js'
 import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
 import { defer, makeRepo, tempDir } from '../helpers/annex.js'
 import { bodyOf, content, op, storeAll } from './contract.js'
@@ -107,4 +108,14 @@ test('a retention file or content lock planted as a FIFO or symlink: remove is r
     await assert.rejects(repo.remove(c.key, op()), UnsafePathError, `${suffix} ${kind}`)
     assert.equal(await repo.checkPresent(c.key, op()), true)
   }
+})
+
+test('an upload claim planted as a FIFO is refused, not waited on', async (t) => {
+  const { repo } = await setup(t)
+  const c = content(100)
+  const claims = join(repo.layout.gitDir, 'annex', 'annex-proxy', 'claims')
+  await mkdir(claims, { recursive: true })
+  await run('mkfifo', [join(claims, keyFile(c.key))])
+  await assert.rejects(repo.store(c.key, bodyOf(c.bytes), 0, op()), UnsafePathError)
+  assert.equal(await repo.checkPresent(c.key, op()), false)
 })

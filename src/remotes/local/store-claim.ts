@@ -8,7 +8,8 @@
 // moved is the dead one; a live claim moved by mistake is put back.
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises'
+import { link, mkdir, rename, unlink, writeFile } from 'node:fs/promises'
+import { openRegularForReading } from './safe-fs.js'
 import { join } from 'node:path'
 
 function bootId(): string {
@@ -32,7 +33,16 @@ function alive(claim: string): boolean {
   }
 }
 
-const read = (p: string) => readFile(p, 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)))
+/** A claim's text; never through a symlink or from a FIFO planted in its place (UnsafePathError). */
+async function read(p: string): Promise<string | undefined> {
+  const fh = await openRegularForReading(p).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : Promise.reject(e)))
+  if (!fh) return undefined
+  try {
+    return await fh.readFile('utf8')
+  } finally {
+    await fh.close()
+  }
+}
 
 export interface Claim {
   release(): Promise<void>
@@ -47,7 +57,7 @@ export async function claimStore(dir: string, id: string): Promise<Claim | undef
   const path = join(dir, id)
   const mine = `${process.pid}\n${BOOT}\n${randomBytes(8).toString('hex')}\n`
   const draft = join(dir, `.${id}.${randomBytes(8).toString('hex')}`)
-  await writeFile(draft, mine)
+  await writeFile(draft, mine, { flag: 'wx' })
   try {
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
