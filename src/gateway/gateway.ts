@@ -258,6 +258,7 @@ export class Gateway {
     const cluster = new Cluster(info.uuid, policy, {
       highWaterMark: this.opts.fanoutHighWaterMark,
       stallMs: this.opts.fanoutStallMs,
+      hasher: this.opts.hasher,
       ...(this.opts.events ? { onNodeDropped: (c: Uuid, n: Uuid) => this.opts.events!.fanoutNodeDropped(c, n) } : {}),
     })
     this.clusters.set(cacheKey, { members, cluster })

@@ -10,7 +10,7 @@ import {
   type HasherKind,
   type Implementation,
 } from '../streams/hashers/index.js'
-import { isChunkKey, type Key } from './key.js'
+import type { Key } from './key.js'
 
 export { HASH_ALGORITHMS, implementationsOf }
 export type { HashAlgorithm, Hasher, HasherKind, Implementation }
@@ -18,9 +18,8 @@ export type { HashAlgorithm, Hasher, HasherKind, Implementation }
 const ALGORITHMS: ReadonlySet<string> = new Set(HASH_ALGORITHMS)
 
 /**
- * The digest a backend's keys carry, or undefined when its keys carry none: WORM, URL, VURL,
- * GITBUNDLE, GITMANIFEST, external `X…` backends (we cannot run their programs) and unknown
- * ones. Names match exactly, as parseKeyVariety does: `sha256` is an unknown backend.
+ * The hash a hash backend's keys are named by, or undefined for other backends (see digestOf
+ * for GITBUNDLE). Names match exactly, as parseKeyVariety does: `sha256` is an unknown backend.
  */
 export function hashAlgorithm(backend: string): HashAlgorithm | undefined {
   if (ALGORITHMS.has(backend)) return backend as HashAlgorithm
@@ -32,15 +31,30 @@ export function hashAlgorithm(backend: string): HashAlgorithm | undefined {
 }
 
 /**
- * The digest `key` promises for its content: the name up to its first '.' (keyHash), or
- * undefined when nothing can be checked. A chunk key's name is the digest of the whole
- * object, not of the chunk, so chunks are length-checked only; git-annex likewise verifies
- * chunked content once reassembled.
+ * The digest `key` promises for its content, as git-annex checks it on receipt
+ * (Annex/Verify.hs verifyKeyContent, via the key's backend), or undefined when nothing can
+ * be checked:
+ * - hash backends: the name up to its first '.' (Backend/Hash.hs keyHash). A chunk key
+ *   (`-S…-C…`) is verified by its backend like any other: its name is the digest of the
+ *   whole object, so only the whole object verifies (a P2P upload of one chunk's bytes is
+ *   refused, as git-annex refuses it);
+ * - GITBUNDLE: SHA256 of the bundle, the name after its last '-' (Backend/GitRemoteAnnex.hs);
+ * - WORM, URL, VURL, GITMANIFEST, external `X…` and unknown backends carry none.
  */
-export function expectedDigest(key: Key): string | undefined {
-  if (isChunkKey(key) || hashAlgorithm(key.backend) === undefined) return undefined
+export function digestOf(key: Key): { readonly algorithm: HashAlgorithm; readonly expected: string } | undefined {
+  if (key.backend === 'GITBUNDLE') {
+    const dash = key.name.lastIndexOf('-')
+    return { algorithm: 'SHA256', expected: key.name.slice(dash + 1) }
+  }
+  const algorithm = hashAlgorithm(key.backend)
+  if (algorithm === undefined) return undefined
   const dot = key.name.indexOf('.')
-  return dot < 0 ? key.name : key.name.slice(0, dot)
+  return { algorithm, expected: dot < 0 ? key.name : key.name.slice(0, dot) }
+}
+
+/** digestOf(key)'s expected digest. */
+export function expectedDigest(key: Key): string | undefined {
+  return digestOf(key)?.expected
 }
 
 /**

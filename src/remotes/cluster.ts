@@ -10,7 +10,8 @@ import { AbortedError, NotSupportedError, ProxyError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { ewma, rankHolders } from '../placement/node-choice.js'
 import { skip } from '../streams/skip.js'
-import { tee } from '../streams/tee.js'
+import { tee, type Tee } from '../streams/tee.js'
+import { verifiedTee, type HasherKind, type Vouched } from '../streams/verify.js'
 import { monotonicSeconds } from '../annex/clock.js'
 import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
 
@@ -46,6 +47,8 @@ export interface ClusterOptions {
   readonly stallMs: number
   /** Told of each node dropped from an upload (metrics). */
   readonly onNodeDropped?: (cluster: Uuid, node: Uuid) => void
+  /** Hash implementation for verifying uploads at the gateway. */
+  readonly hasher?: HasherKind
 }
 
 interface NodeStats {
@@ -201,15 +204,22 @@ export class Cluster extends RemoteBase {
       if (have.length > 0) return { stored: true, plusUuids: have }
       throw new AbortedError('no node of the cluster could take the upload')
     }
-    const fan = tee(sending.length, { highWaterMark: this.opts.highWaterMark, stallMs: this.opts.stallMs })
+    // A whole upload is verified once, here, before any node sees a byte; nodes in this
+    // process commit on that verdict instead of hashing the bytes again (nodes over a network
+    // verify on their side). A resumed one cannot be: its prefix is on the nodes, which
+    // verify it with the rest themselves.
+    const teeOpts = { highWaterMark: this.opts.highWaterMark, stallMs: this.opts.stallMs }
+    const fan: Tee & { vouchers?: readonly Vouched[] } =
+      offset === 0 ? await verifiedTee(key, sending.length, { ...teeOpts, ...(this.opts.hasher ? { hasher: this.opts.hasher } : {}) }) : tee(sending.length, teeOpts)
     const results = sending.map(({ node, start }, i) => {
       const kept = start.kind === 'offset' ? start.offset : 0
       // A node that keeps more than the body's start gets only what it lacks.
       const from = Math.max(offset, kept)
       const branch = from > offset ? pipeline(fan.branches[i]!, skip(from - offset), () => {}) : fan.branches[i]!
+      const vouched = from === 0 ? fan.vouchers?.[i] : undefined
       // A node that refuses before reading its branch must not hold the others back
       // until the stall timeout: its branch is detached as soon as it gives up.
-      return node.remote.store(key, branch, from, op).catch((err: unknown) => {
+      return node.remote.store(key, branch, from, { ...op, vouched }).catch((err: unknown) => {
         fan.branches[i]!.destroy(err instanceof Error ? err : new AbortedError(String(err)))
         throw err
       })

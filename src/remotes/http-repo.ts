@@ -5,9 +5,9 @@
 import { finished } from 'node:stream/promises'
 import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream'
 import { AbortedError, HashMismatchError, LengthMismatchError, LockedError, NotSupportedError, ProxyError, TransferInProgressError } from '../errors.js'
-import { contentLength, serializeKey, type Key } from '../keys/key.js'
+import { serializeKey, type Key } from '../keys/key.js'
 import { P2PHttpClient, type HttpClientOptions } from '../protocol/http/client.js'
-import { createVerifier } from '../streams/verify.js'
+import { createVerifier, type VerifyOptions } from '../streams/verify.js'
 import { asUuid, RemoteBase, type Capability, type Lock, type Op, type Removed, type Retrieved, type Stored, type StoreOp, type StoreStart, type Uuid } from './remote.js'
 
 export interface HttpRepoOptions extends HttpClientOptions {
@@ -46,7 +46,7 @@ export class HttpRepo extends RemoteBase {
 
   protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     const r = await this.client.get(this.uuid, key, { signal: op.signal, offset, ...(op.associatedFile !== undefined ? { associatedFile: op.associatedFile } : {}) })
-    const size = contentLength(key)
+    const size = key.size
     // An absent key is 200 with length 0 (spec §2.4): only the key's size tells it from an empty tail.
     const plausible =
       size !== undefined
@@ -77,14 +77,14 @@ export class HttpRepo extends RemoteBase {
 
   private async storeClaimed(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const id = serializeKey(key)
-    const size = contentLength(key)
+    const size = key.size
     if (size === undefined) throw new NotSupportedError(`${id} has no size: X-git-annex-data-length cannot be announced`)
     if (offset > size) throw new LengthMismatchError(`offset ${offset} is beyond the ${size} bytes of ${id}`)
     // putoffset first, like git-annex (spec §2.5): it also settles the version put uses.
     const start = await this.client.putOffset(this.uuid, key, op)
     if (start.kind === 'alreadyhave') return { stored: true, plusUuids: start.plusUuids.map(asUuid) }
     if (offset > start.offset) throw new LengthMismatchError(`cannot resume ${id} at ${offset}: the upstream keeps ${start.offset} bytes`)
-    const upload = await uploadStream(key, offset, size - offset, op.senderValid)
+    const upload = await uploadStream(key, offset, size - offset, op.senderValid, { vouched: op.vouched, body, offset })
     let sourceError: Error | undefined
     pipeline(body, upload, (err) => {
       if (err && !(err instanceof ProxyError)) sourceError ??= err
@@ -141,7 +141,7 @@ export class HttpRepo extends RemoteBase {
    * Best effort: failures are logged, never thrown.
    */
   private async scrub(key: Key, op: Op): Promise<void> {
-    const size = contentLength(key)
+    const size = key.size
     if (size === undefined || op.signal.aborted) return
     const kept = async () => {
       const s = await this.client.putOffset(this.uuid, key, op)
@@ -232,8 +232,10 @@ async function settledOutcome(u: Upload): Promise<Outcome | undefined> {
  * upstream's count falls short; a short body is passed on whole (its bytes are kept for
  * resume); too many bytes fail at once, which aborts the request.
  */
-async function uploadStream(key: Key, offset: number, expected: number, senderValid: Promise<boolean> | undefined): Promise<Upload> {
-  const verifier = offset === 0 ? await createVerifier(key) : undefined
+async function uploadStream(key: Key, offset: number, expected: number, senderValid: Promise<boolean> | undefined, upstream: VerifyOptions['upstream']): Promise<Upload> {
+  // Verified at the gateway already (a cluster's verifiedTee): counted here, not re-hashed.
+  // The upstream repository verifies what it receives either way.
+  const verifier = offset === 0 ? await createVerifier(key, { upstream }) : undefined
   let verdict: Promise<boolean> = Promise.resolve(true)
   if (verifier) {
     verifier.resume()

@@ -347,9 +347,14 @@ export class LocalRepo extends RemoteBase {
       // Never through a symlink or into a FIFO planted there (safe-fs).
       fh = await openRegular(tmp, offset === 0 ? constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC : constants.O_RDWR, 0o666)
       if (offset > 0) await fh.truncate(offset)
-      // Resume: the kept prefix is re-hashed so the verifier sees the whole content.
+      // Resume: the kept prefix is re-hashed so the verifier sees the whole content. A whole
+      // upload verified at the gateway (a cluster's verifiedTee) is counted, not re-hashed.
       const prefix = offset > 0 ? createReadStream(tmp, { start: 0, end: offset - 1, signal }) : undefined
-      const verifier = await createVerifier(key, { ...(this.hasher ? { hasher: this.hasher } : {}), ...(prefix ? { prefix } : {}) })
+      const verifier = await createVerifier(key, {
+        ...(this.hasher ? { hasher: this.hasher } : {}),
+        ...(prefix ? { prefix } : {}),
+        upstream: { vouched: op.vouched, body, offset },
+      })
       sink = new TmpFileSink(fh, offset, verifier)
       await pipeline(body, counter, sink, { signal })
       if (op.senderValid && !(await untilAborted(op.senderValid, signal))) {
@@ -363,7 +368,9 @@ export class LocalRepo extends RemoteBase {
       await this.commit(key, id, tmp)
     } catch (e) {
       await fh?.close().catch(() => undefined)
-      throw await this.storeFailed(key, tmp, offset, counter.bytes, e, sink?.ioError, signal)
+      // Refused upstream (a verifiedTee): its verdict says whether the content was bad.
+      const up = op.vouched?.covers(key, body, offset) ? op.vouched.decided : undefined
+      throw await this.storeFailed(key, tmp, offset, counter.bytes, up && !up.ok && up.bad ? up.error : e, sink?.ioError, signal)
     } finally {
       reservation.release()
     }

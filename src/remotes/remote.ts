@@ -7,6 +7,7 @@ import { finished, type Readable } from 'node:stream'
 import { AbortedError, ClosedError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { linkedSignal, type LinkedSignal } from '../streams/linked-signal.js'
+import type { Vouched } from '../streams/verify.js'
 
 // Defined with the other UUID rules in annex/uuid.ts; the Remote contract speaks in them.
 export { asUuid, type Uuid } from '../annex/uuid.js'
@@ -80,6 +81,12 @@ export type StoreStart =
 export interface StoreOp extends Op {
   /** Resolves false when the sender says the bytes changed while it sent them: do not commit. */
   readonly senderValid?: Promise<boolean>
+  /**
+   * The body is a branch of a verifiedTee (a cluster upload verified once at the gateway):
+   * a Remote in this process may pass it to createVerifier (`upstream`) instead of hashing
+   * the bytes again. One that does not simply verifies them itself.
+   */
+  readonly vouched?: Vouched
 }
 
 export interface Remote {

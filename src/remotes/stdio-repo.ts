@@ -36,7 +36,7 @@ import {
   TransferInProgressError,
 } from '../errors.js'
 import { expectedDigest } from '../keys/backend.js'
-import { contentLength, serializeKey, type Key } from '../keys/key.js'
+import { serializeKey, type Key } from '../keys/key.js'
 import { ClientSession, type Outcome } from '../protocol/p2p/client-session.js'
 import { createVerifier } from '../streams/verify.js'
 import { asUuid, RemoteBase, type Capability, type Lock, type Op, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid, type Removed } from './remote.js'
@@ -326,7 +326,7 @@ export class StdioRepo extends RemoteBase {
   }
 
   private async storeClaimed(key: Key, id: string, body: Readable, offset: number, op: StoreOp, flight: InFlight): Promise<Stored> {
-    const size = contentLength(key)
+    const size = key.size
     if (size === undefined) throw new NotSupportedError(`${id} has no size: a P2P DATA frame needs the length up front`)
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) throw new LengthMismatchError(`offset ${offset} is outside the ${size} bytes of ${id}`)
     const p = await this.acquire(op.signal)
@@ -343,7 +343,9 @@ export class StdioRepo extends RemoteBase {
       const skip = kept - offset
       const n = size - kept
       const last = skip + n - 1
-      const verifier = offset === 0 ? await createVerifier(key) : undefined
+      // Verified at the gateway already (a cluster's verifiedTee): counted here, not re-hashed,
+      // and VALID only once that verdict is in. The peer verifies what it receives either way.
+      const verifier = offset === 0 ? await createVerifier(key, { upstream: { vouched: op.vouched, body, offset } }) : undefined
       const out = new PassThrough()
       let verdict!: (ok: boolean) => void
       const valid = new Promise<boolean>((r) => (verdict = r))

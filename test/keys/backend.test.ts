@@ -15,6 +15,7 @@ import {
   implementationFor,
   implementationsOf,
   resumeHasher,
+  digestOf,
   type HashAlgorithm,
   type Hasher,
 } from '../../src/keys/backend.js'
@@ -168,11 +169,13 @@ describe('the digest a key promises', () => {
     assert.equal(expectedDigest(parseKey('SHA256-s3--abc')), 'abc')
     assert.equal(expectedDigest(parseKey('SHA256-s3--abc.x')), 'abc')
     assert.equal(expectedDigest(parseKey('MD5E--\\abc.x')), '\\abc')
-    for (const k of ['WORM-s3-m1--f.txt', 'URL--http&c%%x', 'XFOOE-s1--abc.x', 'GITBUNDLE--x', 'sha256-s1--abc']) {
+    for (const k of ['WORM-s3-m1--f.txt', 'URL--http&c%%x', 'XFOOE-s1--abc.x', 'GITMANIFEST--x', 'sha256-s1--abc']) {
       assert.equal(expectedDigest(parseKey(k)), undefined, k)
     }
-    // A chunk key's name is the whole object's digest, not the chunk's.
-    assert.equal(expectedDigest(parseKey('SHA256-s10-S4-C1--abc')), undefined)
+    // A chunk key's name is the whole object's digest: git-annex verifies it as that.
+    assert.deepEqual(digestOf(parseKey('SHA256-s10-S4-C1--abc')), { algorithm: 'SHA256', expected: 'abc' })
+    // A git bundle's SHA256 comes after the UUID of its remote.
+    assert.deepEqual(digestOf(parseKey('GITBUNDLE-s324--d44d9a17-9b97-4198-9dfc-1279feb2e88b-28b02f')), { algorithm: 'SHA256', expected: '28b02f' })
   })
 
   test('exact and case-sensitive, with the legacy backslash prefix accepted', () => {

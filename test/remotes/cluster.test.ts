@@ -2,12 +2,15 @@
 // fanout has to get right — one pass over the body, a failing node dropped without
 // failing the rest, and a GET that fails over mid-stream without starting again.
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
+import { createHash } from 'node:crypto'
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import { buffer } from 'node:stream/consumers'
 import { test, type TestContext } from 'node:test'
-import type { Key } from '../../src/keys/key.js'
-import { serializeKey } from '../../src/keys/key.js'
+import { HashMismatchError } from '../../src/errors.js'
+import { parseKey, serializeKey, type Key } from '../../src/keys/key.js'
+import { hashedBytes } from '../../src/streams/verify.js'
 import { Cluster, type ClusterNode, type ClusterPolicy } from '../../src/remotes/cluster.js'
 import { openLocalRepo, type LocalRepo } from '../../src/remotes/local-repo.js'
 import { asUuid, type Remote, type Uuid } from '../../src/remotes/remote.js'
@@ -175,4 +178,68 @@ test('remove-before reaches a node on another clock with the time left, not the 
   assert.deepEqual([...r.plusUuids].sort(), [local.uuid, far.uuid].sort())
   assert.equal(await far.checkPresent(c.key, op()), false)
   assert.equal(await local.checkPresent(c.key, op()), false)
+})
+
+/** `total` bytes in 1 MiB pieces, the same for the same seed, and their SHA256E key (hashed here, not by a verifier). */
+function bigContent(total: number, seed: number): { key: Key; pieces: () => Generator<Buffer> } {
+  const base = createHash('sha512').update(`seed ${seed}`).digest()
+  const block = Buffer.alloc(1024 * 1024)
+  for (let i = 0; i < block.length; i += base.length) base.copy(block, i)
+  function* pieces(): Generator<Buffer> {
+    for (let at = 0, i = 0; at < total; at += block.length, i++) {
+      const p = Buffer.from(block.subarray(0, Math.min(block.length, total - at)))
+      p.writeUInt32BE(i, 0)
+      yield p
+    }
+  }
+  const h = createHash('sha256')
+  for (const p of pieces()) h.update(p)
+  return { key: parseKey(`SHA256E-s${total}--${h.digest('hex')}.bin`), pieces }
+}
+
+// 128 MiB, not the issue's 1 GiB: the count is exact at any size, and three nodes writing
+// 1 GiB each took minutes on the shared 2-core CI machine.
+const ONCE = 128 * 1024 * 1024
+
+test('a cluster upload of 128 MiB to 3 local nodes hashes it once; a corrupt one is refused by every node, nothing committed', { timeout: 300_000 }, async (t) => {
+  const { cluster, nodes } = await makeCluster(t, 3)
+  const big = bigContent(ONCE, 1)
+  const before = hashedBytes()
+  const r = await cluster.store(big.key, Readable.from(big.pieces(), { objectMode: false }), 0, op())
+  assert.equal(hashedBytes() - before, ONCE, 'bytes hashed for one upload to three nodes (3 × before)')
+  assert.deepEqual([...r.plusUuids].sort(), nodes.map((n) => n.uuid).sort())
+  for (const n of nodes) {
+    assert.equal(await n.checkPresent(big.key, op()), true)
+    await rm(n.paths(big.key).object, { force: true }).catch(() => undefined)
+  }
+
+  // Corrupt in its last MiB: the gateway refuses it, and so does every node; nothing stays.
+  const good = bigContent(16 * 1024 * 1024, 2)
+  const corrupt = Readable.from(
+    (function* () {
+      const all = [...good.pieces()]
+      all[all.length - 1]![100]! ^= 1
+      yield* all
+    })(),
+    { objectMode: false },
+  )
+  await assert.rejects(cluster.store(good.key, corrupt, 0, op()), HashMismatchError)
+  for (const n of nodes) {
+    assert.equal(await n.checkPresent(good.key, op()), false)
+    assert.equal(await stat(n.paths(good.key).tmp).catch(() => undefined), undefined, 'no tmp file left to resume from')
+  }
+})
+
+test('a node resuming from a prefix of its own verifies that prefix: a bad one is refused, the others commit', async (t) => {
+  const { cluster, nodes } = await makeCluster(t, 3)
+  const c = content(300_000)
+  // Node 0 keeps a prefix that is NOT the content's (written by someone else, say).
+  const tmp = nodes[0]!.paths(c.key).tmp
+  await mkdir(dirname(tmp), { recursive: true })
+  const wrong = Buffer.from(c.bytes.subarray(0, 100_000))
+  wrong[10]! ^= 1
+  await writeFile(tmp, wrong)
+  const r = await cluster.store(c.key, bodyOf(c.bytes), 0, op())
+  assert.deepEqual([...r.plusUuids].sort(), [nodes[1]!.uuid, nodes[2]!.uuid].sort())
+  assert.equal(await nodes[0]!.checkPresent(c.key, op()), false)
 })

@@ -1,7 +1,7 @@
 // The verifier on keys made by the real git-annex: content passes through untouched (the very
 // same Buffers), and wrong, short or long content fails, for every algorithm and hasher kind.
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Readable, Writable } from 'node:stream'
@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test'
 import { HashMismatchError, LengthMismatchError } from '../../src/errors.js'
 import { HASH_ALGORITHMS } from '../../src/keys/backend.js'
 import { parseKey, serializeKey, type Key } from '../../src/keys/key.js'
-import { createVerifier, type HasherKind } from '../../src/streams/verify.js'
+import { createVerifier, hashedBytes, verifiedTee, Vouched, type HasherKind } from '../../src/streams/verify.js'
 import { sh, tempDir } from '../helpers/annex.js'
 
 const KINDS: Array<HasherKind | undefined> = [undefined, 'auto', 'native', 'wasm']
@@ -148,14 +148,24 @@ describe('createVerifier', () => {
     await assert.rejects(run(sizeless, [CONTENT.subarray(1)]), HashMismatchError)
   })
 
-  test('chunk keys are checked against their chunk length only', async () => {
+  test('a chunk key verifies as git-annex verifies it: as its whole object (one chunk\'s bytes never do)', async () => {
     const parent = keys.get('SHA256E')!
     const chunk = (n: number) => parseKey(`SHA256E-s${parent.size}-S40000-C${n}--${parent.name}`)
-    await run(chunk(1), [CONTENT.subarray(0, 40_000)])
-    await run(chunk(3), [CONTENT.subarray(80_000)])
-    await run(chunk(3), [randomBytes(20_003)])
-    await assert.rejects(run(chunk(3), [CONTENT.subarray(79_999)]), LengthMismatchError)
-    await assert.rejects(run(chunk(1), [CONTENT.subarray(0, 39_999)]), LengthMismatchError)
+    await assert.rejects(run(chunk(1), [CONTENT.subarray(0, 40_000)]), LengthMismatchError)
+    await assert.rejects(run(chunk(3), [CONTENT.subarray(80_000)]), LengthMismatchError)
+    await run(chunk(2), pieces(CONTENT))
+    const bad = Buffer.from(CONTENT)
+    bad[5]! ^= 1
+    await assert.rejects(run(chunk(2), [bad]), HashMismatchError)
+  })
+
+  test('a GITBUNDLE key is verified by the SHA256 after its UUID', async () => {
+    const sha = createHash('sha256').update(CONTENT).digest('hex')
+    const key = parseKey(`GITBUNDLE-s${CONTENT.length}--d44d9a17-9b97-4198-9dfc-1279feb2e88b-${sha}`)
+    await run(key, pieces(CONTENT))
+    const bad = Buffer.from(CONTENT)
+    bad[5]! ^= 1
+    await assert.rejects(run(key, [bad]), HashMismatchError)
   })
 
   test('empty content of an empty key', async () => {
@@ -164,5 +174,61 @@ describe('createVerifier', () => {
       await run(empty, [], { hasher: kind })
       await assert.rejects(run(empty, [Buffer.from('x')], { hasher: kind }), LengthMismatchError)
     }
+  })
+})
+
+describe('verifiedTee: hashed once, vouched for per branch', () => {
+  const data = randomBytes(200_000)
+  const key = parseKey(`SHA256E-s${data.length}--${createHash('sha256').update(data).digest('hex')}.bin`)
+
+  test('branches carry the bytes, hashed once; a verifier given its own branch and voucher does not hash again', async () => {
+    const before = hashedBytes()
+    const fan = await verifiedTee(key, 2, { highWaterMark: 16 * 1024 })
+    const downstream = await Promise.all(fan.branches.map((b, i) => createVerifier(key, { upstream: { vouched: fan.vouchers[i], body: b, offset: 0 } })))
+    const collect = async (src: AsyncIterable<Buffer>) => {
+      const parts: Buffer[] = []
+      for await (const c of src) parts.push(c)
+      return Buffer.concat(parts)
+    }
+    const got = fan.branches.map((b, i) => pipeline(b, downstream[i]!, collect))
+    await pipeline(Readable.from(pieces(data)), fan.input)
+    for (const g of await Promise.all(got)) assert.deepEqual(g, data)
+    assert.equal(hashedBytes() - before, data.length)
+    assert.deepEqual(await fan.vouchers[0]!.verdict, { ok: true })
+  })
+
+  test('a voucher covers only its own branch, whole, of its own key: anything else is hashed', async () => {
+    const fan = await verifiedTee(key, 2, { highWaterMark: 16 * 1024 })
+    const v = fan.vouchers[0]!
+    assert.ok(v.covers(key, fan.branches[0]!, 0))
+    assert.ok(!v.covers(key, fan.branches[1]!, 0), 'another branch')
+    assert.ok(!v.covers(key, fan.branches[0]!, 10), 'from an offset')
+    assert.ok(!v.covers(parseKey(`SHA256E-s${data.length}--${'0'.repeat(64)}.bin`), fan.branches[0]!, 0), 'another key')
+    // Given with a body it does not cover, the verifier hashes: bad bytes are refused.
+    const bad = Buffer.from(data)
+    bad[0]! ^= 1
+    const before = hashedBytes()
+    await assert.rejects(pipeline(Readable.from([bad]), await createVerifier(key, { upstream: { vouched: v, body: Readable.from([]), offset: 0 } }), new Writable({ write: (_c, _e, cb) => cb() })), HashMismatchError)
+    assert.equal(hashedBytes() - before, data.length)
+    // And nobody else makes one.
+    assert.throws(() => new (Vouched as unknown as new (...a: unknown[]) => Vouched)(Symbol('verifiedTee'), key, Readable.from([]), Promise.resolve({ ok: true }), {}), TypeError)
+    fan.input.destroy()
+  })
+
+  test('bad content reaches every branch whole, and every verifier downstream refuses it with the verdict', async () => {
+    const fan = await verifiedTee(key, 3, { highWaterMark: 16 * 1024 })
+    const results = fan.branches.map(async (b, i) => {
+      const v = await createVerifier(key, { upstream: { vouched: fan.vouchers[i], body: b, offset: 0 } })
+      return pipeline(b, v, new Writable({ write: (_c, _e, cb) => cb() })).then(
+        () => 'committed',
+        (e: Error) => e,
+      )
+    })
+    const bad = Buffer.from(data)
+    bad[data.length - 1]! ^= 1
+    await pipeline(Readable.from(pieces(bad)), fan.input)
+    for (const r of await Promise.all(results)) assert.ok(r instanceof HashMismatchError, String(r))
+    const v = fan.vouchers[0]!.decided
+    assert.ok(v && !v.ok && v.bad)
   })
 })

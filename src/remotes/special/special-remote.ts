@@ -261,7 +261,8 @@ export class SpecialRemote extends RemoteBase {
       let decide!: (ok: boolean) => void
       const verdict = new Promise<boolean>((r) => (decide = r))
       const { parts, chunked } = this.plan(key, verdict)
-      const verifier = await createVerifier(key, this.opts.hasher ? { hasher: this.opts.hasher } : {})
+      // A cluster upload verified at the gateway (verifiedTee) is counted here, not re-hashed.
+      const verifier = await createVerifier(key, { ...(this.opts.hasher ? { hasher: this.opts.hasher } : {}), upstream: { vouched: op.vouched, body, offset: 0 } })
       const sink = new ObjectSplitter(parts, this.objects, signal, this.opts.writesInFlight ?? 2)
       try {
         await pipeline(body, verifier, sink, { signal })
