@@ -8,6 +8,7 @@ import { constants as osConstants } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../errors.js'
+import { requireGitAnnex } from '../annex/git-annex-version.js'
 import { runP2pStdio } from './p2pstdio.js'
 import { routeShellArgs } from './shell-args.js'
 
@@ -51,7 +52,12 @@ export function findRealGitAnnexShell(env: NodeJS.ProcessEnv): string {
 /** Runs the command git-annex-shell was given; resolves with the exit status. */
 export async function runGitAnnexShell(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const route = routeShellArgs(argv)
-  if (route.kind === 'p2pstdio') return runP2pStdio(route.args, env)
+  if (route.kind === 'p2pstdio') {
+    // As `annex-proxy p2pstdio`: without git-annex a session would open and then fail its
+    // first upload (the location log); say what to install instead.
+    await requireGitAnnex(env)
+    return runP2pStdio(route.args, env)
+  }
   const real = findRealGitAnnexShell(env)
   const child = spawn(real, [...argv], { stdio: 'inherit', env })
   const forward = (sig: NodeJS.Signals) => () => void child.kill(sig)

@@ -100,7 +100,7 @@ test("README's commands with git-annex absent: npm ci works, npm start and npm t
   assert.equal(npmTest.stderr.trim().split('\n').length, 1, `one line:\n${npmTest.stderr}`)
 
   // Every command that needs git-annex, run directly, says the same.
-  for (const args of [['demo'], ['serve', '--wideopen'], ['p2pstdio', dir, '00000000-0000-4000-8000-000000000001']]) {
+  for (const args of [['demo'], ['serve', '--wideopen'], ['p2pstdio', dir, '00000000-0000-4000-8000-000000000001'], ['git-annex-shell', 'p2pstdio', dir, '00000000-0000-4000-8000-000000000001'], ['rebalance', '--dry-run']]) {
     const r = await sh(dir, 'node', ['dist/src/cli/main.js', ...args], env, 60_000)
     assert.equal(r.code, 1, `annex-proxy ${args[0]} exits 1`)
     assert.match(r.stderr, ADVICE, `annex-proxy ${args[0]}:\n${r.stderr}`)

@@ -98,10 +98,10 @@ test('datalad push --to origin through annex-proxy works every time: 20 pushes o
   assert.match(server.output(), /annex-proxy serving/)
 })
 
-test('git annex sync --content through annex-proxy: 5 rounds with new content, each exits 0 and both sides know both copies', { timeout: 900_000 }, async (t) => {
+for (const when of ['idle', 'answer'] as const) test(`git annex sync --content through annex-proxy (--location-log-commit ${when}): 5 rounds with new content, each exits 0 and both sides know both copies`, { timeout: 900_000 }, async (t) => {
   const root = await tempDir(t)
   const srv = await makeRepo(join(root, 'srv'), 'srv')
-  const server = await startAnnexProxy(t, srv)
+  const server = await startAnnexProxy(t, srv, ['--wideopen', '--location-log-commit', when])
   const client = await makeClient(srv, join(root, 'client'), server.port)
   const files: string[] = []
   for (let i = 0; i < 5; i++) {
