@@ -29,6 +29,7 @@ import { LocalCoordinator, NO_RESERVATION, type Coordinator, type Reservation } 
 import { decidePlacement, hasRoom, liveSizes, type PlacementDecision } from '../placement/decide.js'
 import { Reserved } from './reserved.js'
 import { reservedBytes } from '../placement/ledger.js'
+import { hopsVia } from '../placement/hops.js'
 import { DiskFullError } from '../errors.js'
 import { isAbsolute as isAbsolutePath, join } from 'node:path'
 import { ChunkLog } from '../remotes/special/chunk-log.js'
@@ -242,11 +243,12 @@ export class Gateway {
       if (n.via === 'node') r = await this.node(remoteInfo)
       // The same cluster behind another gateway, unless that gateway is already on the path.
       else if (!path.includes(remoteInfo.uuid)) r = await this.through(remoteInfo, info.uuid, path)
-      if (r) members.push({ remote: r, cost: n.cost })
+      // A GET prefers, at equal cost, the node with the fewest gateways in between.
+      if (r) members.push({ remote: r, cost: n.cost, hops: n.via === 'node' ? 1 : hopsVia(snap.proxyLog, remoteInfo.uuid, info.uuid) })
     }
     const cacheKey = `${info.uuid}|${path.join(',')}`
     const cached = this.clusters.get(cacheKey)
-    const same = (a: readonly NodeRemote[], b: readonly NodeRemote[]) => a.length === b.length && a.every((m, i) => m.remote === b[i]!.remote && m.cost === b[i]!.cost)
+    const same = (a: readonly NodeRemote[], b: readonly NodeRemote[]) => a.length === b.length && a.every((m, i) => m.remote === b[i]!.remote && m.cost === b[i]!.cost && m.hops === b[i]!.hops)
     if (cached && !cached.cluster.closed && same(cached.members, members)) return cached.cluster
     if (cached) this.retire(cached.cluster)
     const policy: ClusterPolicy = {

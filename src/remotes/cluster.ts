@@ -18,6 +18,8 @@ import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Rem
 export interface ClusterNode {
   readonly remote: Remote
   readonly cost: number
+  /** Gateways on the path to its content: 1 when reached directly (default), more behind other gateways. */
+  readonly hops?: number
 }
 
 /** What the gateway knows and decides about a cluster (placement, location logs). */
@@ -81,7 +83,7 @@ export class Cluster extends RemoteBase {
   }
 
   private ranked(nodes: readonly ClusterNode[]): ClusterNode[] {
-    const loads = nodes.map((n) => ({ node: n, uuid: n.remote.uuid as string, cost: n.cost, ...this.statsOf(n.remote.uuid) }))
+    const loads = nodes.map((n) => ({ node: n, uuid: n.remote.uuid as string, cost: n.cost, hops: n.hops ?? 1, ...this.statsOf(n.remote.uuid) }))
     return rankHolders(loads).map((l) => l.node)
   }
 

@@ -16,6 +16,16 @@ test('cost ranks first, then fewest in flight, then best throughput; unmeasured 
   assert.deepEqual(ranked, ['e', 'd', 'c', 'b', 'a'])
 })
 
+test('at equal cost the node fewer gateways away ranks first, before load; cost still ranks above hops', () => {
+  const ranked = rankHolders([
+    { uuid: 'via-gw', cost: 100, hops: 2, inFlight: 0, throughput: 900 },
+    { uuid: 'direct', cost: 100, inFlight: 5, throughput: 10 },
+    { uuid: 'two-gws', cost: 100, hops: 3, inFlight: 0, throughput: undefined },
+    { uuid: 'cheap-far', cost: 50, hops: 3, inFlight: 9, throughput: 1 },
+  ]).map((n) => n.uuid)
+  assert.deepEqual(ranked, ['cheap-far', 'direct', 'via-gw', 'two-gws'])
+})
+
 test('ranking is a permutation and respects cost order', () => {
   const arb = fc.array(
     fc.record({ uuid: fc.uuid(), cost: fc.integer({ min: 0, max: 300 }), inFlight: fc.nat(10), throughput: fc.option(fc.nat(1e9), { nil: undefined }) }),

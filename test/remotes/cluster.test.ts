@@ -27,7 +27,7 @@ interface Made {
 }
 
 /** Every node wants everything; the location log is kept in memory. */
-async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: number) => number } = {}): Promise<Made> {
+async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: number) => number; member?: (remote: LocalRepo, all: readonly LocalRepo[]) => ClusterNode } = {}): Promise<Made> {
   const root = await tempDir(t)
   const nodes: LocalRepo[] = []
   for (let i = 0; i < n; i++) {
@@ -37,13 +37,13 @@ async function makeCluster(t: TestContext, n = 3, opts: { diskReserve?: (i: numb
     nodes.push(repo)
   }
   const log = new Map<string, Set<string>>()
-  const cluster = clusterOver(nodes, log)
+  const cluster = clusterOver(nodes, log, opts.member)
   return { cluster, nodes, log }
 }
 
 /** A Cluster over `nodes`; the location log is kept in `log`. */
-function clusterOver(nodes: readonly Remote[], log: Map<string, Set<string>>): Cluster {
-  const members: ClusterNode[] = nodes.map((remote, i) => ({ remote, cost: 100 + i }))
+function clusterOver<R extends Remote>(nodes: readonly R[], log: Map<string, Set<string>>, member?: (remote: R, all: readonly R[]) => ClusterNode): Cluster {
+  const members: ClusterNode[] = nodes.map((remote, i) => member?.(remote, nodes) ?? { remote, cost: 100 + i })
   const policy: ClusterPolicy = {
     nodes: members,
     targets: async () => ({ nodes: members, release: () => {} }),
@@ -140,6 +140,32 @@ test('a GET whose node dies mid-stream fails over and resumes at the byte reache
   assert.ok(killed)
   assert.deepEqual(Buffer.concat(parts), c.bytes)
   assert.equal(await r.valid, true)
+})
+
+test('a GET at equal cost is served by the node fewer gateways away, whichever sorts first otherwise', async (t) => {
+  const served: string[] = []
+  const firstUuid = (all: readonly LocalRepo[]) => [...all].map((n) => n.uuid as string).sort()[0]
+  // Equal cost, nothing in flight, nothing measured: without hops the smaller UUID would
+  // serve; here it is the one behind another gateway.
+  const { cluster, nodes } = await makeCluster(t, 2, {
+    member: (remote, all) => ({
+      remote: new Proxy(remote, {
+        get: (target, p) => {
+          if (p === 'retrieve') return (...a: Parameters<LocalRepo['retrieve']>) => (served.push(target.uuid), target.retrieve(...a))
+          const v = Reflect.get(target, p, target) as unknown
+          return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(target) : v
+        },
+      }),
+      cost: 100,
+      hops: remote.uuid === firstUuid(all) ? 2 : 1,
+    }),
+  })
+  const c = content(64 * 1024)
+  await cluster.store(c.key, bodyOf(c.bytes), 0, op())
+  const r = await cluster.retrieve(c.key, 0, op())
+  assert.deepEqual(await buffer(r.body), c.bytes)
+  const near = nodes.find((n) => n.uuid !== firstUuid(nodes))!
+  assert.deepEqual(served, [near.uuid])
 })
 
 test('remove-before reaches a node on another clock with the time left, not the gateway\'s deadline', async (t) => {
