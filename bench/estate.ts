@@ -63,7 +63,7 @@ try {
       }
       if (rec.msg === 'annex-proxy serving' && rec.address) {
         clearTimeout(timer)
-        resolve({ port: Number(new URL(rec.address).port), at: performance.now() })
+        resolve({ port: Number(/:(\d+)$/.exec(rec.address)?.[1]), at: performance.now() })
       }
       if (rec.msg === 'repositories found') {
         walkMs = rec.ms

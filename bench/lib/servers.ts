@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { freePort, waitForPort } from '../../test/helpers/annex.js'
+import { listeningPorts, waitUntil } from '../../test/helpers/wait.js'
 import type { ServerKind } from './options.js'
 
 export const SERVER_LABEL: Readonly<Record<ServerKind, string>> = {
@@ -64,8 +64,9 @@ export async function startServer(
   env: NodeJS.ProcessEnv,
   refNewest?: readonly string[],
 ): Promise<RunningServer> {
-  const port = await freePort()
-  const [cmd, args] = command(kind, projectRoot, port, jobs, refNewest)
+  // Port 0: the server picks a free port as it binds (none picked here and bound later); which
+  // one is read from /proc, as the reference does not print it.
+  const [cmd, args] = command(kind, projectRoot, 0, jobs, refNewest)
   const child: ChildProcess = spawn(cmd, args, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   const keep = (d: Buffer) => {
@@ -85,10 +86,23 @@ export async function startServer(
       clearTimeout(timer)
     }
   }
-  const server: RunningServer = { kind, pid: child.pid ?? -1, port, output: () => out, stop }
+  let port = 0
+  const server: RunningServer = {
+    kind,
+    pid: child.pid ?? -1,
+    get port() {
+      return port
+    },
+    output: () => out,
+    stop,
+  }
   live.add(server)
   try {
-    await Promise.race([waitForPort(port, 30_000, child), spawnFailed])
+    const listening = waitUntil(`${SERVER_LABEL[kind]} to listen`, 30_000, () => {
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited (${child.exitCode ?? child.signalCode}) before listening`)
+      return child.pid === undefined ? undefined : listeningPorts(child.pid)[0]
+    })
+    port = await Promise.race([listening, spawnFailed])
   } catch (e) {
     await stop()
     throw new Error(`${SERVER_LABEL[kind]} did not start: ${(e as Error).message}\n${out.slice(-2000)}`)

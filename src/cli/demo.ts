@@ -81,25 +81,28 @@ export async function runDemo(extra: string[]): Promise<void> {
   const repo = makeGateway(data)
   ensureArchive(data, repo)
   const cfg = parseServeArgs(['--repo', repo, '--bind', '127.0.0.1', '--port', '9417', '--wideopen', ...extra], PROJECT_ROOT)
-  const url = `annex+http://${cfg.bind}:${cfg.port}/git-annex/`
-  process.stdout.write(
-    [
-      `annex-proxy demo: serving ${repo}, gateway to cluster "demo" of ${NODES.map((n) => `demo-${n}`).join(', ')}`,
-      `and to the directory special remote "archive" (${join(data, 'demo-archive')})`,
-      `on ${url} (read-write for anyone on this machine; Ctrl-C stops it)`,
-      '',
-      'Use it from a git-annex client:',
-      `  git clone ${repo} myclone && cd myclone`,
-      '  git annex init',
-      '  git config annex.security.allowed-ip-addresses 127.0.0.1',
-      `  git config remote.origin.annexUrl ${url}`,
-      '  git annex sync --no-content',
-      '  echo hello > hello.txt && git annex add hello.txt && git commit -m hello',
-      '  git annex copy --to origin-demo hello.txt     # one upload, stored on 2 of the 3 nodes',
-      '  git annex copy --to origin-archive hello.txt  # the directory special remote, streamed through the gateway',
-      '  git annex whereis hello.txt',
-      '',
-    ].join('\n'),
-  )
-  await serve(cfg)
+  // Printed once listening, with the port it got (--port 0 picks any free one).
+  const printHelp = (address: string) => {
+    const url = `annex+http://${address}/git-annex/`
+    process.stdout.write(
+      [
+        `annex-proxy demo: serving ${repo}, gateway to cluster "demo" of ${NODES.map((n) => `demo-${n}`).join(', ')}`,
+        `and to the directory special remote "archive" (${join(data, 'demo-archive')})`,
+        `on ${url} (read-write for anyone on this machine; Ctrl-C stops it)`,
+        '',
+        'Use it from a git-annex client:',
+        `  git clone ${repo} myclone && cd myclone`,
+        '  git annex init',
+        '  git config annex.security.allowed-ip-addresses 127.0.0.1',
+        `  git config remote.origin.annexUrl ${url}`,
+        '  git annex sync --no-content',
+        '  echo hello > hello.txt && git annex add hello.txt && git commit -m hello',
+        '  git annex copy --to origin-demo hello.txt     # one upload, stored on 2 of the 3 nodes',
+        '  git annex copy --to origin-archive hello.txt  # the directory special remote, streamed through the gateway',
+        '  git annex whereis hello.txt',
+        '',
+      ].join('\n'),
+    )
+  }
+  await serve(cfg, { onListening: printHelp })
 }

@@ -7,16 +7,21 @@ import { buildServer } from '../server.js'
 import { listenMetrics } from '../metrics/endpoint.js'
 import { announceReady, handOver, listen } from './listener.js'
 
-export async function serve(cfg: ServeConfig): Promise<void> {
+/** `onListening`: called with where it listens (`host:port` or a socket path), before anything else is logged. */
+export async function serve(cfg: ServeConfig, opts: { onListening?: (address: string) => void } = {}): Promise<void> {
   const server = await buildServer(cfg)
   const log = server.app.log
   const listening = await listen(server.app, cfg)
+  opts.onListening?.(listening.address)
   // With --directory, repositories are still being found: the registry logs how many once it knows.
   const found = cfg.directories.length > 0 ? { directories: cfg.directories } : { repositories: server.registry.uuids }
-  log.info({ address: listening.address, listener: listening.how, pid: process.pid, ...found }, 'annex-proxy serving')
+  // Where it listens is logged whatever --log-level (short of silent): with --port 0 it is the
+  // only way to learn the port, for an operator's scripts and for tests alike.
+  const announce = cfg.logLevel === 'silent' ? log : log.child({}, { level: 'info' })
+  announce.info({ address: listening.address, listener: listening.how, pid: process.pid, ...found }, 'annex-proxy serving')
   const metricsListener =
     server.metrics && cfg.metricsPort !== undefined ? await listenMetrics(server.metrics, cfg.metricsBind ?? cfg.bind, cfg.metricsPort) : undefined
-  if (metricsListener) log.info({ metricsPort: metricsListener.port }, 'metrics on their own port')
+  if (metricsListener) announce.info({ metricsPort: metricsListener.port }, 'metrics on their own port')
   announceReady()
   let stopping = false
   let handedOver = false

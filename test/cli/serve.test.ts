@@ -8,7 +8,8 @@ import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { test } from 'node:test'
 import { request } from 'undici'
-import { PROJECT_ROOT, annex, defer, freePort, git, makeRepo, repoUuid, sh, startAnnexProxy, tempDir, waitForPort } from '../helpers/annex.js'
+import { PROJECT_ROOT, annex, defer, git, makeRepo, repoUuid, servingPort, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
 
@@ -19,15 +20,17 @@ async function post(url: string): Promise<{ status: number; body: string }> {
 
 test('npm start (demo): creates its repository, prints the client config, serves it', async (t) => {
   const data = await tempDir(t)
-  const port = await freePort()
-  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'demo', '--port', String(port)], {
+  const child = spawn(process.execPath, [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'demo', '--port', '0'], {
     env: { ...process.env, ANNEX_PROXY_DATA: data },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   defer(t, () => child.kill('SIGKILL'))
-  await waitForPort(port, 30_000, child)
+  const port = await waitUntil('the demo to log where it serves', 60_000, () => {
+    if (child.exitCode !== null) throw new Error(`the demo exited (${child.exitCode}): ${out}`)
+    return servingPort(out, child.pid!)
+  })
   const repo = join(data, 'demo-repo')
   const uuid = await repoUuid(repo)
   assert.match(out, new RegExp(`git config remote\\.origin\\.annexUrl annex\\+http://127\\.0\\.0\\.1:${port}/git-annex/`))

@@ -1,5 +1,5 @@
-// Real git-annex repositories and processes for tests: servers on 127.0.0.1 and free
-// ports only, everything undone by `defer` in reverse order of creation.
+// Real git-annex repositories and processes for tests: servers on 127.0.0.1 and port 0
+// only (each reports the port it got), everything undone by `defer` in reverse order of creation.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
@@ -7,6 +7,7 @@ import * as net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { listeningPorts } from './wait.js'
 
 const run = promisify(execFile)
 
@@ -116,7 +117,11 @@ export async function makeClient(server: string, dir: string, port: number, opts
   return dir
 }
 
-export async function freePort(): Promise<number> {
+/**
+ * A port nothing listens on right now, for tests of "connection refused" only: never bind
+ * a server to it later (another process may take it first); servers listen on port 0.
+ */
+export async function unusedPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer()
     s.once('error', reject)
@@ -128,25 +133,6 @@ export async function freePort(): Promise<number> {
   })
 }
 
-/** Polls until something accepts TCP connections on 127.0.0.1:port. */
-export async function waitForPort(port: number, timeoutMs = 30_000, child?: ChildProcess): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    if (child && child.exitCode !== null) throw new Error(`server exited with ${child.exitCode} before listening`)
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = net.connect(port, '127.0.0.1')
-      sock.once('connect', () => {
-        sock.destroy()
-        resolve(true)
-      })
-      sock.once('error', () => resolve(false))
-    })
-    if (ok) return
-    if (Date.now() > deadline) throw new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 export interface Served {
   port: number
   child: ChildProcess
@@ -154,24 +140,17 @@ export interface Served {
   stop(): Promise<void>
 }
 
-/**
- * Where a started server can be reached: a port known beforehand (polled until something
- * accepts on it), or one the server reports itself (annex-proxy listening on port 0: no
- * window in which another process can take a port picked for it).
- */
-type PortSource = { readonly known: number } | { readonly reported: (output: string) => number | undefined }
+const START_DEADLINE_MS = 60_000
 
-async function startProcess(t: After, cwd: string, cmd: string, args: string[], at: PortSource, env: NodeJS.ProcessEnv = {}): Promise<Served> {
+/**
+ * Starts `cmd` and resolves once `listening` reports the port it listens on (the server
+ * chose it: port 0), or rejects when it exits first or the deadline passes.
+ */
+async function startProcess(t: After, cwd: string, cmd: string, args: string[], what: string, listening: (child: ChildProcess, output: () => string) => number | undefined, env: NodeJS.ProcessEnv = {}): Promise<Served> {
   const child = spawn(cmd, args, { cwd, env: { ...gitEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
-  let reported: number | undefined
-  let onReport: (() => void) | undefined
   const keep = (d: Buffer) => {
     out += d.toString('utf8')
-    if ('reported' in at && reported === undefined) {
-      reported = at.reported(out)
-      if (reported !== undefined) onReport?.()
-    }
     if (out.length > 1_000_000) out = out.slice(-500_000)
   }
   child.stdout!.on('data', keep)
@@ -185,51 +164,50 @@ async function startProcess(t: After, cwd: string, cmd: string, args: string[], 
     clearTimeout(timer)
   }
   defer(t, stop)
-  if ('known' in at) {
-    await waitForPort(at.known, 30_000, child)
-    return { port: at.known, child, output: () => out, stop }
+  const output = () => out
+  const t0 = performance.now()
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before listening: ${out.slice(-3000)}`)
+    const port = listening(child, output)
+    if (port !== undefined) return { port, child, output, stop }
+    if (performance.now() - t0 > START_DEADLINE_MS) throw new Error(`gave up after ${START_DEADLINE_MS} ms waiting for ${what} to listen: ${out.slice(-3000)}`)
+    await new Promise((r) => setTimeout(r, 25))
   }
-  const timeoutMs = 60_000
-  const port = await new Promise<number>((resolve, reject) => {
-    const done = (err?: Error) => {
-      clearTimeout(timer)
-      child.off('exit', onExit)
-      onReport = undefined
-      if (err) reject(err)
-      else resolve(reported!)
-    }
-    const onExit = (code: number | null, signal: string | null) => done(new Error(`server exited (${code ?? signal}) before listening: ${out.slice(-2000)}`))
-    const timer = setTimeout(() => done(new Error(`the server did not report a listening port within ${timeoutMs} ms: ${out.slice(-2000)}`)), timeoutMs)
-    onReport = () => done()
-    child.once('exit', onExit)
-    if (reported !== undefined) done()
-  })
-  return { port, child, output: () => out, stop }
 }
 
-/** The port in annex-proxy's "annex-proxy serving" log line. */
-function servingPort(output: string): number | undefined {
-  const m = /"address":"(?:http:\/\/)?127\.0\.0\.1:(\d+)"[^\n]*"msg":"annex-proxy serving"/.exec(output)
-  return m ? Number(m[1]) : undefined
-}
-
-/** The reference: `git annex p2phttp` serving `repo`. */
-export async function startReference(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<Served> {
-  const port = await freePort()
-  return startProcess(t, repo, 'git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '4', ...flags], { known: port }, env)
+/**
+ * The reference: `git annex p2phttp` serving `repo` on port 0 (it does not say which port
+ * it got: read from /proc which port its process listens on).
+ */
+export async function startReference(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}, opts: { jobs?: number } = {}): Promise<Served> {
+  return startProcess(t, repo, 'git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', '0', '--jobs', String(opts.jobs ?? 4), ...flags], 'git annex p2phttp', (child) => listeningPorts(child.pid!)[0], env)
 }
 
 export const PROJECT_ROOT = new URL('../../../', import.meta.url).pathname
 
-/** annex-proxy serving `repo` (or whatever `flags` name) through its real CLI. */
+/**
+ * annex-proxy serving `repo` (or whatever `flags` name) through its real CLI, on port 0
+ * unless `opts.port` (a restart on the port it had) says otherwise; the port is the one its
+ * "annex-proxy serving" log line reports.
+ */
 export async function startAnnexProxy(t: After, cwd: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}, opts: { port?: number } = {}): Promise<Served> {
-  const args = (port: number) => [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(port), ...flags]
-  // The serving line is logged at info: quieter servers get a port picked for them.
-  const level = flags[flags.indexOf('--log-level') + 1]
-  const quiet = flags.includes('--log-level') && level !== 'info' && level !== 'debug' && level !== 'trace'
-  if (opts.port === undefined && !quiet && !flags.includes('--socket')) return startProcess(t, cwd, process.execPath, args(0), { reported: servingPort }, env)
-  const port = opts.port ?? (await freePort())
-  return startProcess(t, cwd, process.execPath, args(port), { known: port }, env)
+  const args = [join(PROJECT_ROOT, 'dist/src/cli/main.js'), 'serve', '--bind', '127.0.0.1', '--port', String(opts.port ?? 0), ...flags]
+  return startProcess(t, cwd, process.execPath, args, 'annex-proxy', (child, output) => servingPort(output(), child.pid!), env)
+}
+
+/** The port in the "annex-proxy serving" line process `pid` logged, if it did yet. */
+export function servingPort(output: string, pid: number): number | undefined {
+  for (const line of output.split('\n')) {
+    if (!line.includes('"annex-proxy serving"')) continue
+    try {
+      const l = JSON.parse(line) as { msg?: string; pid?: number; address?: string }
+      const m = l.msg === 'annex-proxy serving' && l.pid === pid ? /:(\d+)$/.exec(l.address ?? '') : null
+      if (m) return Number(m[1])
+    } catch {
+      // Not a whole line yet.
+    }
+  }
+  return undefined
 }
 
 /** A SHA256E key for `data`, as `git annex add` of a file named `*<ext>` would make it. */

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { annex, findKeysHere, freePort, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { annex, findKeysHere, unusedPort, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
 
 const NODES = { ga: ['n1', 'n2'], gb: ['n3', 'n4'] } as const
 
@@ -63,7 +63,9 @@ const keysOn = async (root: string) =>
 
 test('two gateways of one cluster: an upload to either reaches the nodes behind both, with no loop; get and drop go through too', async (t) => {
   const root = await tempDir(t)
-  const [portA, portB] = [await freePort(), await freePort()]
+  // Each gateway's annexUrl names the other's port before either serves (the tips/clusters
+  // recipe syncs them first), so these two are picked before binding: a small race left here.
+  const [portA, portB] = [await unusedPort(), await unusedPort()]
   const { ga, gb } = await twoGateways(root, portA, portB)
   await startAnnexProxy(t, ga, ['--wideopen'], {}, { port: portA })
   await startAnnexProxy(t, gb, ['--wideopen'], {}, { port: portB })

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { annex, findKeysHere, freePort, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { annex, findKeysHere, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
 import { installFakeSsh } from '../helpers/fake-ssh.js'
 
 interface Client {
@@ -197,7 +197,6 @@ async function usedBytes(gw: string): Promise<Map<string, number>> {
   return new Map(j.repositories.map((r) => [r.description.replace(/ \[.*\]$/, '').replace(/^\[(.*)\]$/, '$1'), r.size.size]))
 }
 
-void freePort
 
 test('a cluster node reached over annex+http gets its share in the same one-pass upload', async (t) => {
   const root = await tempDir(t)

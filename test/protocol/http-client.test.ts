@@ -12,26 +12,14 @@ import { AbortedError, ConfigError, DiskFullError, HashMismatchError, NoVersionE
 import { parseServeArgs } from '../../src/config/config.js'
 import { buildServer } from '../../src/server.js'
 import { P2PHttpClient, parseAnnexUrl, type HttpClientOptions } from '../../src/protocol/http/client.js'
-import { defer, freePort, git, makeRepo, repoUuid, tempDir, waitForPort, type After } from '../helpers/annex.js'
+import { defer, git, makeRepo, repoUuid, startReference as startRef, tempDir, unusedPort, type After } from '../helpers/annex.js'
 import { content, stallingBody } from '../remotes/contract.js'
 
 const CLIENT = '00000000-0000-4000-8000-0000000000c2'
 
+/** `git annex p2phttp --jobs 8` (the helper's default is 4) on port 0. */
 async function startReference(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<number> {
-  const port = await freePort()
-  const child = spawn('git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '8', ...flags], {
-    cwd: repo,
-    env: { ...process.env, ...env },
-    stdio: 'ignore',
-  })
-  defer(t, async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const closed = new Promise((r) => child.once('close', r))
-    child.kill('SIGTERM')
-    await closed
-  })
-  await waitForPort(port, 30_000, child)
-  return port
+  return (await startRef(t, repo, flags, { ...process.env, ...env }, { jobs: 8 })).port
 }
 
 async function served(t: TestContext, flags?: string[], env?: NodeJS.ProcessEnv): Promise<{ port: number; uuid: string }> {
@@ -193,7 +181,7 @@ test('abort mid-get: the body fails with AbortedError', async (t) => {
 })
 
 test('connection refused is RemoteUnavailableError', async (t) => {
-  const port = await freePort()
+  const port = await unusedPort()
   const c = client(t, port)
   await assert.rejects(c.checkPresent('00000000-0000-4000-8000-000000000000', content(1).key, { signal: signal() }), RemoteUnavailableError)
 })

@@ -8,7 +8,7 @@ import { AbortedError, HashMismatchError, LengthMismatchError, TransferInProgres
 import { HttpRepo } from '../../src/remotes/http-repo.js'
 import type { Remote } from '../../src/remotes/remote.js'
 import { spawn } from 'node:child_process'
-import { defer, freePort, makeRepo, repoUuid, startAnnexProxy, tempDir, waitForPort, type After } from '../helpers/annex.js'
+import { defer, makeRepo, repoUuid, startAnnexProxy, startReference, tempDir, type After } from '../helpers/annex.js'
 import { bodyOf, content, op, remoteContract, stallingBody, storeAll } from './contract.js'
 
 const CLIENT_UUID = '00000000-0000-4000-8000-0000000000c1'
@@ -26,26 +26,7 @@ interface Upstream {
  * every held lock takes one of them (transcripts/08), which the two-lock test would wedge.
  */
 async function startReferenceJobs(t: After, repo: string, flags: string[] = ['--wideopen'], env: NodeJS.ProcessEnv = {}): Promise<{ port: number; output(): string }> {
-  const port = await freePort()
-  const child = spawn('git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', '16', ...flags], {
-    cwd: repo,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  const keep = (d: Buffer) => void (out = (out + d.toString('utf8')).slice(-100_000))
-  child.stdout.on('data', keep)
-  child.stderr.on('data', keep)
-  defer(t, async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const closed = new Promise((r) => child.once('close', r))
-    child.kill('SIGTERM')
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    await closed
-    clearTimeout(timer)
-  })
-  await waitForPort(port, 30_000, child)
-  return { port, output: () => out }
+  return startReference(t, repo, flags, { ...process.env, ...env }, { jobs: 16 })
 }
 
 /** One served temp repository for the whole file (keys are random, so tests do not meet). */

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { spawn } from 'node:child_process'
-import { annex, defer, freePort, git, gitEnv, makeClient, makeRepo, repoUuid, sh, startAnnexProxy, tempDir, waitForPort } from '../helpers/annex.js'
+import { annex, defer, git, gitEnv, makeClient, makeRepo, repoUuid, sh, startAnnexProxy, startReference, tempDir } from '../helpers/annex.js'
 import { makeTree, upload } from './helpers.js'
 
 const MiB = 1024 * 1024
@@ -48,18 +48,7 @@ async function presentIn(dir: string, remote: string, keys: string[]): Promise<n
 
 /** `git annex p2phttp --jobs N` on `repo` (the helper's has --jobs 4). */
 async function startReferenceJobs(t: TestContext, repo: string, jobs: number): Promise<{ port: number }> {
-  const port = await freePort()
-  const child = spawn('git', ['annex', 'p2phttp', '--bind', '127.0.0.1', '--port', String(port), '--jobs', String(jobs), '--wideopen'], { cwd: repo, env: gitEnv, stdio: 'ignore' })
-  defer(t, async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const closed = new Promise((r) => child.once('close', r))
-    child.kill('SIGTERM')
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    await closed
-    clearTimeout(timer)
-  })
-  await waitForPort(port, 30_000, child)
-  return { port }
+  return { port: (await startReference(t, repo, ['--wideopen'], {}, { jobs })).port }
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
