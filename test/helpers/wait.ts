@@ -76,3 +76,23 @@ export function listeningPorts(pid: number): number[] {
   }
   return ports
 }
+
+/** Whether `pid` or a process beneath it has `path` open right now (Linux /proc). */
+export function holdsOpen(pid: number, path: string): boolean {
+  for (const p of processTree(pid)) {
+    let fds: string[]
+    try {
+      fds = readdirSync(`/proc/${p}/fd`)
+    } catch {
+      continue
+    }
+    for (const fd of fds) {
+      try {
+        if (readlinkSync(`/proc/${p}/fd/${fd}`) === path) return true
+      } catch {
+        // Closed meanwhile.
+      }
+    }
+  }
+  return false
+}

@@ -3,12 +3,14 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import { realpathSync } from 'node:fs'
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { request } from 'undici'
 import { annex, defer, git, makeClient, makeRepo, repoUuid, startAnnexProxy, tempDir } from '../helpers/annex.js'
 import { startThrottleProxy } from '../helpers/throttle-proxy.js'
+import { holdsOpen, waitUntil } from '../helpers/wait.js'
 
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = []
@@ -61,8 +63,10 @@ test('interrupted 64 MiB upload resumes from the partial offset; no partial obje
   }
   child.kill('SIGKILL')
   await exited
-  // The server keeps what arrived for resume; the object is not there.
-  await new Promise((r) => setTimeout(r, 300))
+  // The server keeps what arrived for resume; the object is not there. Its side of the
+  // transfer goes on until it notices the client is gone (bytes still in flight through the
+  // proxy): wait until it has closed the tmp file, so the size read is the one it resumes from.
+  await waitUntil('the server to close the interrupted upload\'s tmp file', 60_000, () => !holdsOpen(served.child.pid!, realpathSync(tmp)))
   const partial = (await stat(tmp)).size
   assert.ok(partial > 0 && partial < content.length, `partial tmp size ${partial}`)
   assert.equal((await filesUnder(objects)).length, 0)
