@@ -1,6 +1,7 @@
 // LocalRepo: the Remote contract on real temp repositories, then what only a local
 // repository has to get right — that real git-annex, run in the same repository,
 // agrees with everything it did (fsck, whereis, permissions, locks, layout, reserve).
+import { Readable } from 'node:stream'
 import assert from 'node:assert/strict'
 import { chmod, lstat, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { dirname, join, relative } from 'node:path'
@@ -381,18 +382,20 @@ describe('LocalRepo in a real git-annex repository', { timeout: 120_000 }, () =>
     t.after(() => repo?.close())
     const dir = await makeRepo(join(await tempDir(t), 'repo'), 'local')
     const free = Number((await sh(dir, 'df', ['--output=avail', '-B1', '.'])).stdout.split('\n')[1])
-    // One 40 MB upload fits in the 60 MB left above the reserve, two at once do not;
-    // the margins absorb what other processes write to this disk meanwhile.
-    await git(dir, 'config', 'annex.diskreserve', String(free - 60_000_000))
+    // One 4 GB upload fits in the 6 GB left above the reserve, two at once do not; the 2 GB
+    // margins absorb what other tests write to this disk meanwhile (the suite runs a 1 GiB
+    // fanout beside it). Only the first 1000 bytes are ever sent: reservations are by key size.
+    const GB = 1_000_000_000
+    assert.ok(free > 7 * GB, `this test needs 7 GB free on ${dir}, ${free} bytes are`)
+    await git(dir, 'config', 'annex.diskreserve', String(free - 6 * GB))
     repo = await openLocalRepo(dir)
-    const a = Buffer.alloc(40_000_000)
-    const b = Buffer.alloc(40_000_001)
-    const [ka, kb] = [parseKey(sha256Key(a)), parseKey(sha256Key(b))]
+    const ka = parseKey(`SHA256E-s${4 * GB}--${'a'.repeat(64)}`)
+    const kb = parseKey(`SHA256E-s${4 * GB + 1}--${'b'.repeat(64)}`)
     const ac = new AbortController()
-    const first = stallingBody(a.subarray(0, 1000))
+    const first = stallingBody(Buffer.alloc(1000))
     const p = repo.store(ka, first.body, 0, op(ac.signal))
     await first.consumed
-    await assert.rejects(repo.store(kb, bodyOf(b), 0, op()), DiskFullError)
+    await assert.rejects(repo.store(kb, Readable.from([Buffer.alloc(1000)]), 0, op()), DiskFullError)
     ac.abort()
     await assert.rejects(p, AbortedError)
     // Its reservation ended with it.
