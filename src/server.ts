@@ -11,11 +11,10 @@ import { Gateway } from './gateway/gateway.js'
 import { openPlainRepo } from './gateway/plain-repo.js'
 import type { Logger } from './remotes/remote.js'
 import { authorizerFor } from './protocol/http/authorizer.js'
-import { ServerMetrics } from './metrics/metrics.js'
+import type { ServerMetrics } from './metrics/metrics.js'
 import { installMetricsHooks } from './metrics/http-hooks.js'
 import { limitConnections, overConnectionLimit } from './protocol/http/connections.js'
-import { LocalCoordinator } from './placement/coordinator.js'
-import { RedisCoordinator } from './placement/redis-coordinator.js'
+import { type Coordinator, LocalCoordinator } from './placement/coordinator.js'
 import { CacheSpace } from './streams/chunk-cache.js'
 import { indirectRoutes } from './protocol/http/indirect-routes.js'
 import { ERROR_CODE_HEADER } from './protocol/error-map.js'
@@ -107,9 +106,17 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   const log = app.log as unknown as Logger
   // One placement ledger for every repository served (nodes may be shared between them): in
   // this process, or in Redis for a fleet. Redis down at start: reads are served meanwhile.
-  const coordinator = cfg.redis === undefined ? new LocalCoordinator() : new RedisCoordinator({ url: cfg.redis, leaseMs: cfg.redisLeaseSeconds * 1000, log })
-  if (coordinator instanceof RedisCoordinator) void coordinator.connect().catch((err: unknown) => log.warn({ err }, 'redis unavailable at start'))
-  const metrics = cfg.metrics || cfg.metricsPort !== undefined ? new ServerMetrics() : undefined
+  // The Redis client is loaded only with --redis: its ~500 module files cost a second of start on a busy machine.
+  let coordinator: Coordinator
+  if (cfg.redis === undefined) coordinator = new LocalCoordinator()
+  else {
+    const { RedisCoordinator } = await import('./placement/redis-coordinator.js')
+    const redis = new RedisCoordinator({ url: cfg.redis, leaseMs: cfg.redisLeaseSeconds * 1000, log })
+    void redis.connect().catch((err: unknown) => log.warn({ err }, 'redis unavailable at start'))
+    coordinator = redis
+  }
+  // prom-client is loaded only when metrics are asked for.
+  const metrics = cfg.metrics || cfg.metricsPort !== undefined ? new (await import('./metrics/metrics.js')).ServerMetrics() : undefined
   if (metrics) {
     installMetricsHooks(app, metrics)
     if (cfg.metrics) app.get('/metrics', async (_req, reply) => reply.type(metrics.contentType).send(await metrics.text()))

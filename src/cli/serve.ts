@@ -18,7 +18,8 @@ export async function serve(cfg: ServeConfig, opts: { onListening?: (address: st
   // Where it listens is logged whatever --log-level (short of silent): with --port 0 it is the
   // only way to learn the port, for an operator's scripts and for tests alike.
   const announce = cfg.logLevel === 'silent' ? log : log.child({}, { level: 'info' })
-  announce.info({ address: listening.address, listener: listening.how, pid: process.pid, ...found }, 'annex-proxy serving')
+  // uptimeMs: how long this process took to get here (Node's start and module loading included).
+  announce.info({ address: listening.address, listener: listening.how, pid: process.pid, uptimeMs: Math.round(performance.now()), ...found }, 'annex-proxy serving')
   const metricsListener =
     server.metrics && cfg.metricsPort !== undefined ? await listenMetrics(server.metrics, cfg.metricsBind ?? cfg.bind, cfg.metricsPort) : undefined
   if (metricsListener) announce.info({ metricsPort: metricsListener.port }, 'metrics on their own port')

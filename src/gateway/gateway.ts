@@ -10,6 +10,10 @@
 // A request that looked a remote up just before a change and calls it only after the
 // change gets ClosedError (503), and git-annex retries on its next run: reference
 // counting per request would need a release from every caller, for a rare window.
+//
+// The S3 SDK and undici are imported when the first S3 or annex+http remote opens: a server
+// that serves none (a forge of plain repositories) starts without loading them (seconds on
+// a busy machine).
 import type { ServerEvents } from '../metrics/metrics.js'
 import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
@@ -17,7 +21,6 @@ import { serializeKey, tryParseKey } from '../keys/key.js'
 import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Placement } from '../remotes/cluster.js'
 import { LocationLog, type Settle } from '../annex/location-log.js'
 import { LocalRepo, openLocalRepo } from '../remotes/local-repo.js'
-import { HttpRepo } from '../remotes/http-repo.js'
 import { Recorded } from '../remotes/recorded.js'
 import type { Logger, Op, Remote, Uuid } from '../remotes/remote.js'
 import { openStdioRepo, sshCommand } from '../remotes/stdio-repo.js'
@@ -34,7 +37,6 @@ import { DiskFullError } from '../errors.js'
 import { isAbsolute as isAbsolutePath, join } from 'node:path'
 import { ChunkLog } from '../remotes/special/chunk-log.js'
 import { DirectoryStore } from '../remotes/directory/directory-store.js'
-import { openS3Remote } from '../remotes/s3/open.js'
 import { servingPath } from '../remotes/special/serving-path.js'
 import { SpecialRemote } from '../remotes/special/special-remote.js'
 import { chunkConfigOf } from '../remotes/special/chunks.js'
@@ -45,10 +47,9 @@ import { ChunkCached } from '../remotes/chunk-cached.js'
 import { ChunkCache, type CacheSpace } from '../streams/chunk-cache.js'
 import { DiskReserve } from '../streams/disk-reserve.js'
 import { StagingReserved } from '../remotes/staging-reserved.js'
-import { S3IndirectUploads, type IndirectUploadOptions } from '../remotes/s3/indirect-upload.js'
+import type { S3IndirectUploads, IndirectUploadOptions } from '../remotes/s3/indirect-upload.js'
 import { findS3Credentials } from '../remotes/s3/credentials.js'
 import { parseS3Settings } from '../remotes/s3/settings.js'
-import { S3Store } from '../remotes/s3/s3-store.js'
 import { BadRequestError, ConfigError, RemoteUnavailableError } from '../errors.js'
 
 /** Everything open() reads from a RemoteInfo: when this changes, the node is opened anew. */
@@ -520,7 +521,7 @@ export class Gateway {
     const base = { uuid, clientUuid: this.self.uuid, bypass }
     // annex+http nodes (spec §9.20: a capability the reference gateway lacks). undici closes
     // idle connections after the keep-alive timeout; it has no bound on idle ones to honour.
-    if (info.annexUrl) return new HttpRepo(info.annexUrl, base)
+    if (info.annexUrl) return new (await import('../remotes/http-repo.js')).HttpRepo(info.annexUrl, base)
     // A held lock keeps a session: at least 4, as many as requests are served at once.
     const maxSessions = Math.max(4, this.opts.jobs ?? 4)
     const sessions = { maxSessions, maxIdle: Math.min(maxSessions, this.opts.proxyConnections ?? maxSessions) }
@@ -555,7 +556,7 @@ export class Gateway {
     const chunkLog = ChunkLog.over(this.config.reader)
     switch (path.kind) {
       case 'S3':
-        return openS3Remote({ uuid: info.uuid, gitDir: this.self.layout.gitDir, config: info.remoteConfig, chunkLog, hasher: this.opts.hasher, log })
+        return (await import('../remotes/s3/open.js')).openS3Remote({ uuid: info.uuid, gitDir: this.self.layout.gitDir, config: info.remoteConfig, chunkLog, hasher: this.opts.hasher, log })
       case 'directory': {
         const dir = isAbsolutePath(path.dir) ? path.dir : join(this.dir, path.dir)
         log.info({ remote: info.name, uuid: info.uuid, dir }, 'directory special remote served natively')
@@ -599,6 +600,7 @@ export class Gateway {
       const uploads = (async () => {
         const creds = await findS3Credentials(info.uuid, this.self.layout.gitDir, info.remoteConfig)
         if (!creds) throw new ConfigError(`no S3 credentials for ${info.name} (${info.uuid})`)
+        const [{ S3IndirectUploads }, { S3Store }] = await Promise.all([import('../remotes/s3/indirect-upload.js'), import('../remotes/s3/s3-store.js')])
         return new S3IndirectUploads(info.uuid, new S3Store(settings, creds), { ...opts, log: this.opts.log })
       })()
       uploads.catch(() => this.indirectUploads.delete(uuid))
