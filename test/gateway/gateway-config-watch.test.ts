@@ -7,6 +7,7 @@ import { test } from 'node:test'
 import { GatewayConfig, type GatewaySnapshot } from '../../src/gateway/gateway-config.js'
 import { annex, defer, git, makeRepo, repoUuid } from '../helpers/annex.js'
 import { makeGateway, shellAccepts } from './fixture.js'
+import { waitUntil } from '../helpers/wait.js'
 
 /** Resolves with the first snapshot satisfying `pred` (the current one or a later 'change'). */
 function waitFor(cfg: GatewayConfig, pred: (s: GatewaySnapshot) => boolean, what: string, timeoutMs = 20_000): Promise<GatewaySnapshot> {
@@ -79,16 +80,34 @@ for (const mode of ['fs.watch', 'polling'] as const) {
 test('refresh() without changes keeps the snapshot; close() stops watching', async (t) => {
   const g = await makeGateway(t)
   const cfg = await GatewayConfig.open(g.gw, { pollMs: 50, debounceMs: 5 })
+  // A second config on the same repository, left open: the positive control that shows
+  // the change below is seen by anyone still watching.
+  const control = await GatewayConfig.open(g.gw, { pollMs: 50, debounceMs: 5 })
+  defer(t, () => control.close())
   const before = cfg.current
   let changes = 0
   cfg.on('change', () => changes++)
+  // Polls that find nothing changed must not emit: count completed polls rather than
+  // guessing how many a fixed sleep would allow on a busy machine.
+  const checks = checksOf(cfg)
   await cfg.refresh()
-  await new Promise((r) => setTimeout(r, 200))
+  await waitUntil('three polls of an unchanged repository', 20_000, () => checks() >= 4)
   assert.equal(cfg.current, before)
   assert.equal(changes, 0)
   await cfg.close()
   await annex(g.gw, 'wanted', 'n1', 'include=*.bin')
-  await new Promise((r) => setTimeout(r, 300))
+  await waitFor(control, (s) => s.preferredContent.get(g.nodes.n1 as never) === 'include=*.bin', 'wanted n1 (seen by the open control)')
+  // The control re-read after the change; one more of its polls passes before looking at the closed one.
+  const seen = checksOf(control)
+  await waitUntil('another poll of the control', 20_000, () => seen() >= 2)
   assert.equal(changes, 0)
   assert.equal(cfg.current, before)
 })
+
+/** Counts the refreshes `cfg` completes from now on. */
+function checksOf(cfg: GatewayConfig): () => number {
+  let n = 0
+  const refresh = cfg.refresh.bind(cfg)
+  cfg.refresh = () => refresh().finally(() => n++)
+  return () => n
+}

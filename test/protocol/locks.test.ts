@@ -10,6 +10,7 @@ import { request } from 'undici'
 import { annex, defer, git, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
 import { parseServeArgs } from '../../src/config/config.js'
 import { buildServer } from '../../src/server.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
 
@@ -17,32 +18,40 @@ async function serve(t: Parameters<typeof tempDir>[0], flags: string[]) {
   const root = await tempDir(t)
   const repo = await makeRepo(join(root, 'server'), 'server')
   await writeFile(join(repo, 'a.txt'), 'lock me\n')
-  await annex(repo, 'add', '-q', 'a.txt')
+  await writeFile(join(repo, 'b.txt'), 'lock me too\n')
+  await annex(repo, 'add', '-q', 'a.txt', 'b.txt')
   await git(repo, 'commit', '-q', '-m', 'a')
   const key = (await annex(repo, 'lookupkey', 'a.txt')).stdout.trim()
+  const keyB = (await annex(repo, 'lookupkey', 'b.txt')).stdout.trim()
   const server = await buildServer(parseServeArgs(['--repo', repo, '--wideopen', '--log-level', 'warn', ...flags], root))
   defer(t, () => server.close(0))
+  // The test's sign that a keeplocked request reached the server (its handler runs next).
+  const arrived = new Set<string>()
+  server.app.server.on('request', (req: { url?: string }) => void arrived.add(req.url ?? ''))
+  const keeplockedArrived = (lockid: string) => waitUntil(`the server receiving keeplocked for ${lockid}`, 20_000, () => [...arrived].some((u) => u.includes('/keeplocked?') && u.includes(lockid)))
   await server.app.listen({ host: '127.0.0.1', port: 0 })
   const base = `http://127.0.0.1:${(server.app.server.address() as { port: number }).port}/git-annex/${await repoUuid(repo)}/v4`
   const post = async (p: string) => {
     const r = await request(`${base}/${p}`, { method: 'POST' })
     return JSON.parse(await r.body.text()) as Record<string, unknown>
   }
-  return { repo, key, base, post }
+  return { repo, key, keyB, base, post, keeplockedArrived }
 }
 
 test('a lock nobody keeps expires; a kept lock holds until unlock', async (t) => {
-  const { key, base, post } = await serve(t, ['--lock-expiry', '1'])
+  const { key, post } = await serve(t, ['--lock-expiry', '1'])
+  const lockedAt = performance.now()
   const first = await post(`lockcontent?key=${key}&${C}`)
   assert.equal(first.locked, true)
   assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: false })
-  await new Promise((r) => setTimeout(r, 1500))
-  // Expired: removable again. Put it back for the second half.
-  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: true })
+  // Expired: removable again, and never before its second was up (load only delays).
+  await waitUntil('the unkept lock to expire and the key to be removed', 30_000, async () => (await post(`remove?key=${key}&${C}`)).removed === true, 100)
+  assert.ok(performance.now() - lockedAt >= 1000, `removed ${(performance.now() - lockedAt).toFixed(0)} ms after the lock was taken`)
 })
 
 test('keeplocked holds past the expiry until {"unlock":true}, then answers {"locked":false}', async (t) => {
-  const { repo, key, base, post } = await serve(t, ['--lock-expiry', '1'])
+  // Expiry 2 s: the keeplocked request must reach the server before that, even under load.
+  const { repo, key, keyB, base, post, keeplockedArrived } = await serve(t, ['--lock-expiry', '2'])
   const { lockid } = await post(`lockcontent?key=${key}&${C}`)
   assert.equal(typeof lockid, 'string')
   const body = new PassThrough()
@@ -52,7 +61,11 @@ test('keeplocked holds past the expiry until {"unlock":true}, then answers {"loc
     headers: { 'content-type': 'application/json;charset=utf-8' },
     body,
   })
-  await new Promise((r) => setTimeout(r, 1500))
+  await keeplockedArrived(lockid as string)
+  // The positive control: a lock on another key, taken after the first and not kept,
+  // expires; once it has, the first has outlived its own expiry too.
+  assert.equal((await post(`lockcontent?key=${keyB}&${C}`)).locked, true)
+  await waitUntil('the unkept control lock to expire', 30_000, async () => (await post(`remove?key=${keyB}&${C}`)).removed === true, 100)
   assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: false }, 'still locked past the expiry')
   body.end('{"unlock":true}\n')
   const res = await kept
@@ -81,20 +94,17 @@ test('held locks take no worker: with --jobs 1 and three held locks, requests ar
 })
 
 test('a client that vanishes while keeping a lock releases it', async (t) => {
-  const { key, base, post } = await serve(t, [])
+  const { key, base, post, keeplockedArrived } = await serve(t, [])
   const { lockid } = await post(`lockcontent?key=${key}&${C}`)
   const ac = new AbortController()
   const body = new PassThrough()
   body.write('{"unlock":false}\n')
   const kept = request(`${base}/keeplocked?lockid=${lockid as string}&${C}`, { method: 'POST', body, signal: ac.signal }).catch(() => 'aborted')
-  await new Promise((r) => setTimeout(r, 200))
+  // Vanishing before the server has the request would leave the lock to its 600 s expiry.
+  await keeplockedArrived(lockid as string)
   assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: false })
   ac.abort()
   assert.equal(await kept, 'aborted')
-  let removed: unknown
-  for (let i = 0; i < 50 && removed !== true; i++) {
-    removed = (await post(`remove?key=${key}&${C}`)).removed
-    if (removed !== true) await new Promise((r) => setTimeout(r, 50))
-  }
-  assert.equal(removed, true)
+  // The server sees the close a moment after this side does.
+  await waitUntil('the lock to be released after the client vanished', 20_000, async () => (await post(`remove?key=${key}&${C}`)).removed === true, 50)
 })

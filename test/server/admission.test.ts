@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { test } from 'node:test'
 import { Pool } from 'undici'
 import { annex, defer, git, makeRepo, repoUuid, sha256Key, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
 type T = Parameters<typeof tempDir>[0]
@@ -207,9 +208,7 @@ test('GETs nobody reads and puts that send no body byte hold no worker (-J4), an
   // A client that reads nothing never sees the close (it is queued behind the unread
   // bytes): the server's log says it let them go.
   const idleGets = () => idleCloses(s.server).filter((l) => l.request?.startsWith('GET ')).length
-  await within(deadline, 'the server closing GETs nobody reads', (async () => {
-    while (idleGets() < readers.length) await new Promise((r) => setTimeout(r, 50))
-  })())
+  await waitUntil('the server closing GETs nobody reads', deadline, () => idleGets() >= readers.length, 50)
   // Once let go, a reader that wakes up gets what was in flight, then the end: not 40 MB.
   const r = readers[0]!
   const ended = new Promise((resolve) => r.sock.once('end', resolve))
@@ -225,9 +224,7 @@ test('connections beyond --max-connections are answered 503 with Retry-After and
     const c = await connect(t, s.server.port)
     // A request answered on each makes sure the server counts it before the next one.
     c.sock.write(`POST ${s.base}/checkpresent?key=${s.key}&${C} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`)
-    await within(5000, `checkpresent on connection ${i}`, (async () => {
-      while (!c.received().endsWith('{"present":true}')) await new Promise((r) => setTimeout(r, 10))
-    })())
+    await waitUntil(`the answer to checkpresent on connection ${i}`, 5000, () => c.received().endsWith('{"present":true}'), 10)
     held.push(c)
   }
   await s.pool.close()
@@ -279,12 +276,17 @@ test('idle bounds: a silent connection, half a header, an idle keep-alive; overs
   const kept = await connect(t, s.server.port)
   kept.sock.write(`POST ${s.base}/keeplocked?lockid=${lockid}&${C} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n`)
   kept.sock.write('11\r\n{"unlock":false}\n\r\n')
-  await new Promise((r) => setTimeout(r, (timeoutS * 2 + 1) * 1000))
+  // Not being closed is the behaviour under test, so it takes a window: two silent
+  // connections, one after the other, opened after the kept one last spoke. Each closing
+  // (the positive control) shows the server closed a silent connection while the kept one
+  // had been silent longer; after both, it has been silent for twice --client-timeout.
+  for (const n of [1, 2]) {
+    const control = await connect(t, s.server.port)
+    await within(deadline, `the server closing silent control connection ${n}`, control.closed)
+  }
   assert.ok(!kept.sock.destroyed, 'the keeplocked connection is still open')
   assert.deepEqual(await post(s, `remove?key=${s.key}&${C}`), { plusuuids: [], removed: false }, 'still locked')
   kept.sock.write('10\r\n{"unlock":true}\n\r\n0\r\n\r\n')
-  await within(10_000, 'the keeplocked answer', (async () => {
-    while (!kept.received().endsWith('{"locked":false}')) await new Promise((r) => setTimeout(r, 10))
-  })())
+  await waitUntil('the keeplocked answer', 10_000, () => kept.received().endsWith('{"locked":false}'), 10)
   assert.deepEqual(await post(s, `remove?key=${s.key}&${C}`), { plusuuids: [], removed: true })
 })
