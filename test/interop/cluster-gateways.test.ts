@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import { annex, findKeysHere, unusedPort, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { annex, findKeysHere, unusedPort, git, makeClient, makeRepo, repoUuid, sh, sha256Key, startAnnexProxy, tempDir } from '../helpers/annex.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const NODES = { ga: ['n1', 'n2'], gb: ['n3', 'n4'] } as const
 
@@ -61,14 +62,27 @@ async function addFile(client: string, name: string, bytes: Buffer): Promise<str
 const keysOn = async (root: string) =>
   Object.fromEntries(await Promise.all(['n1', 'n2', 'n3', 'n4'].map(async (n) => [n, await findKeysHere(join(root, n))] as const)))
 
+/** Whether the gateway on `port` answers a checkpresent for the repository `uuid` (which it reaches through the other gateway). */
+async function reaches(port: number, uuid: string): Promise<boolean> {
+  const key = sha256Key(Buffer.from('reachability probe'))
+  const r = await fetch(`http://127.0.0.1:${port}/git-annex/${uuid}/v4/checkpresent?key=${key}&clientuuid=00000000-0000-4000-8000-0000000000cc`, { method: 'POST' })
+  return r.status === 200 && (await r.text()) === '{"present":false}'
+}
+
 test('two gateways of one cluster: an upload to either reaches the nodes behind both, with no loop; get and drop go through too', async (t) => {
   const root = await tempDir(t)
-  // Each gateway's annexUrl names the other's port before either serves (the tips/clusters
-  // recipe syncs them first), so these two are picked before binding: a small race left here.
-  const [portA, portB] = [await unusedPort(), await unusedPort()]
-  const { ga, gb } = await twoGateways(root, portA, portB)
-  await startAnnexProxy(t, ga, ['--wideopen'], {}, { port: portA })
-  await startAnnexProxy(t, gb, ['--wideopen'], {}, { port: portB })
+  // The tips/clusters recipe syncs the gateways before either serves: each names the other
+  // by a URL where nothing listens until both serve on ports of their own choosing (port 0);
+  // then each learns the other's real port, as an operator would edit .git/config.
+  const refused = await unusedPort()
+  const { ga, gb } = await twoGateways(root, refused, refused)
+  const { port: portA } = await startAnnexProxy(t, ga, ['--wideopen'])
+  const { port: portB } = await startAnnexProxy(t, gb, ['--wideopen'])
+  await git(gb, 'config', 'remote.ga.annexUrl', `annex+http://127.0.0.1:${portA}/git-annex/`)
+  await git(ga, 'config', 'remote.gb.annexUrl', `annex+http://127.0.0.1:${portB}/git-annex/`)
+  const [n1, n3] = [await repoUuid(join(root, 'n1')), await repoUuid(join(root, 'n3'))]
+  await waitUntil('gateway A to reach n3 through gateway B at its new annexUrl', 30_000, () => reaches(portA, n3), 100)
+  await waitUntil('gateway B to reach n1 through gateway A at its new annexUrl', 30_000, () => reaches(portB, n1), 100)
   const clientA = await makeClient(ga, join(root, 'clientA'), portA)
   const clientB = await makeClient(gb, join(root, 'clientB'), portB)
 
