@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { annex, findKeysHere, git, makeClient, makeRepo, sh, startAnnexProxy, tempDir } from '../helpers/annex.js'
 import { startRedis } from '../helpers/redis.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const NODES = ['n1', 'n2', 'n3'] as const
 
@@ -139,12 +140,7 @@ test('fleet: a gateway SIGKILLed mid-upload holds the room it reserved until its
   put.write(randomBytes(250_000))
   // n1 receiving it is the sign the gateway decided and reserved.
   const tmp = join(f.root, 'n1', '.git', 'annex', 'tmp')
-  for (const deadline = Date.now() + 60_000; ; ) {
-    const names = await readdir(tmp).catch(() => [] as string[])
-    if (names.some((n) => n.includes(key.slice(-20)))) break
-    assert.ok(Date.now() < deadline, 'n1 never started receiving the upload through gateway 1')
-    await new Promise((r) => setTimeout(r, 50))
-  }
+  await waitUntil('n1 to start receiving the upload through gateway 1', 60_000, async () => (await readdir(tmp).catch(() => [] as string[])).some((n) => n.includes(key.slice(-20))), 50)
   f.s1.child.kill('SIGKILL')
   const killedAt = Date.now()
   put.destroy()
@@ -157,11 +153,8 @@ test('fleet: a gateway SIGKILLed mid-upload holds the room it reserved until its
   assert.equal(await copy(), false, 'placed while the dead gateway still held the room')
   const refusedAt = Date.now()
   assert.ok(refusedAt - killedAt < (lease * 2000) / 3, 'the first attempt came too late to tell (machine too slow)')
-  for (;;) {
-    if (await copy()) break
-    assert.ok(Date.now() - killedAt < (lease + 60) * 1000, 'the dead gateway\'s reservation outlived its lease by a minute')
-    await new Promise((r) => setTimeout(r, 250))
-  }
+  // Each failed copy is the retry's pacing; the deadline is the lease plus a minute.
+  await waitUntil('the dead gateway\'s reservation to end with its lease (then the copy succeeds)', (lease + 60) * 1000, copy, 250)
   // Renewed every third of the lease: it ended at least two thirds of a lease after the kill.
   assert.ok(Date.now() - killedAt >= (lease * 2000) / 3 - 500)
   assert.deepEqual((await held(f.root))['n1'], [key])
