@@ -1,6 +1,6 @@
 // Waits for tests: every one has a deadline and says what it waited for, so a test on a
 // busy machine either sees the condition or fails with a sentence, never hangs or guesses.
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 
 /**
  * Polls `check` until it returns something other than undefined/false, every `everyMs`,
@@ -93,6 +93,30 @@ export function holdsOpen(pid: number, path: string): boolean {
         // Closed meanwhile.
       }
     }
+  }
+  return false
+}
+
+/**
+ * Whether `pid` or a process beneath it holds a POSIX (fcntl) lock on `path` right now
+ * (Linux /proc/locks, matched by inode): what git-annex takes on a key's `.lck` file
+ * while it keeps the content locked. False when `path` does not exist.
+ */
+export function holdsLock(pid: number, path: string): boolean {
+  let ino: number
+  try {
+    ino = statSync(path).ino
+  } catch {
+    return false
+  }
+  const tree = new Set(processTree(pid))
+  for (const line of readFileSync('/proc/locks', 'utf8').split('\n')) {
+    // "1: POSIX  ADVISORY  READ 18945 fe:00:2507501 0 EOF" (blocked waiters start "1: -> ").
+    const f = line.trim().split(/\s+/)
+    if (f[1] === '->') continue
+    const owner = Number(f[4])
+    const inode = Number(f[5]?.split(':')[2])
+    if (tree.has(owner) && inode === ino) return true
   }
   return false
 }
