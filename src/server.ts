@@ -1,5 +1,6 @@
 // Builds the HTTP server from a ServeConfig: the registry of served repositories,
 // the p2phttp plugin, TLS when configured, and an orderly close.
+import { setMaxListeners } from 'node:events'
 import { readFileSync } from 'node:fs'
 import cors from '@fastify/cors'
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
@@ -139,6 +140,13 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
   })
   await registry.start()
   const closing = new AbortController()
+  // Each request in flight holds one listener on `closing` until its response closes
+  // (plugin.ts, indirect-routes.ts), and requests in flight are bounded by
+  // --max-connections (one at a time per connection; connections beyond are answered 503
+  // before any route runs). Node's default of 10 would warn of a leak at -J8 client load;
+  // twice the bound leaves room for a response closing while its connection's next
+  // request starts, and still warns if listeners were ever left behind.
+  setMaxListeners(2 * cfg.maxConnections, closing.signal)
   const workers = new WorkerPools({ concurrency: cfg.jobs, maxQueue: cfg.maxQueue, maxWaitMs: cfg.maxQueueWaitSeconds * 1000 })
   metrics?.observe({ queueDepth: () => workers.queued, workersBusy: () => workers.inFlight })
   await app.register(p2pHttp, {

@@ -108,3 +108,33 @@ test('a client that vanishes while keeping a lock releases it', async (t) => {
   // The server sees the close a moment after this side does.
   await waitUntil('the lock to be released after the client vanished', 20_000, async () => (await post(`remove?key=${key}&${C}`)).removed === true, 50)
 })
+
+test('twenty requests in flight at once (kept locks) raise no MaxListenersExceededWarning, and none leaves a listener behind', async (t) => {
+  // Every request in flight holds one listener on the server's shutdown signal until its
+  // response closes: more than Node's default of 10 at once is normal load, not a leak.
+  // The limit is twice --max-connections (here 60): three rounds of 20 kept locks make 120
+  // requests, so listeners left behind would pass it and warn.
+  const warnings: Error[] = []
+  const onWarning = (w: Error) => void (w.name === 'MaxListenersExceededWarning' && warnings.push(w))
+  process.on('warning', onWarning)
+  defer(t, () => void process.off('warning', onWarning))
+  const { key, base, post, keeplockedArrived } = await serve(t, ['--max-connections', '30'])
+  for (let round = 0; round < 3; round++) {
+    const held: { body: PassThrough; answer: Promise<string> }[] = []
+    for (let i = 0; i < 20; i++) {
+      const { lockid } = await post(`lockcontent?key=${key}&${C}`)
+      const body = new PassThrough()
+      body.write('{"unlock":false}\n')
+      const answer = request(`${base}/keeplocked?lockid=${lockid as string}&${C}`, { method: 'POST', body }).then((r) => r.body.text())
+      await keeplockedArrived(lockid as string)
+      held.push({ body, answer })
+    }
+    assert.deepEqual(await post(`checkpresent?key=${key}&${C}`), { present: true })
+    for (const h of held) h.body.end('{"unlock":true}\n')
+    assert.deepEqual(new Set(await Promise.all(held.map((h) => h.answer))), new Set(['{"locked":false}']))
+  }
+  assert.deepEqual(await post(`remove?key=${key}&${C}`), { plusuuids: [], removed: true })
+  // A warning is emitted on a later tick than the listener that caused it.
+  await new Promise((r) => setImmediate(r))
+  assert.deepEqual(warnings.map((w) => w.message), [])
+})
