@@ -22,13 +22,14 @@ function gate() {
   }
 }
 
-const never = new AbortController().signal
+/** A signal that never fires, one per call as the server gives each request its own (one shared by 30 queued calls would be 30 listeners on it). */
+const never = () => new AbortController().signal
 
 test('runs at most `concurrency` at once; the rest start in arrival order as workers free up', async () => {
   const pool = new WorkerPool({ concurrency: 2, maxQueue: 10, maxWaitMs: 60_000 })
   const gates = Array.from({ length: 5 }, gate)
   const order: number[] = []
-  const runs = gates.map((g, i) => pool.run(never, async () => {
+  const runs = gates.map((g, i) => pool.run(never(), async () => {
     order.push(i)
     await g.work()
   }))
@@ -53,10 +54,10 @@ test('runs at most `concurrency` at once; the rest start in arrival order as wor
 test('a full queue refuses at once with OverloadedError (503)', async () => {
   const pool = new WorkerPool({ concurrency: 1, maxQueue: 2, maxWaitMs: 60_000 })
   const busy = gate()
-  const first = pool.run(never, busy.work)
+  const first = pool.run(never(), busy.work)
   await busy.started
-  const queued = [pool.run(never, async () => 'q1'), pool.run(never, async () => 'q2')]
-  await assert.rejects(pool.run(never, async () => 'too many'), OverloadedError)
+  const queued = [pool.run(never(), async () => 'q1'), pool.run(never(), async () => 'q2')]
+  await assert.rejects(pool.run(never(), async () => 'too many'), OverloadedError)
   assert.equal(pool.queued, 2)
   busy.finish()
   await first
@@ -66,21 +67,21 @@ test('a full queue refuses at once with OverloadedError (503)', async () => {
 test('no queue at all: --max-queue 0 refuses whatever finds every worker busy', async () => {
   const pool = new WorkerPool({ concurrency: 1, maxQueue: 0, maxWaitMs: 60_000 })
   const busy = gate()
-  const first = pool.run(never, busy.work)
+  const first = pool.run(never(), busy.work)
   await busy.started
-  await assert.rejects(pool.run(never, async () => 1), OverloadedError)
+  await assert.rejects(pool.run(never(), async () => 1), OverloadedError)
   busy.finish()
   await first
-  assert.equal(await pool.run(never, async () => 2), 2)
+  assert.equal(await pool.run(never(), async () => 2), 2)
 })
 
 test('waiting longer than maxWaitMs is refused with OverloadedError and leaves the queue', async () => {
   const pool = new WorkerPool({ concurrency: 1, maxQueue: 5, maxWaitMs: 50 })
   const busy = gate()
-  const first = pool.run(never, busy.work)
+  const first = pool.run(never(), busy.work)
   await busy.started
   let ran = false
-  await assert.rejects(pool.run(never, async () => (ran = true)), (e: unknown) => e instanceof OverloadedError && /timed out/.test(e.message))
+  await assert.rejects(pool.run(never(), async () => (ran = true)), (e: unknown) => e instanceof OverloadedError && /timed out/.test(e.message))
   assert.equal(pool.queued, 0)
   busy.finish()
   await first
@@ -91,7 +92,7 @@ test('waiting longer than maxWaitMs is refused with OverloadedError and leaves t
 test('an abort while queued rejects with the reason, frees the place and never runs the work', async () => {
   const pool = new WorkerPool({ concurrency: 1, maxQueue: 1, maxWaitMs: 60_000 })
   const busy = gate()
-  const first = pool.run(never, busy.work)
+  const first = pool.run(never(), busy.work)
   await busy.started
   const ac = new AbortController()
   let ran = false
@@ -102,7 +103,7 @@ test('an abort while queued rejects with the reason, frees the place and never r
   await assert.rejects(waiting, (e: unknown) => e === reason)
   assert.equal(pool.queued, 0)
   // Its place is free again.
-  const next = pool.run(never, async () => 'next')
+  const next = pool.run(never(), async () => 'next')
   busy.finish()
   await first
   assert.equal(await next, 'next')
@@ -121,10 +122,10 @@ test('an already aborted request is refused even with a worker free', async () =
 
 test('work that fails frees its worker for the next in line', async () => {
   const pool = new WorkerPool({ concurrency: 1, maxQueue: 4, maxWaitMs: 60_000 })
-  const failing = pool.run(never, async () => {
+  const failing = pool.run(never(), async () => {
     throw new Error('boom')
   })
-  const next = pool.run(never, async () => 'after')
+  const next = pool.run(never(), async () => 'after')
   await assert.rejects(failing, /boom/)
   assert.equal(await next, 'after')
   assert.equal(pool.inFlight, 0)
@@ -166,7 +167,7 @@ test('property: never more than `concurrency` at once, everything admitted runs 
       const ran: number[] = []
       await Promise.all(
         delays.map((d, i) =>
-          pool.run(never, async () => {
+          pool.run(never(), async () => {
             running++
             peak = Math.max(peak, running)
             for (let k = 0; k < d; k++) await Promise.resolve()
@@ -185,16 +186,16 @@ test('property: never more than `concurrency` at once, everything admitted runs 
 test('WorkerPools: each repository has its own workers and queue; idle ones are let go', async () => {
   const pools = new WorkerPools({ concurrency: 1, maxQueue: 0, maxWaitMs: 60_000 })
   const busy = gate()
-  const a = pools.run('repo-a', never, busy.work)
+  const a = pools.run('repo-a', never(), busy.work)
   await busy.started
   // repo-a is full with no queue; repo-b is not affected.
-  await assert.rejects(pools.run('repo-a', never, async () => 1), OverloadedError)
-  assert.equal(await pools.run('repo-b', never, async () => 'b'), 'b')
+  await assert.rejects(pools.run('repo-a', never(), async () => 1), OverloadedError)
+  assert.equal(await pools.run('repo-b', never(), async () => 'b'), 'b')
   assert.equal(pools.inFlight, 1)
   busy.finish()
   await a
   assert.equal(pools.inFlight, 0)
   assert.equal(pools.queued, 0)
   assert.equal((pools as unknown as { pools: Map<string, unknown> }).pools.size, 0, 'no pool kept for idle repositories')
-  assert.equal(await pools.run('repo-a', never, async () => 'a again'), 'a again')
+  assert.equal(await pools.run('repo-a', never(), async () => 'a again'), 'a again')
 })
