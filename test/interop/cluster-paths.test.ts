@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
 import { findKeysHere, git, gitEnv, makeClient, makeRepo, repoUuid, sh, shStatus, startAnnexProxy, startReference, tempDir, type Served } from '../helpers/annex.js'
 import { installFakeSsh } from '../helpers/fake-ssh.js'
+import { holdsOpen, waitUntil } from '../helpers/wait.js'
 
 const NODES = ['n1', 'n2', 'n3'] as const
 
@@ -189,27 +190,20 @@ test('a client killed mid-fanout: no node commits anything, the gateway keeps no
   let done = false
   void exited.then(() => (done = true))
   // Every node is receiving (the tee runs at the slowest node's pace).
-  for (;;) {
+  await waitUntil('every node receiving more than 16 MiB of the upload', 120_000, async () => {
     assert.equal(done, false, `the upload finished before the client could be killed: ${copyOut}`)
-    const sizes = await Promise.all(NODES.map((n) => sizeOf(tmp(n))))
-    if (sizes.every((z) => z > 16 * 1024 * 1024)) break
-    await new Promise((r) => setTimeout(r, 5))
-  }
+    return (await Promise.all(NODES.map((n) => sizeOf(tmp(n))))).every((z) => z > 16 * 1024 * 1024)
+  }, 5)
   process.kill(-copy.pid!, 'SIGKILL')
   assert.deepEqual(await exited, [null, 'SIGKILL'])
   const killedAt = await Promise.all(NODES.map((n) => sizeOf(tmp(n))))
 
-  // Settled: no node's temp file has grown for 3 s.
-  let last = ''
-  for (let stable = Date.now(); Date.now() - stable < 3000; ) {
+  // Settled: nobody writes a node's temp file any more — not the gateway (n1), nor its
+  // git-annex-shell sessions (n3), nor n2's p2phttp.
+  await waitUntil('every node to close its temp file after the client was killed', 60_000, () => {
     assert.ok(s.gateway.child.exitCode === null, 'the gateway is still running')
-    const now = JSON.stringify(await Promise.all(NODES.map((n) => sizeOf(tmp(n)))))
-    if (now !== last) {
-      last = now
-      stable = Date.now()
-    }
-    await new Promise((r) => setTimeout(r, 100))
-  }
+    return NODES.every((n) => !holdsOpen(s.gateway.child.pid!, tmp(n)) && !holdsOpen(s.n2Server.child.pid!, tmp(n)))
+  }, 100)
   for (const n of NODES) {
     const dir = join(s.root, n)
     assert.deepEqual(await findKeysHere(dir), [], `${n} logs no copy`)
@@ -280,10 +274,7 @@ test('gets killed mid-stream from each kind of node: the gateway goes on serving
       const exited = new Promise((res) => g.once('close', res))
       // Killed at a different point each time, always mid-stream.
       const at = (8 + 4 * i) * 1024 * 1024
-      for (const t0 = Date.now(); (await sizeOf(tmpf)) < at; ) {
-        assert.ok(Date.now() - t0 < 60_000, `${r}: the get made no progress`)
-        await new Promise((res) => setTimeout(res, 5))
-      }
+      await waitUntil(`${r}: the get to pass ${at} bytes`, 60_000, async () => (await sizeOf(tmpf)) >= at, 5)
       process.kill(-g.pid!, 'SIGKILL')
       await exited
       // Start over each time, so every get streams the object from the start.
