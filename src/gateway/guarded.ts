@@ -3,50 +3,25 @@
 // this one) keeps a remove through any other from starting, and a remove in progress keeps
 // new locks off, even for nodes that enforce neither themselves and across the moment
 // between a node's own check and its action.
-import type { Readable } from 'node:stream'
 import { LockedError } from '../errors.js'
 import type { Key } from '../keys/key.js'
 import { serializeKey } from '../keys/key.js'
 import type { Coordinator } from '../placement/coordinator.js'
-import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from '../remotes/remote.js'
+import { Delegating } from '../remotes/delegating.js'
+import type { Lock, Op, Removed, Remote } from '../remotes/remote.js'
 
-export class Guarded extends RemoteBase {
+export class Guarded extends Delegating {
   constructor(
-    readonly inner: Remote,
+    inner: Remote,
     private readonly coordinator: Coordinator,
   ) {
-    super()
+    super(inner, 'owned')
   }
 
-  get uuid(): Uuid {
-    return this.inner.uuid
-  }
-  get capabilities(): ReadonlySet<Capability> {
-    return this.inner.capabilities
-  }
-  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
-    return this.inner.checkPresent(key, op)
-  }
-  protected doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
-    return this.inner.retrieve(key, offset, op)
-  }
-  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
-    return this.inner.startStore(key, op)
-  }
-  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
-    return this.inner.store(key, body, offset, op)
-  }
-  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
-    return this.inner.storePresent(key, op)
-  }
-  protected doTimestamp(op: Op): Promise<number> {
-    return this.inner.timestamp(op)
-  }
-
-  protected doRemove(key: Key, op: Op): Promise<Removed> {
+  protected override doRemove(key: Key, op: Op): Promise<Removed> {
     return this.excluding(key, () => this.inner.remove(key, op))
   }
-  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected override doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.excluding(key, () => this.inner.removeBefore(key, deadline, op))
   }
 
@@ -59,7 +34,7 @@ export class Guarded extends RemoteBase {
     }
   }
 
-  protected async doLock(key: Key, op: Op): Promise<Lock | undefined> {
+  protected override async doLock(key: Key, op: Op): Promise<Lock | undefined> {
     const hold = await this.coordinator.hold(this.uuid, serializeKey(key))
     // A remove of it is running somewhere: not lockable now, as a node answers mid-drop.
     if (!hold) return undefined
@@ -87,12 +62,5 @@ export class Guarded extends RemoteBase {
           }
         })()),
     }
-  }
-
-  protected doClose(): Promise<void> {
-    return this.inner.close()
-  }
-  protected override doDestroy(err: Error | undefined): Promise<void> {
-    return this.inner.destroy(err)
   }
 }

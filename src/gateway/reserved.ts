@@ -6,7 +6,8 @@
 // and could overfill the node itself.
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
-import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from '../remotes/remote.js'
+import { Delegating } from '../remotes/delegating.js'
+import type { Op, Remote, StoreOp, StoreStart, Stored } from '../remotes/remote.js'
 
 export interface Admission {
   /**
@@ -16,29 +17,17 @@ export interface Admission {
   admit(key: Key, op: Op, reserve: boolean): Promise<{ release(): Promise<void> }>
 }
 
-export class Reserved extends RemoteBase {
+/** A view made per request: the node inside belongs to the gateway, which closes it. */
+export class Reserved extends Delegating {
   constructor(
-    readonly inner: Remote,
+    inner: Remote,
     private readonly admission: Admission,
   ) {
-    super()
-  }
-
-  get uuid(): Uuid {
-    return this.inner.uuid
-  }
-  get capabilities(): ReadonlySet<Capability> {
-    return this.inner.capabilities
-  }
-  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
-    return this.inner.checkPresent(key, op)
-  }
-  protected doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
-    return this.inner.retrieve(key, offset, op)
+    super(inner, 'view')
   }
 
   /** Refused up front when there is no room, so the client does not send the body in vain. */
-  protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
+  protected override async doStartStore(key: Key, op: Op): Promise<StoreStart> {
     const start = await this.inner.startStore(key, op)
     if (start.kind === 'present') return start
     const checked = await this.admission.admit(key, op, false)
@@ -46,7 +35,7 @@ export class Reserved extends RemoteBase {
     return start
   }
 
-  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
+  protected override async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     let reservation: { release(): Promise<void> }
     try {
       reservation = await this.admission.admit(key, op, true)
@@ -62,22 +51,4 @@ export class Reserved extends RemoteBase {
       await reservation.release().catch((err: unknown) => op.log.warn({ err }, 'could not release a placement reservation'))
     }
   }
-
-  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
-    return this.inner.storePresent(key, op)
-  }
-  protected doRemove(key: Key, op: Op): Promise<Removed> {
-    return this.inner.remove(key, op)
-  }
-  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
-    return this.inner.removeBefore(key, deadline, op)
-  }
-  protected doTimestamp(op: Op): Promise<number> {
-    return this.inner.timestamp(op)
-  }
-  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
-    return this.inner.lock(key, op)
-  }
-  /** A view made per request: the node inside belongs to the gateway, which closes it. */
-  protected async doClose(): Promise<void> {}
 }

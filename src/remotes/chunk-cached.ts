@@ -17,7 +17,8 @@ import { AbortedError, LengthMismatchError } from '../errors.js'
 import { createHasher, digestMatches, expectedDigest, hashAlgorithm, resumeHasher, type HashAlgorithm, type Hasher } from '../keys/backend.js'
 import { serializeKey, type Key } from '../keys/key.js'
 import type { ChunkCache, ChunkWriter, Fill } from '../streams/chunk-cache.js'
-import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
+import { Delegating } from './delegating.js'
+import type { Op, Removed, Remote, Retrieved } from './remote.js'
 
 export interface ChunkCachedOptions {
   /**
@@ -46,62 +47,32 @@ interface Run {
   readonly length: number
 }
 
-export class ChunkCached extends RemoteBase {
+export class ChunkCached extends Delegating {
   readonly stats: ChunkCacheStats = { upstreamRequests: 0, upstreamBytes: 0, cachedBytes: 0 }
   private readonly shareStallMs: number
 
   constructor(
-    private readonly inner: Remote,
+    inner: Remote,
     private readonly cache: ChunkCache,
     opts: ChunkCachedOptions = {},
   ) {
-    super()
+    // The cache is shared and outlives this remote; only the remote inside closes with it.
+    super(inner, 'owned')
     this.shareStallMs = opts.shareStallMs ?? 15_000
   }
 
-  get uuid(): Uuid {
-    return this.inner.uuid
-  }
-  get capabilities(): ReadonlySet<Capability> {
-    return this.inner.capabilities
-  }
-  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
-    return this.inner.checkPresent(key, op)
-  }
-  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
-    return this.inner.startStore(key, op)
-  }
-  protected doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
-    return this.inner.store(key, body, offset, op)
-  }
-  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
-    return this.inner.storePresent(key, op)
-  }
-  protected async doRemove(key: Key, op: Op): Promise<Removed> {
+  protected override async doRemove(key: Key, op: Op): Promise<Removed> {
     const r = await this.inner.remove(key, op)
     if (r.removed) await this.cache.invalidate(key)
     return r
   }
-  protected async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected override async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     const r = await this.inner.removeBefore(key, deadline, op)
     if (r.removed) await this.cache.invalidate(key)
     return r
   }
-  protected doTimestamp(op: Op): Promise<number> {
-    return this.inner.timestamp(op)
-  }
-  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
-    return this.inner.lock(key, op)
-  }
-  /** The cache is shared and outlives this remote; only the remote closes. */
-  protected doClose(): Promise<void> {
-    return this.inner.close()
-  }
-  protected override doDestroy(err: Error | undefined): Promise<void> {
-    return this.inner.destroy(err)
-  }
 
-  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected override async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     const size = key.size
     const algo = hashAlgorithm(key.backend)
     const expected = expectedDigest(key)

@@ -6,52 +6,31 @@
 // destroy() aborts them); the remote inside belongs to the gateway, which closes it.
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
-import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
+import { Delegating } from './delegating.js'
+import type { Op, Removed, Remote, StoreOp, Stored, Uuid } from './remote.js'
 
 export type Record = (key: Key, uuids: readonly Uuid[], present: boolean) => Promise<void>
 
-export class Recorded extends RemoteBase {
+export class Recorded extends Delegating {
   constructor(
-    private readonly inner: Remote,
+    inner: Remote,
     private readonly record: Record,
   ) {
-    super()
+    super(inner, 'view')
   }
 
-  get uuid(): Uuid {
-    return this.inner.uuid
-  }
-  get capabilities(): ReadonlySet<Capability> {
-    return this.inner.capabilities
-  }
-  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
-    return this.inner.checkPresent(key, op)
-  }
-  protected doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
-    return this.inner.retrieve(key, offset, op)
-  }
-  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
-    return this.inner.startStore(key, op)
-  }
-  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
+  protected override async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     return this.logged(key, await this.inner.store(key, body, offset, op))
   }
-  protected async doStorePresent(key: Key, op: Op): Promise<Stored> {
+  protected override async doStorePresent(key: Key, op: Op): Promise<Stored> {
     return this.logged(key, await this.inner.storePresent(key, op))
   }
-  protected async doRemove(key: Key, op: Op): Promise<Removed> {
+  protected override async doRemove(key: Key, op: Op): Promise<Removed> {
     return this.unlogged(key, await this.inner.remove(key, op))
   }
-  protected async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
+  protected override async doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
     return this.unlogged(key, await this.inner.removeBefore(key, deadline, op))
   }
-  protected doTimestamp(op: Op): Promise<number> {
-    return this.inner.timestamp(op)
-  }
-  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
-    return this.inner.lock(key, op)
-  }
-  protected async doClose(): Promise<void> {}
 
   private async logged(key: Key, s: Stored): Promise<Stored> {
     if (s.stored) await this.record(key, [this.inner.uuid, ...s.plusUuids], true)

@@ -9,24 +9,18 @@
 import type { Readable } from 'node:stream'
 import type { Key } from '../keys/key.js'
 import type { DiskReserve, Reservation } from '../streams/disk-reserve.js'
-import { RemoteBase, type Capability, type Lock, type Op, type Removed, type Remote, type Retrieved, type StoreOp, type StoreStart, type Stored, type Uuid } from './remote.js'
+import { Delegating } from './delegating.js'
+import type { Op, Remote, Retrieved, StoreOp, Stored } from './remote.js'
 
-export class StagingReserved extends RemoteBase {
+export class StagingReserved extends Delegating {
   constructor(
-    readonly inner: Remote,
+    inner: Remote,
     /** annex.diskreserve of the filesystem the staging happens on. */
     private readonly reserve: DiskReserve,
     /** Whether retrieves put the object on that filesystem too (false: only stores do). */
     private readonly opts: { readonly retrieves?: boolean } = {},
   ) {
-    super()
-  }
-
-  get uuid(): Uuid {
-    return this.inner.uuid
-  }
-  get capabilities(): ReadonlySet<Capability> {
-    return this.inner.capabilities
+    super(inner, 'owned')
   }
 
   // Annex/Content.hs checkDiskSpace: the key's size, or 1 byte when it has none.
@@ -34,11 +28,7 @@ export class StagingReserved extends RemoteBase {
     return this.reserve.reserve(key.size ?? 1)
   }
 
-  protected doCheckPresent(key: Key, op: Op): Promise<boolean> {
-    return this.inner.checkPresent(key, op)
-  }
-
-  protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
+  protected override async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (this.opts.retrieves === false) return this.inner.retrieve(key, offset, op)
     const r = await this.book(key)
     let got: Retrieved
@@ -57,38 +47,12 @@ export class StagingReserved extends RemoteBase {
     return got
   }
 
-  protected doStartStore(key: Key, op: Op): Promise<StoreStart> {
-    return this.inner.startStore(key, op)
-  }
-
-  protected async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
+  protected override async doStore(key: Key, body: Readable, offset: number, op: StoreOp): Promise<Stored> {
     const r = await this.book(key)
     try {
       return await this.inner.store(key, body, offset, op)
     } finally {
       r.release()
     }
-  }
-
-  protected doStorePresent(key: Key, op: Op): Promise<Stored> {
-    return this.inner.storePresent(key, op)
-  }
-  protected doRemove(key: Key, op: Op): Promise<Removed> {
-    return this.inner.remove(key, op)
-  }
-  protected doRemoveBefore(key: Key, deadline: number, op: Op): Promise<Removed> {
-    return this.inner.removeBefore(key, deadline, op)
-  }
-  protected doTimestamp(op: Op): Promise<number> {
-    return this.inner.timestamp(op)
-  }
-  protected doLock(key: Key, op: Op): Promise<Lock | undefined> {
-    return this.inner.lock(key, op)
-  }
-  protected doClose(): Promise<void> {
-    return this.inner.close()
-  }
-  protected override doDestroy(err: Error | undefined): Promise<void> {
-    return this.inner.destroy(err)
   }
 }
