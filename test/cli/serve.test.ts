@@ -63,12 +63,16 @@ test('--directory: repositories added while serving are found, removed ones are 
   const a = await repoUuid(join(served, 'a.git'))
   assert.equal((await post(`${base}/${a}/v4/gettimestamp?${C}`)).status, 200)
 
+  // A new repository is found by a watch or by a rescan a request for it causes, and such
+  // rescans are rate-limited (--rescan-interval): one asked for right after the start-up
+  // scan may be answered 404 first. Asked again until found, within a deadline.
   const b = await makeRepo(join(served, 'nested', 'b'), 'b')
   const bUuid = await repoUuid(b)
-  assert.equal((await post(`${base}/${bUuid}/v4/checkpresent?key=WORM--x&${C}`)).body, '{"present":false}')
+  const checkB = () => post(`${base}/${bUuid}/v4/checkpresent?key=WORM--x&${C}`)
+  await waitUntil('the server to find the new repository b', 30_000, async () => (await checkB()).body === '{"present":false}', 100)
 
   await rm(b, { recursive: true, force: true })
-  assert.equal((await post(`${base}/${bUuid}/v4/checkpresent?key=WORM--x&${C}`)).status, 404)
+  await waitUntil('the server to drop the removed repository b (404)', 30_000, async () => (await checkB()).status === 404, 100)
   assert.equal((await post(`${base}/${a}/v4/gettimestamp?${C}`)).status, 200)
 })
 
@@ -96,7 +100,7 @@ test('SIGTERM during an upload: the server exits cleanly and no partial object i
     () => 'connection closed',
   )
   const tmp = join(repo, '.git', 'annex', 'tmp', key)
-  while ((await stat(tmp).catch(() => ({ size: 0 }))).size === 0) await new Promise((r) => setTimeout(r, 20))
+  await waitUntil('the server writing the first bytes of the upload to its temp file', 60_000, async () => (await stat(tmp).catch(() => ({ size: 0 }))).size > 0, 20)
   const exited = new Promise<number | null>((r) => server.child.once('exit', (code) => r(code)))
   server.child.kill('SIGTERM')
   assert.equal(await exited, 0)
