@@ -31,3 +31,29 @@ export function runGit(cwd: string, args: string[]): Promise<string> {
     })
   })
 }
+
+/**
+ * Runs `git args…` in `cwd` with extra environment (e.g. GIT_INDEX_FILE) and `input` on stdin;
+ * resolves with stdout as bytes, rejects with stderr on a non-zero exit.
+ */
+export function runGitBytes(cwd: string, args: string[], opts: { readonly env?: NodeJS.ProcessEnv; readonly input?: string | Buffer } = {}): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn('git', args, { cwd, env: { ...repoEnv(), ...opts.env }, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
+    const out: Buffer[] = []
+    let err = ''
+    proc.stdout!.on('data', (d: Buffer) => out.push(d))
+    proc.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      err = (err + d).slice(-KEEP)
+    })
+    if (proc.stdin) {
+      // A git that exits early (bad input) closes the pipe; its exit status reports why.
+      proc.stdin.on('error', () => undefined)
+      proc.stdin.end(opts.input)
+    }
+    proc.once('error', reject)
+    proc.once('close', (code, signal) => {
+      if (code === 0) resolve(Buffer.concat(out))
+      else reject(new GitCommandError(`git ${args.join(' ')} exited ${code ?? signal}: ${err.trim()}`, err))
+    })
+  })
+}

@@ -22,7 +22,9 @@ import { createInterface } from 'node:readline'
 import { BadKeyError, LocationLogChildGoneError as ChildGone, LocationLogError } from '../errors.js'
 import { serializeKey, type Key } from '../keys/key.js'
 import type { Logger, Uuid } from '../remotes/remote.js'
-import { repoEnv, runGit } from './git.js'
+import { gitDirOf } from './branch-reader.js'
+import { repoEnv } from './git.js'
+import { commitJournal } from './journal-commit.js'
 
 
 /**
@@ -102,6 +104,7 @@ export class LocationLog {
   private nextCommit: Deferred | undefined
   private committing: Promise<void> | undefined
   private groupTimer: NodeJS.Timeout | undefined
+  private gitDir: string | undefined
 
   constructor(
     /** The repository (work tree or bare git dir) git-annex runs in. */
@@ -215,11 +218,12 @@ export class LocationLog {
     this.dirty = false
     // A repository deleted while served has no branch left to commit to.
     if (!existsSync(this.repo)) return
-    // `git annex merge` would also merge synced/<branch> into a checked-out branch
-    // (it runs sync's mergeLocal); a content store must never touch the work tree,
-    // so limit it to the git-annex branch. That update commits the journal. The batch
-    // child may go on writing meanwhile: journal.lck keeps each of its writes whole.
-    await runGit(this.repo, ['-c', 'annex.synconlyannex=true', 'annex', 'merge']).catch((e: unknown) => {
+    // Git plumbing under git-annex's journal lock, as Annex.Branch.commit (journal-commit.ts):
+    // a fraction of a `git annex merge` process, and it stages the journal before merging a
+    // pushed branch, so it never puts a journal file over a publisher's pushed lines. The
+    // batch child may go on writing meanwhile: it waits for the journal lock.
+    this.gitDir ??= await gitDirOf(this.repo)
+    await commitJournal(this.gitDir).catch((e: unknown) => {
       this.dirty = true
       throw e
     })

@@ -26,9 +26,10 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly hasher: HasherKind
   /**
    * When a served repository's location-log change is committed into its git-annex branch:
-   * 'answer' before the request is answered (clients that fetch, merge and push the branch right
-   * after their uploads, as DataLad's push, never race the server; one commit per answer group),
-   * 'idle' (default) once the log has been idle for a second.
+   * 'answer' (default) before the request is answered (clients that fetch, merge and push the
+   * branch right after their uploads, as DataLad's push, never race the server; one plumbing
+   * commit per answer group), 'idle' once the log has been idle for a second (what upstream
+   * git annex p2phttp does since 10.20260213; races such clients).
    */
   readonly locationLogCommit: 'answer' | 'idle'
   readonly logLevel: string
@@ -116,7 +117,7 @@ export const SERVE_OPTIONS = {
   'fanout-buffer': { type: 'string', arg: 'BYTES', help: 'bytes buffered per node of a cluster upload (default 1048576)' },
   'fanout-stall': { type: 'string', arg: 'S', help: 'a cluster node taking no bytes for S seconds is dropped from an upload (default 60)' },
   hasher: { type: 'string', arg: 'wasm|native|auto', help: 'hash implementation used to verify content (default auto)' },
-  'location-log-commit': { type: 'string', arg: 'answer|idle', help: "commit the served git-annex branch before each answer (DataLad's push) or once idle (default idle)" },
+  'location-log-commit': { type: 'string', arg: 'answer|idle', help: "commit the served git-annex branch before each answer (default; DataLad's push needs it) or once idle (races clients that push the branch right after uploading)" },
   'log-level': { type: 'string', arg: 'LEVEL', help: 'pino log level (default info)' },
   'shutdown-grace': { type: 'string', arg: 'S', help: 'seconds in-flight requests get to finish on SIGTERM/SIGINT (default 10)' },
   'max-queue': { type: 'string', arg: 'N', help: 'requests waiting for a worker beyond N are refused with 503 (default 64 x --jobs)' },
@@ -225,7 +226,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
   const o = parsed.values
   const hasher = o.hasher ?? 'auto'
   if (hasher !== 'auto' && hasher !== 'wasm' && hasher !== 'native') throw new ConfigError(`--hasher must be wasm, native or auto, got '${hasher}'`)
-  const locationLogCommit = o['location-log-commit'] ?? 'idle'
+  const locationLogCommit = o['location-log-commit'] ?? 'answer'
   if (locationLogCommit !== 'answer' && locationLogCommit !== 'idle') throw new ConfigError(`--location-log-commit must be answer or idle, got '${locationLogCommit}'`)
   if ((o.certfile === undefined) !== (o.privatekeyfile === undefined)) throw new ConfigError('--certfile and --privatekeyfile go together')
   if (o.chainfile !== undefined && o.certfile === undefined) throw new ConfigError('--chainfile needs --certfile')

@@ -13,8 +13,8 @@ test('defaults: the working directory, 127.0.0.1:9417, 4 jobs, idle proxy sessio
   assert.equal(c.jobs, 4)
   assert.equal(c.proxyConnections, undefined)
   assert.equal(c.maxQueue, 256)
-  assert.equal(c.locationLogCommit, 'idle')
-  assert.equal(parseServeArgs(['--location-log-commit', 'answer'], '/').locationLogCommit, 'answer')
+  assert.equal(c.locationLogCommit, 'answer')
+  assert.equal(parseServeArgs(['--location-log-commit', 'idle'], '/').locationLogCommit, 'idle')
 })
 
 test('--proxyconnections and --clusterjobs are taken as p2phttp takes them', () => {

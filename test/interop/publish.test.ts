@@ -2,7 +2,7 @@
 //
 // DataLad's publish, as a research group runs it (issue #13 item 7): Debian's datalad, a dataset
 // with a subdataset, each published to a bare repository that annex-proxy serves with
-// --directory --location-log-commit answer (annexed content over annex+http, git over the ssh
+// --directory and its default options (annexed content over annex+http, git over the ssh
 // stand-in). `datalad push --to origin` copies the content, fetches the server's git-annex branch, merges it and pushes
 // git-annex back: the server must not move its git-annex branch inside that window (the push
 // would be rejected) nor overwrite the publisher's lines after it. 20 pushes in a row with new
@@ -24,7 +24,7 @@ test('datalad push --to origin through annex-proxy works every time: 20 pushes o
   const srv = join(root, 'srv')
   const superRepo = await makeRepo(join(srv, 'super.git'), 'server super', { bare: true })
   const subRepo = await makeRepo(join(srv, 'sub.git'), 'server sub', { bare: true })
-  const server = await startAnnexProxy(t, root, ['--directory', srv, '--wideopen', '--location-log-commit', 'answer'])
+  const server = await startAnnexProxy(t, root, ['--directory', srv, '--wideopen'])
   const annexUrl = `annex+http://127.0.0.1:${server.port}/git-annex/`
   const run = (cwd: string, cmd: string, ...args: string[]) => sh(cwd, cmd, args, { env, timeoutMs: 600_000 })
 

@@ -1,0 +1,250 @@
+// Committing git-annex's journal into the git-annex branch, as git-annex's own
+// Annex.Branch.commit does it (Annex/Branch.hs forceCommit → stageJournal → commitIndex),
+// with git plumbing instead of a git-annex process: spawning `git annex merge` costs ~100 ms
+// of a busy machine per commit, these few git commands a fraction of it, which is what lets a
+// served repository commit before every answer by default.
+//
+// Interoperable with real git-annex processes on the same repository because it takes the
+// locks git-annex takes and leaves the files it leaves:
+// - everything happens under the journal lock (.git/annex/journal.lck, fcntl, journal-lock.ts):
+//   git-annex writes journal files, stages them and modifies its branch index only under it;
+// - the journal is staged into git-annex's own index (.git/annex/index, which only holders of
+//   the journal lock modify: a stale index.lock is removed, as prepareModifyIndex does) BEFORE
+//   the branch is merged into it, so a journal file written before a push is union-merged with
+//   the pushed lines, never put over them (`git annex merge` stages it after merging a pushed
+//   branch into the index, and a publisher's lines were lost that way);
+// - the branch the index was last updated to is in .git/annex/index.lck; when the branch has
+//   moved since (a push into refs/heads/git-annex), it is union-merged into the index first
+//   (Git/UnionMerge.hs: per differing file, the sorted unique union of the lines, reusing a
+//   side's blob when it already is that union);
+// - the branch ref is moved with compare-and-swap from the commit's parent: a push landing
+//   between our read and our update makes the update fail, and the pushed branch is merged
+//   and committed over again (git-annex detects the same race after the fact and recovers the
+//   same way);
+// - journal files are deleted only once the commit is in the branch, the index.lck records the
+//   commit, and a hooks/post-update-annex is run as git-annex runs it.
+import { constants } from 'node:fs'
+import { access, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
+import { LocationLogError } from '../errors.js'
+import { repoEnv, runGitBytes } from './git.js'
+import { withJournalLock } from './journal-lock.js'
+
+const BRANCH = 'refs/heads/git-annex'
+const NULL_SHA = /^0+$/
+/** Pushes landing on every attempt: give up and leave the journal for the next commit. */
+const CAS_ATTEMPTS = 5
+
+/**
+ * The branch path a journal file stands for (Annex/Journal.hs fileJournal): `__` is `_`, a
+ * single `_` is `/`, a trailing single `_` is dropped.
+ */
+export function fileJournal(name: string): string {
+  let out = ''
+  for (let i = 0; i < name.length; i++) {
+    const c = name[i]
+    if (c !== '_') out += c
+    else if (name[i + 1] === '_') {
+      out += '_'
+      i++
+    } else if (i + 1 < name.length) out += '/'
+  }
+  return out
+}
+
+/** Lines as git-annex's L8.lines splits them: on \n, no empty last line after a final \n. */
+function lines(text: string): string[] {
+  if (text === '') return []
+  const l = text.split('\n')
+  if (l[l.length - 1] === '') l.pop()
+  return l
+}
+
+/** Sorted unique lines; strings hold bytes as latin1, so < compares as git-annex's ByteStrings do. */
+function sortedUnique(ls: readonly string[]): string[] {
+  return [...new Set(ls)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+}
+
+function sameLines(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
+/**
+ * The union merge of files' contents (Git/UnionMerge.hs calcMerge): the sorted unique
+ * lines of all, as the index of a side whose content already is exactly that, else as new
+ * content.
+ */
+export function unionMerge(contents: readonly string[]): { readonly reuse: number } | { readonly content: string } {
+  const split = contents.map(lines)
+  const merged = sortedUnique(split.flat())
+  const reuse = split.findIndex((l) => sameLines(sortedUnique(l), merged))
+  return reuse >= 0 ? { reuse } : { content: merged.map((l) => l + '\n').join('') }
+}
+
+/** `git cat-file --batch` of blobs, as latin1 strings (bytes preserved). */
+async function catBlobs(gitDir: string, shas: readonly string[]): Promise<Map<string, string>> {
+  const out = await runGitBytes(gitDir, ['cat-file', '--batch'], { input: shas.join('\n') + '\n' })
+  const m = new Map<string, string>()
+  let at = 0
+  for (const sha of shas) {
+    const nl = out.indexOf(0x0a, at)
+    const header = out.toString('latin1', at, nl).split(' ')
+    if (header[1] !== 'blob' || header.length !== 3) throw new LocationLogError(`git cat-file: unexpected answer for ${sha}: ${header.join(' ')}`)
+    const size = Number(header[2])
+    m.set(sha, out.toString('latin1', nl + 1, nl + 1 + size))
+    at = nl + 1 + size + 1
+  }
+  return m
+}
+
+/** Writes blobs into the object store; their shas in order. */
+async function hashPaths(gitDir: string, paths: readonly string[]): Promise<string[]> {
+  if (paths.length === 0) return []
+  const out = (await runGitBytes(gitDir, ['hash-object', '-w', '--no-filters', '--stdin-paths'], { input: paths.join('\n') + '\n' })).toString('latin1')
+  const shas = out.split('\n').filter((s) => s !== '')
+  if (shas.length !== paths.length) throw new LocationLogError(`git hash-object answered ${shas.length} shas for ${paths.length} files`)
+  return shas
+}
+
+/** update-index --index-info lines; `encoding` is how the paths' bytes are held (diff output: latin1; file names: utf8). */
+function indexInfo(entries: ReadonlyArray<readonly [sha: string, path: string]>, encoding: 'latin1' | 'utf8'): Buffer {
+  return Buffer.from(entries.map(([sha, path]) => `100644 blob ${sha}\t${path}\0`).join(''), encoding)
+}
+
+/** Union-merges `ref` into the index (Git/UnionMerge.hs mergeIndex). Staged changes take part. */
+async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: string): Promise<void> {
+  const diff = (await runGitBytes(gitDir, ['diff-index', '--raw', '-z', '-r', '--no-renames', '-l0', '--cached', ref, '--'], { env })).toString('latin1').split('\0')
+  const direct: Array<[string, string]> = []
+  const both: Array<[a: string, b: string, path: string]> = []
+  for (let i = 0; i + 1 < diff.length; i += 2) {
+    const [, , a, b] = diff[i]!.split(' ')
+    const path = diff[i + 1]!
+    if (a === undefined || b === undefined) continue
+    const shas = [a, b].filter((s) => !NULL_SHA.test(s))
+    if (shas.length === 1) direct.push([shas[0]!, path])
+    else if (shas.length === 2) both.push([a, b, path])
+  }
+  const entries = direct
+  if (both.length > 0) {
+    const blobs = await catBlobs(gitDir, [...new Set(both.flatMap(([a, b]) => [a, b]))])
+    const fresh: Array<[content: string, path: string]> = []
+    for (const [a, b, path] of both) {
+      const r = unionMerge([blobs.get(a)!, blobs.get(b)!])
+      if ('reuse' in r) entries.push([r.reuse === 0 ? a : b, path])
+      else fresh.push([r.content, path])
+    }
+    if (fresh.length > 0) {
+      const dir = await mkdtemp(join(tmpdir(), 'annex-proxy-union-'))
+      try {
+        const files = await Promise.all(
+          fresh.map(async ([content], i) => {
+            const f = join(dir, String(i))
+            await writeFile(f, Buffer.from(content, 'latin1'))
+            return f
+          }),
+        )
+        const shas = await hashPaths(gitDir, files)
+        fresh.forEach(([, path], i) => entries.push([shas[i]!, path]))
+      } finally {
+        await rm(dir, { recursive: true, force: true })
+      }
+    }
+  }
+  if (entries.length > 0) await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(entries, 'latin1') })
+}
+
+async function revParse(gitDir: string, ref: string): Promise<string> {
+  return (await runGitBytes(gitDir, ['rev-parse', '--verify', '-q', ref])).toString('latin1').trim()
+}
+
+/** .git/annex/index.lck: the branch commit the index was last updated to (Logs/File.hs writeLogFile: via a temp file). */
+async function setIndexSha(annexDir: string, sha: string): Promise<void> {
+  const f = join(annexDir, 'index.lck')
+  const tmp = `${f}.${randomBytes(4).toString('hex')}.tmp`
+  await writeFile(tmp, sha + '\n')
+  await rename(tmp, f)
+}
+
+async function indexSha(annexDir: string): Promise<string> {
+  try {
+    return (await readFile(join(annexDir, 'index.lck'), 'latin1')).split('\n')[0]!.trim()
+  } catch {
+    return ''
+  }
+}
+
+function runHook(gitDir: string, hook: string): Promise<void> {
+  return new Promise((resolve) => {
+    const p = spawn(hook, [], { cwd: gitDir, env: repoEnv(), stdio: 'ignore' })
+    p.once('error', () => resolve())
+    p.once('close', () => resolve())
+  })
+}
+
+export interface JournalCommitOptions {
+  /** The commit message (git-annex's default: "update"). */
+  readonly message?: string
+}
+
+/**
+ * Commits the journal of the repository whose git dir is `gitDir` into its git-annex branch.
+ * Resolves true once the branch holds every journal file present when the journal lock was
+ * taken (they are then gone from the journal), false when the journal was empty.
+ */
+export function commitJournal(gitDir: string, opts: JournalCommitOptions = {}): Promise<boolean> {
+  return withJournalLock(gitDir, () => commitLocked(gitDir, opts.message ?? 'update'))
+}
+
+async function commitLocked(gitDir: string, message: string): Promise<boolean> {
+  const annexDir = join(gitDir, 'annex')
+  const journalDir = join(annexDir, 'journal')
+  const index = join(annexDir, 'index')
+  const env = { GIT_INDEX_FILE: index }
+  let names: string[]
+  try {
+    names = (await readdir(journalDir, { withFileTypes: true }))
+      .filter((d) => d.isFile() && !d.name.includes('\n'))
+      .map((d) => d.name)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
+    throw e
+  }
+  if (names.length === 0) return false
+  let branch = await revParse(gitDir, BRANCH).catch(() => '')
+  if (branch === '') throw new LocationLogError(`${gitDir} has no git-annex branch to commit the journal to (not initialised with git annex init?)`)
+  // withIndex: an absent index is built from the branch (genIndex); index.lck is then unset
+  // and the branch is merged over it below, as git-annex would.
+  await access(index).catch(() => runGitBytes(gitDir, ['read-tree', BRANCH], { env }))
+  // Only journal-lock holders write this index: a lock file left behind is a crash's.
+  await rm(`${index}.lock`, { force: true })
+  // stageJournal: each journal file replaces its branch file in the index.
+  const paths = names.map((n) => join(journalDir, n))
+  const shas = await hashPaths(gitDir, paths)
+  await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8') })
+  for (let attempt = 1; ; attempt++) {
+    // commitIndex: the index is brought up to the branch first, so the commit keeps what was pushed.
+    if ((await indexSha(annexDir)) !== branch) {
+      await mergeIntoIndex(gitDir, env, branch)
+      await setIndexSha(annexDir, branch)
+    }
+    const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
+    const commit = (await runGitBytes(gitDir, ['commit-tree', '--no-gpg-sign', tree, '-p', branch, '-m', message])).toString('latin1').trim()
+    try {
+      await runGitBytes(gitDir, ['update-ref', '-m', message, BRANCH, commit, branch])
+      await setIndexSha(annexDir, commit)
+      break
+    } catch (e) {
+      // The branch moved under us (a push): merge what it has now and commit again.
+      const now = await revParse(gitDir, BRANCH).catch(() => '')
+      if (now === branch || now === '' || attempt >= CAS_ATTEMPTS) throw e
+      branch = now
+    }
+  }
+  await Promise.all(paths.map((p) => rm(p, { force: true })))
+  const hook = join(gitDir, 'hooks', 'post-update-annex')
+  if (await access(hook, constants.X_OK).then(() => true, () => false)) await runHook(gitDir, hook)
+  return true
+}
