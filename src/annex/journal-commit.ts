@@ -1,13 +1,16 @@
 // Committing git-annex's journal into the git-annex branch, as git-annex's own
 // Annex.Branch.commit does it (Annex/Branch.hs forceCommit → stageJournal → commitIndex),
 // with git plumbing instead of a git-annex process: spawning `git annex merge` costs ~100 ms
-// of a busy machine per commit, these few git commands a fraction of it, which is what lets a
-// served repository commit before every answer by default.
+// of a busy machine per commit; here a commit is four short git commands (update-index,
+// write-tree, commit-tree, update-ref) next to two long-lived helpers (the lock holder and
+// `git hash-object --stdin-paths`), which is what lets a served repository commit before
+// every answer by default.
 //
 // Interoperable with real git-annex processes on the same repository because it takes the
 // locks git-annex takes and leaves the files it leaves:
-// - everything happens under the journal lock (.git/annex/journal.lck, fcntl, journal-lock.ts):
-//   git-annex writes journal files, stages them and modifies its branch index only under it;
+// - everything happens under the journal lock (.git/annex/journal.lck, an exclusive fcntl lock
+//   taken by a perl helper as in journal-lock.ts, kept running between commits): git-annex
+//   writes journal files, stages them and modifies its branch index only under it;
 // - the journal is staged into git-annex's own index (.git/annex/index, which only holders of
 //   the journal lock modify: a stale index.lock is removed, as prepareModifyIndex does) BEFORE
 //   the branch is merged into it, so a journal file written before a push is union-merged with
@@ -24,14 +27,14 @@
 // - journal files are deleted only once the commit is in the branch, the index.lck records the
 //   commit, and a hooks/post-update-annex is run as git-annex runs it.
 import { constants } from 'node:fs'
-import { access, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { createInterface, type Interface } from 'node:readline'
 import { LocationLogError } from '../errors.js'
 import { repoEnv, runGitBytes } from './git.js'
-import { withJournalLock } from './journal-lock.js'
 
 const BRANCH = 'refs/heads/git-annex'
 const NULL_SHA = /^0+$/
@@ -101,7 +104,7 @@ async function catBlobs(gitDir: string, shas: readonly string[]): Promise<Map<st
 }
 
 /** Writes blobs into the object store; their shas in order. */
-async function hashPaths(gitDir: string, paths: readonly string[]): Promise<string[]> {
+async function hashPathsOnce(gitDir: string, paths: readonly string[]): Promise<string[]> {
   if (paths.length === 0) return []
   const out = (await runGitBytes(gitDir, ['hash-object', '-w', '--no-filters', '--stdin-paths'], { input: paths.join('\n') + '\n' })).toString('latin1')
   const shas = out.split('\n').filter((s) => s !== '')
@@ -146,7 +149,7 @@ async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: strin
             return f
           }),
         )
-        const shas = await hashPaths(gitDir, files)
+        const shas = await hashPathsOnce(gitDir, files)
         fresh.forEach(([, path], i) => entries.push([shas[i]!, path]))
       } finally {
         await rm(dir, { recursive: true, force: true })
@@ -157,6 +160,10 @@ async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: strin
 }
 
 async function revParse(gitDir: string, ref: string): Promise<string> {
+  // A loose ref file, when there is one, is the ref (git reads packed-refs only without it):
+  // read without a process; packed or reftable refs ask git.
+  const loose = await readFile(join(gitDir, ref), 'latin1').catch(() => '')
+  if (/^[0-9a-f]{40}([0-9a-f]{24})?\n$/.test(loose)) return loose.trim()
   return (await runGitBytes(gitDir, ['rev-parse', '--verify', '-q', ref])).toString('latin1').trim()
 }
 
@@ -184,67 +191,196 @@ function runHook(gitDir: string, hook: string): Promise<void> {
   })
 }
 
+/** A long-lived helper process answering one line per request line. */
+class LineHelper {
+  private readonly proc: ChildProcessWithoutNullStreams
+  private readonly lines: Interface
+  private readonly waiting: Array<{ resolve(l: string): void; reject(e: Error): void }> = []
+  private gone: Error | undefined
+  private stderr = ''
+
+  constructor(what: string, cmd: string, args: string[], cwd: string) {
+    this.proc = spawn(cmd, args, { cwd, env: repoEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
+    this.proc.stdin.on('error', () => undefined)
+    this.proc.stderr.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-4096)))
+    this.lines = createInterface({ input: this.proc.stdout, crlfDelay: Infinity })
+    this.lines.on('line', (l) => this.waiting.shift()?.resolve(l))
+    const fail = (e: Error) => {
+      this.gone ??= e
+      for (const w of this.waiting.splice(0)) w.reject(this.gone)
+    }
+    this.proc.once('error', (e) => fail(new LocationLogError(`cannot run ${what}: ${e.message}`, { cause: e })))
+    this.proc.once('close', (code, signal) => fail(new LocationLogError(`${what} exited ${code ?? signal}: ${this.stderr.trim()}`)))
+  }
+
+  /** Sends `line`, resolves with the next line answered. */
+  ask(line: string): Promise<string> {
+    if (this.gone) return Promise.reject(this.gone)
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject })
+      this.proc.stdin.write(line + '\n')
+    })
+  }
+
+  get alive(): boolean {
+    return this.gone === undefined
+  }
+
+  async stop(): Promise<void> {
+    if (this.gone) return
+    const closed = new Promise<void>((r) => this.proc.once('close', () => r()))
+    this.proc.stdin.end()
+    await closed
+  }
+}
+
+// The journal lock (journal-lock.ts) taken and released on command by one perl process, so a
+// commit spawns none for it. A process dying releases its fcntl locks: a killed server never
+// leaves the journal locked.
+const LOCKER = `
+use strict; use Fcntl qw(O_RDWR O_CREAT F_SETLKW F_WRLCK F_UNLCK);
+$| = 1;
+my $path = shift;
+sysopen(my $fh, $path, O_RDWR | O_CREAT, 0666) or die "cannot open $path: $!\\n";
+while (my $cmd = <STDIN>) {
+  my $type = $cmd eq "lock\\n" ? F_WRLCK : F_UNLCK;
+  fcntl($fh, F_SETLKW, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) or die "cannot lock $path: $!\\n";
+  print $type == F_WRLCK ? "locked\\n" : "unlocked\\n";
+}
+`
+
+/** 64-bit Linux: where the struct flock packed above is the kernel's. */
+const SUPPORTED = process.platform === 'linux' && ['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
+
 export interface JournalCommitOptions {
   /** The commit message (git-annex's default: "update"). */
   readonly message?: string
 }
 
 /**
- * Commits the journal of the repository whose git dir is `gitDir` into its git-annex branch.
- * Resolves true once the branch holds every journal file present when the journal lock was
- * taken (they are then gone from the journal), false when the journal was empty.
+ * Commits the journal of one repository (`gitDir`: its git directory) into its git-annex
+ * branch. Keeps a journal-lock holder and a `git hash-object` running between commits; stop()
+ * ends them (and a later commit starts them again).
  */
-export function commitJournal(gitDir: string, opts: JournalCommitOptions = {}): Promise<boolean> {
-  return withJournalLock(gitDir, () => commitLocked(gitDir, opts.message ?? 'update'))
+export class JournalCommitter {
+  private locker: LineHelper | undefined
+  private hasher: LineHelper | undefined
+  // One commit at a time from this process (the lock is per process for fcntl).
+  private queue: Promise<unknown> = Promise.resolve()
+
+  constructor(readonly gitDir: string) {}
+
+  /**
+   * Resolves true once the branch holds every journal file present when the journal lock was
+   * taken (they are then gone from the journal), false when the journal was empty.
+   */
+  commit(opts: JournalCommitOptions = {}): Promise<boolean> {
+    const run = this.queue.then(
+      () => this.locked(() => this.commitLocked(opts.message ?? 'update')),
+      () => this.locked(() => this.commitLocked(opts.message ?? 'update')),
+    )
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  /** Ends the helper processes, after the commits queued before (never under one). */
+  stop(): Promise<void> {
+    const run = this.queue.then(() => {
+      const [l, h] = [this.locker, this.hasher]
+      this.locker = this.hasher = undefined
+      return Promise.all([l?.stop(), h?.stop()]).then(() => undefined)
+    })
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
+  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+    if (!SUPPORTED) throw new LocationLogError(`taking git-annex's journal lock needs 64-bit Linux (this is ${process.platform}/${process.arch})`)
+    if (!this.locker?.alive) {
+      await mkdir(join(this.gitDir, 'annex'), { recursive: true })
+      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(this.gitDir, 'annex', 'journal.lck')], this.gitDir)
+    }
+    const locker = this.locker
+    const answer = await locker.ask('lock')
+    if (answer !== 'locked') throw new LocationLogError(`unexpected answer from the journal lock holder: ${answer}`)
+    try {
+      return await fn()
+    } finally {
+      // A holder that cannot unlock is ended: its exit releases the lock.
+      await locker.ask('unlock').catch(async () => {
+        if (this.locker === locker) this.locker = undefined
+        await locker.stop()
+      })
+    }
+  }
+
+  private async hashPaths(paths: readonly string[]): Promise<string[]> {
+    if (!this.hasher?.alive) this.hasher = new LineHelper('git hash-object', 'git', ['hash-object', '-w', '--no-filters', '--stdin-paths'], this.gitDir)
+    const h = this.hasher
+    const shas = await Promise.all(paths.map((p) => h.ask(p)))
+    for (const sha of shas) if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new LocationLogError(`git hash-object answered ${JSON.stringify(sha)}`)
+    return shas
+  }
+
+  private async commitLocked(message: string): Promise<boolean> {
+    const gitDir = this.gitDir
+    const annexDir = join(gitDir, 'annex')
+    const journalDir = join(annexDir, 'journal')
+    const index = join(annexDir, 'index')
+    const env = { GIT_INDEX_FILE: index }
+    let names: string[]
+    try {
+      names = (await readdir(journalDir, { withFileTypes: true }))
+        .filter((d) => d.isFile() && !d.name.includes('\n'))
+        .map((d) => d.name)
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw e
+    }
+    if (names.length === 0) return false
+    let branch = await revParse(gitDir, BRANCH).catch(() => '')
+    if (branch === '') throw new LocationLogError(`${gitDir} has no git-annex branch to commit the journal to (not initialised with git annex init?)`)
+    // withIndex: an absent index is built from the branch (genIndex); index.lck is then unset
+    // and the branch is merged over it below, as git-annex would.
+    await access(index).catch(() => runGitBytes(gitDir, ['read-tree', BRANCH], { env }))
+    // Only journal-lock holders write this index: a lock file left behind is a crash's.
+    await rm(`${index}.lock`, { force: true })
+    // stageJournal: each journal file replaces its branch file in the index.
+    const paths = names.map((n) => join(journalDir, n))
+    const shas = await this.hashPaths(paths)
+    await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8') })
+    for (let attempt = 1; ; attempt++) {
+      // commitIndex: the index is brought up to the branch first, so the commit keeps what was pushed.
+      if ((await indexSha(annexDir)) !== branch) {
+        await mergeIntoIndex(gitDir, env, branch)
+        await setIndexSha(annexDir, branch)
+      }
+      const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
+      const commit = (await runGitBytes(gitDir, ['commit-tree', '--no-gpg-sign', tree, '-p', branch, '-m', message])).toString('latin1').trim()
+      try {
+        await runGitBytes(gitDir, ['update-ref', '-m', message, BRANCH, commit, branch])
+        await setIndexSha(annexDir, commit)
+        break
+      } catch (e) {
+        // The branch moved under us (a push): merge what it has now and commit again.
+        const now = await revParse(gitDir, BRANCH).catch(() => '')
+        if (now === branch || now === '' || attempt >= CAS_ATTEMPTS) throw e
+        branch = now
+      }
+    }
+    await Promise.all(paths.map((p) => rm(p, { force: true })))
+    const hook = join(gitDir, 'hooks', 'post-update-annex')
+    if (await access(hook, constants.X_OK).then(() => true, () => false)) await runHook(gitDir, hook)
+    return true
+  }
 }
 
-async function commitLocked(gitDir: string, message: string): Promise<boolean> {
-  const annexDir = join(gitDir, 'annex')
-  const journalDir = join(annexDir, 'journal')
-  const index = join(annexDir, 'index')
-  const env = { GIT_INDEX_FILE: index }
-  let names: string[]
+/** Commits the journal once, with helpers started and ended for it. */
+export async function commitJournal(gitDir: string, opts: JournalCommitOptions = {}): Promise<boolean> {
+  const c = new JournalCommitter(gitDir)
   try {
-    names = (await readdir(journalDir, { withFileTypes: true }))
-      .filter((d) => d.isFile() && !d.name.includes('\n'))
-      .map((d) => d.name)
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false
-    throw e
+    return await c.commit(opts)
+  } finally {
+    await c.stop()
   }
-  if (names.length === 0) return false
-  let branch = await revParse(gitDir, BRANCH).catch(() => '')
-  if (branch === '') throw new LocationLogError(`${gitDir} has no git-annex branch to commit the journal to (not initialised with git annex init?)`)
-  // withIndex: an absent index is built from the branch (genIndex); index.lck is then unset
-  // and the branch is merged over it below, as git-annex would.
-  await access(index).catch(() => runGitBytes(gitDir, ['read-tree', BRANCH], { env }))
-  // Only journal-lock holders write this index: a lock file left behind is a crash's.
-  await rm(`${index}.lock`, { force: true })
-  // stageJournal: each journal file replaces its branch file in the index.
-  const paths = names.map((n) => join(journalDir, n))
-  const shas = await hashPaths(gitDir, paths)
-  await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8') })
-  for (let attempt = 1; ; attempt++) {
-    // commitIndex: the index is brought up to the branch first, so the commit keeps what was pushed.
-    if ((await indexSha(annexDir)) !== branch) {
-      await mergeIntoIndex(gitDir, env, branch)
-      await setIndexSha(annexDir, branch)
-    }
-    const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
-    const commit = (await runGitBytes(gitDir, ['commit-tree', '--no-gpg-sign', tree, '-p', branch, '-m', message])).toString('latin1').trim()
-    try {
-      await runGitBytes(gitDir, ['update-ref', '-m', message, BRANCH, commit, branch])
-      await setIndexSha(annexDir, commit)
-      break
-    } catch (e) {
-      // The branch moved under us (a push): merge what it has now and commit again.
-      const now = await revParse(gitDir, BRANCH).catch(() => '')
-      if (now === branch || now === '' || attempt >= CAS_ATTEMPTS) throw e
-      branch = now
-    }
-  }
-  await Promise.all(paths.map((p) => rm(p, { force: true })))
-  const hook = join(gitDir, 'hooks', 'post-update-annex')
-  if (await access(hook, constants.X_OK).then(() => true, () => false)) await runHook(gitDir, hook)
-  return true
 }

@@ -24,7 +24,7 @@ import { serializeKey, type Key } from '../keys/key.js'
 import type { Logger, Uuid } from '../remotes/remote.js'
 import { gitDirOf } from './branch-reader.js'
 import { repoEnv } from './git.js'
-import { commitJournal } from './journal-commit.js'
+import { JournalCommitter } from './journal-commit.js'
 
 
 /**
@@ -104,7 +104,7 @@ export class LocationLog {
   private nextCommit: Deferred | undefined
   private committing: Promise<void> | undefined
   private groupTimer: NodeJS.Timeout | undefined
-  private gitDir: string | undefined
+  private committer: JournalCommitter | undefined
 
   constructor(
     /** The repository (work tree or bare git dir) git-annex runs in. */
@@ -157,6 +157,7 @@ export class LocationLog {
     this.flushing = f.catch(() => undefined)
     await f
     if (this.dirty) await this.committed()
+    await this.committer?.stop()
   }
 
   /** Waits for outstanding records, stops the child and commits the journal. */
@@ -222,8 +223,8 @@ export class LocationLog {
     // a fraction of a `git annex merge` process, and it stages the journal before merging a
     // pushed branch, so it never puts a journal file over a publisher's pushed lines. The
     // batch child may go on writing meanwhile: it waits for the journal lock.
-    this.gitDir ??= await gitDirOf(this.repo)
-    await commitJournal(this.gitDir).catch((e: unknown) => {
+    this.committer ??= new JournalCommitter(await gitDirOf(this.repo))
+    await this.committer.commit().catch((e: unknown) => {
       this.dirty = true
       throw e
     })
@@ -295,6 +296,7 @@ export class LocationLog {
         await this.stop()
         // 'journal': the idle commit; 'commit': only one that kept failing leaves it dirty.
         if (this.dirty) await this.committed()
+        await this.committer?.stop()
       })
     }, this.idleMs)
     this.idleTimer.unref()
@@ -302,6 +304,8 @@ export class LocationLog {
 
   /** Ends the batch child (idle, or closing): every line it answered is in the journal. */
   private async stop(): Promise<void> {
+    // The committer's helpers go with the batch child (a commit that follows starts them again).
+    await this.committer?.stop()
     const c = this.child
     if (!c) return
     this.child = undefined
