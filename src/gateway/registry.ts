@@ -2,7 +2,8 @@
 // (opened at start, kept open) and every git-annex repository beneath --directory folders,
 // which may be a forge's estate of thousands. For those:
 // - the server listens at once; a walk that reads config files (no process per
-//   repository) finds them in the background, and requests wait for that first walk only;
+//   repository) finds them in the background. During that first walk a request for a UUID
+//   not found yet waits until the walk finds it (then is served at once) or ends;
 // - a repository is opened on its first request, and at most `maxOpen` are open at once:
 //   the least recently used idle one is closed (with its git processes) to make room, and
 //   any left idle for `idleMs` is closed too; when all are busy, 503;
@@ -129,6 +130,9 @@ export class Registry {
   /** Requests waiting for an open repository to become idle (or close) so theirs can open. */
   private readonly roomWaiters = new Set<() => void>()
   private initial: Promise<void> | undefined
+  private initialDone = false
+  /** During the first walk: requests waiting for a UUID it has not found yet. */
+  private readonly awaited = new Map<string, Set<() => void>>()
   private scanning: Promise<void> | undefined
   private lastScanStart = Number.NEGATIVE_INFINITY
   private timers: NodeJS.Timeout[] = []
@@ -168,9 +172,14 @@ export class Registry {
     }
     if (this.opts.directories.length === 0) return
     const t0 = performance.now()
-    this.initial = this.scan('start').then(() => {
-      this.opts.log.info({ directories: this.opts.directories, repositories: this.stats.repositories, ms: Math.round(performance.now() - t0) }, 'repositories found')
-    })
+    this.initial = this.scan('start')
+      .then(() => {
+        this.opts.log.info({ directories: this.opts.directories, repositories: this.stats.repositories, ms: Math.round(performance.now() - t0) }, 'repositories found')
+      })
+      .finally(() => {
+        this.initialDone = true
+        this.wakeAwaited()
+      })
     this.initial.catch((err: unknown) => this.opts.log.error({ err }, 'scanning --directory failed'))
     const sweep = setInterval(() => void this.sweepIdle(), Math.max(1000, Math.min(this.opts.idleMs, 10_000)))
     sweep.unref()
@@ -231,8 +240,18 @@ export class Registry {
 
   /** `use` applied to the repository serving `uuid`, under a lease on it; an unknown UUID may cause a rescan (see lookup). */
   private async resolveServed<T>(uuid: string, ctx: LookupContext, use: (served: ServedRepo) => Promise<T>): Promise<{ value: T; lease: Lease } | undefined> {
-    if (this.initial) await this.ready()
+    if (this.initial && !this.initialDone && !this.byUuid.has(uuid) && !this.learned.has(uuid) && !this.pinnedServed.some((r) => r.serves(uuid))) {
+      await this.foundOrWalked(uuid, ctx.until)
+      if (ctx.until?.closed) return undefined
+    }
     const found = await this.find(uuid, use, ctx)
+    // Found by claims before the walk reached the repository that serves it: wait for the rest.
+    if (!found && this.initial && !this.initialDone) {
+      await this.ready()
+      const later = await this.find(uuid, use, ctx)
+      if (later) return later
+    }
+    if (found) return found
     if (found) return found
     if (!ctx.authorized || this.opts.directories.length === 0 || this.closed) return undefined
     // Looked for in vain with nothing new known since, and a rescan too soon: still unknown.
@@ -243,6 +262,27 @@ export class Registry {
     if (again) return again
     this.remember(uuid)
     return undefined
+  }
+
+  /** Resolves once the first walk has found `uuid` (own or claimed), or is over, or the request went away. */
+  private foundOrWalked(uuid: string, until?: LookupContext['until']): Promise<void> {
+    if (this.initialDone || until?.closed) return Promise.resolve()
+    return new Promise<void>((resolve) => {
+      const waiters = this.awaited.get(uuid) ?? new Set<() => void>()
+      const done = () => {
+        waiters.delete(done)
+        if (waiters.size === 0 && this.awaited.get(uuid) === waiters) this.awaited.delete(uuid)
+        until?.removeListener?.('close', done)
+        resolve()
+      }
+      waiters.add(done)
+      this.awaited.set(uuid, waiters)
+      until?.once('close', done)
+    })
+  }
+
+  private wakeAwaited(uuids?: readonly string[]): void {
+    for (const u of uuids ?? [...this.awaited.keys()]) for (const w of [...(this.awaited.get(u) ?? [])]) w()
   }
 
   private tooSoon(): boolean {
@@ -519,7 +559,8 @@ export class Registry {
       const t0 = performance.now()
       const roots = this.opts.directories.map((d) => resolve(d))
       const known = this.knownGitDirs()
-      const results = await Promise.all(roots.map((r) => scanTree(r, this.configs, this.scanAbort.signal, known)))
+      // Each repository is indexed as it is found, so requests for it need not wait for the whole walk.
+      const results = await Promise.all(roots.map((r) => scanTree(r, this.configs, this.scanAbort.signal, known, (info) => this.add(info))))
       if (this.closed) return
       roots.forEach((r, i) => this.apply(r, results[i]!))
       this.stats.repositories = this.infos.size
@@ -567,6 +608,7 @@ export class Registry {
       this.byUuid.set(u, dirs)
     }
     this.generation++
+    if (this.awaited.size > 0) this.wakeAwaited([info.uuid, ...info.claims])
     // An open entry whose config changed is reopened with the new one.
     const e = this.open.get(info.dir)
     if (old && e && (old.uuid !== info.uuid || old.gateway !== info.gateway)) this.retire(e)
@@ -660,6 +702,7 @@ export class Registry {
   async close(): Promise<void> {
     this.closed = true
     this.wakeRoom()
+    this.wakeAwaited()
     this.scanAbort.abort()
     for (const t of this.timers) clearInterval(t)
     for (const t of this.pendingRescans.values()) clearTimeout(t)

@@ -9,7 +9,11 @@ import { Pool } from 'undici'
 import { parseServeArgs } from '../../src/config/config.js'
 import { buildServer, type Server } from '../../src/server.js'
 import { annex, defer, git, makeRepo, repoUuid, sh, tempDir } from '../helpers/annex.js'
-import { childPids } from '../helpers/estate.js'
+import { randomUUID } from 'node:crypto'
+import { Registry } from '../../src/gateway/registry.js'
+import { openPlainRepo } from '../../src/gateway/plain-repo.js'
+import type { Logger } from '../../src/remotes/remote.js'
+import { childPids, makeEstate, makeTemplate } from '../helpers/estate.js'
 import { makeGateway } from './fixture.js'
 
 const C = 'clientuuid=11111111-2222-3333-4444-555555555555'
@@ -112,4 +116,51 @@ test('a held lock keeps its repository open: with room for one, another reposito
   const unlocked = await post(await repoUuid(plain), 'keeplocked', `lockid=${locked.lockid}`)
   assert.equal(unlocked.body, '{"locked":false}')
   assert.equal((await post(other, 'gettimestamp')).status, 200)
+})
+
+test('during the first walk, a repository it has not reached yet is served as soon as the walk finds it; an unknown UUID waits for the walk, then 404 without a rescan', async (t) => {
+  const root = await tempDir(t, 'annex-proxy-walk-')
+  const estate = await makeEstate(await makeTemplate(join(root, 'template.git')), join(root, 'forge'), 1000, { perFolder: 100 })
+  const quiet: Logger = { info() {}, warn() {}, error() {}, debug() {} }
+  // For each repository opened: was the first walk still under way?
+  const openedDuringWalk: boolean[] = []
+  const registry: Registry = new Registry({
+    repos: [],
+    directories: [join(root, 'forge')],
+    log: quiet,
+    watch: false,
+    periodicMs: 0,
+    // An authorized unknown UUID may rescan once the walk is over, if its start is longer ago than this: never here.
+    rescanMs: 600_000,
+    open: (dir) => {
+      openedDuringWalk.push(registry.scanInFlight)
+      return openPlainRepo(dir, { log: quiet, logSettle: 'journal' })
+    },
+  })
+  defer(t, () => registry.close())
+  await registry.start()
+  assert.ok(registry.scanInFlight, 'the walk goes on after start() returns')
+  // Asked for before the walk has found any of them, anonymous and authorized alike.
+  const targets = estate.repos.filter((_, i) => i % 20 === 0)
+  const [remotes, unknownAnon, unknownAuth] = await Promise.all([
+    Promise.all(targets.map((r, i) => registry.lookup(r.uuid, [], { authorized: i % 2 === 0 }))),
+    registry.lookup(randomUUID()),
+    registry.lookup(randomUUID(), [], { authorized: true }),
+  ])
+  assert.deepEqual(
+    remotes.map((r) => r?.uuid),
+    targets.map((r) => r.uuid),
+    'every repository asked for during the walk is served, none 404',
+  )
+  assert.equal(unknownAnon, undefined)
+  assert.equal(unknownAuth, undefined)
+  assert.equal(registry.stats.repositories, 1000)
+  assert.equal(registry.stats.opens, targets.length, 'only the repositories asked for were opened')
+  // Served once found, not after the whole walk: the walk yields every few ms, and those found
+  // before its last stretch were opened while it went on.
+  const during = openedDuringWalk.filter(Boolean).length
+  t.diagnostic(`${during} of ${targets.length} opened while the first walk went on`)
+  assert.ok(during > 0, 'no repository was opened before the walk was over')
+  // The unknown UUIDs were answered from the first walk, with no walk of their own.
+  assert.equal(registry.stats.requestedScans, 0)
 })
