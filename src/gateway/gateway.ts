@@ -18,7 +18,7 @@ import type { ServerEvents } from '../metrics/metrics.js'
 import { isAbsolute, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { serializeKey, tryParseKey } from '../keys/key.js'
-import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Placement } from '../remotes/cluster.js'
+import { Cluster, type ClusterNode as NodeRemote, type ClusterPolicy, type Holders, type Placement } from '../remotes/cluster.js'
 import { LocationLog, type Settle } from '../annex/location-log.js'
 import { LocalRepo, openLocalRepo } from '../remotes/local-repo.js'
 import { Recorded } from '../remotes/recorded.js'
@@ -391,10 +391,10 @@ export class Gateway {
     return { nodes: members.filter((m) => chosen.has(m.remote.uuid)), release: () => void placed.reservation.release().catch((err: unknown) => op.log.warn({ err }, 'could not release a placement reservation')) }
   }
 
-  /** Nodes the location log says hold the key first; the rest after, so a stale log costs a lookup, not a false "absent". */
-  private async holders(members: readonly NodeRemote[], key: Key): Promise<NodeRemote[]> {
+  /** Nodes the location log says hold the key, and the rest. */
+  private async holders(members: readonly NodeRemote[], key: Key): Promise<Holders> {
     const held = new Set<string>(await this.config.locations(key))
-    return [...members.filter((m) => held.has(m.remote.uuid)), ...members.filter((m) => !held.has(m.remote.uuid))]
+    return { held: members.filter((m) => held.has(m.remote.uuid)), rest: members.filter((m) => !held.has(m.remote.uuid)) }
   }
 
   private async record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void> {

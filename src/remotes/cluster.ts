@@ -31,10 +31,18 @@ export interface ClusterPolicy {
    * choices made meanwhile) until `release()`.
    */
   targets(key: Key, op: Op, reserve?: boolean): Promise<Placement>
-  /** Nodes believed to hold `key`, to ask first. */
-  holders(key: Key, op: Op): Promise<readonly ClusterNode[]>
+  /**
+   * The nodes believed to hold `key` (asked first), and the rest (asked after, so a stale
+   * log costs a lookup, not a false "absent").
+   */
+  holders(key: Key, op: Op): Promise<Holders>
   /** Records where content now is (present) or is not, in the gateway's location log. */
   record(key: Key, uuids: readonly Uuid[], present: boolean): Promise<void>
+}
+
+export interface Holders {
+  readonly held: readonly ClusterNode[]
+  readonly rest: readonly ClusterNode[]
 }
 
 export interface Placement {
@@ -82,6 +90,15 @@ export class Cluster extends RemoteBase {
     return s
   }
 
+  /**
+   * Holders first, each group ranked on its own: ranking them together put a cheaper or idler
+   * node that lacks the key before the holders, and every GET paid a miss there first.
+   */
+  private async candidates(key: Key, op: Op): Promise<ClusterNode[]> {
+    const { held, rest } = await this.policy.holders(key, op)
+    return [...this.ranked(held), ...this.ranked(rest)]
+  }
+
   private ranked(nodes: readonly ClusterNode[]): ClusterNode[] {
     const loads = nodes.map((n) => ({ node: n, uuid: n.remote.uuid as string, cost: n.cost, hops: n.hops ?? 1, ...this.statsOf(n.remote.uuid) }))
     return rankHolders(loads).map((l) => l.node)
@@ -92,7 +109,7 @@ export class Cluster extends RemoteBase {
   }
 
   protected async doCheckPresent(key: Key, op: Op): Promise<boolean> {
-    for (const n of this.ranked(await this.policy.holders(key, op))) {
+    for (const n of await this.candidates(key, op)) {
       try {
         if (await n.remote.checkPresent(key, op)) return true
       } catch (err) {
@@ -104,7 +121,7 @@ export class Cluster extends RemoteBase {
 
   protected async doRetrieve(key: Key, offset: number, op: Op): Promise<Retrieved> {
     if (offset > 0 && !this.capabilities.has('retrieve-from-offset')) throw new NotSupportedError('a node of this cluster cannot retrieve from an offset')
-    const queue = this.ranked(await this.policy.holders(key, op))
+    const queue = await this.candidates(key, op)
     const open = async (at: number): Promise<{ node: ClusterNode; r: Retrieved } | undefined> => {
       while (queue.length > 0) {
         const node = queue.shift()!

@@ -49,7 +49,7 @@ function clusterOver<R extends Remote>(nodes: readonly R[], log: Map<string, Set
     targets: async () => ({ nodes: members, release: () => {} }),
     holders: async (key: Key) => {
       const held = log.get(serializeKey(key)) ?? new Set()
-      return [...members.filter((m) => held.has(m.remote.uuid)), ...members.filter((m) => !held.has(m.remote.uuid))]
+      return { held: members.filter((m) => held.has(m.remote.uuid)), rest: members.filter((m) => !held.has(m.remote.uuid)) }
     },
     record: async (key: Key, uuids: readonly Uuid[], present: boolean) => {
       const k = serializeKey(key)
@@ -168,6 +168,30 @@ test('a GET at equal cost is served by the node fewer gateways away, whichever s
   assert.deepEqual(served, [near.uuid])
 })
 
+test('a GET asks the nodes the location log names first, even when a cheaper node lacks the key', async (t) => {
+  const asked: string[] = []
+  // Node 0 is the cheapest (cost 100) and idle, but only node 1 (cost 101) holds the key.
+  const { cluster, nodes, log } = await makeCluster(t, 2, {
+    member: (remote, all) => ({
+      remote: new Proxy(remote, {
+        get: (target, p) => {
+          if (p === 'retrieve') return (...a: Parameters<LocalRepo['retrieve']>) => (asked.push(target.uuid), target.retrieve(...a))
+          const v = Reflect.get(target, p, target) as unknown
+          return typeof v === 'function' ? (v as (...x: unknown[]) => unknown).bind(target) : v
+        },
+      }),
+      cost: 100 + all.indexOf(remote),
+    }),
+  })
+  const c = content(64 * 1024)
+  await nodes[1]!.store(c.key, bodyOf(c.bytes), 0, op())
+  log.set(serializeKey(c.key), new Set([nodes[1]!.uuid]))
+  const r = await cluster.retrieve(c.key, 0, op())
+  assert.deepEqual(await buffer(r.body), c.bytes)
+  assert.equal(await r.valid, true)
+  assert.deepEqual(asked, [nodes[1]!.uuid], 'the holder was asked first, and only it')
+})
+
 test('remove-before reaches a node on another clock with the time left, not the gateway\'s deadline', async (t) => {
   // The node runs git-annex-shell in a time namespace whose monotonic clock is a day ahead,
   // as a node on another host would be; the other node is local.
@@ -187,7 +211,7 @@ test('remove-before reaches a node on another clock with the time left, not the 
   const policy: ClusterPolicy = {
     nodes: members,
     targets: async () => ({ nodes: members, release: () => {} }),
-    holders: async () => members,
+    holders: async () => ({ held: members, rest: [] }),
     record: async () => {},
   }
   const cluster = new Cluster(CLUSTER_UUID, policy, { highWaterMark: 64 * 1024, stallMs: 10_000 })
