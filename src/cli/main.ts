@@ -7,7 +7,6 @@ import { requireGitAnnex } from '../annex/git-annex-version.js'
 // Each command loads only its own modules: the server's (fastify, the S3 SDK, …) take seconds to
 // load on a busy machine, which a short `upload` or `p2pstdio` should not pay.
 const runDemo = async (argv: string[]) => (await import('./demo.js')).runDemo(argv)
-const serve = async (...a: Parameters<typeof import('./serve.js').serve>) => (await import('./serve.js')).serve(...a)
 const runGitAnnexShell = async (argv: string[]) => (await import('./git-annex-shell.js')).runGitAnnexShell(argv)
 const runP2pStdio = async (argv: string[]) => (await import('./p2pstdio.js')).runP2pStdio(argv)
 const runRebalance = async (...a: Parameters<typeof import('./rebalance.js').runRebalance>) => (await import('./rebalance.js')).runRebalance(...a)
@@ -60,8 +59,16 @@ async function main(argv: string[]): Promise<void> {
         process.stdout.write(USAGE)
         return
       }
-      await requireGitAnnex()
-      return cmd === 'serve' ? serve(parseServeArgs(rest, process.cwd())) : runDemo(rest)
+      if (cmd === 'demo') {
+        await requireGitAnnex()
+        return runDemo(rest)
+      }
+      {
+        // The version check runs while the server's modules load: neither waits for the other.
+        const cfg = parseServeArgs(rest, process.cwd())
+        const [start] = await Promise.all([import('./serve.js'), requireGitAnnex()])
+        return start.serve(cfg)
+      }
     case undefined:
     case '-h':
     case '--help':
