@@ -1,10 +1,10 @@
 // Committing git-annex's journal into the git-annex branch, as git-annex's own
 // Annex.Branch.commit does it (Annex/Branch.hs forceCommit → stageJournal → commitIndex),
 // with git plumbing instead of a git-annex process: spawning `git annex merge` costs ~100 ms
-// of a busy machine per commit; here a commit is four short git commands (update-index,
-// write-tree, commit-tree, update-ref) next to two long-lived helpers (the lock holder and
-// `git hash-object --stdin-paths`), which is what lets a served repository commit before
-// every answer by default.
+// of a busy machine per commit; here a commit is two short git commands on git-annex's index
+// (update-index, write-tree) next to long-lived helpers (the lock holder, `git hash-object
+// --stdin-paths` for blobs and for the commit object, `git update-ref --stdin`), which is
+// what lets a served repository commit before every answer by default.
 //
 // Interoperable with real git-annex processes on the same repository because it takes the
 // locks git-annex takes and leaves the files it leaves:
@@ -213,6 +213,11 @@ class LineHelper {
     this.proc.once('close', (code, signal) => fail(new LocationLogError(`${what} exited ${code ?? signal}: ${this.stderr.trim()}`)))
   }
 
+  /** Sends `line`, which gets no answer. */
+  send(line: string): void {
+    if (!this.gone) this.proc.stdin.write(line + '\n')
+  }
+
   /** Sends `line`, resolves with the next line answered. */
   ask(line: string): Promise<string> {
     if (this.gone) return Promise.reject(this.gone)
@@ -265,6 +270,11 @@ export interface JournalCommitOptions {
 export class JournalCommitter {
   private locker: LineHelper | undefined
   private hasher: LineHelper | undefined
+  private commitHasher: LineHelper | undefined
+  private refUpdater: LineHelper | undefined
+  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date), and where the
+  // commit object is written for hashing.
+  private idents: { author: string; committer: string; tmp: string } | undefined
   // One commit at a time from this process (the lock is per process for fcntl).
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -286,9 +296,10 @@ export class JournalCommitter {
   /** Ends the helper processes, after the commits queued before (never under one). */
   stop(): Promise<void> {
     const run = this.queue.then(() => {
-      const [l, h] = [this.locker, this.hasher]
-      this.locker = this.hasher = undefined
-      return Promise.all([l?.stop(), h?.stop()]).then(() => undefined)
+      const helpers = [this.locker, this.hasher, this.commitHasher, this.refUpdater]
+      const tmp = this.idents?.tmp
+      this.locker = this.hasher = this.commitHasher = this.refUpdater = this.idents = undefined
+      return Promise.all([...helpers.map((h) => h?.stop()), tmp && rm(tmp, { recursive: true, force: true })]).then(() => undefined)
     })
     this.queue = run.catch(() => undefined)
     return run
@@ -306,12 +317,50 @@ export class JournalCommitter {
     try {
       return await fn()
     } finally {
-      // A holder that cannot unlock is ended: its exit releases the lock.
-      await locker.ask('unlock').catch(async () => {
+      // Not waited for: the holder unlocks before it reads the next lock request. One that
+      // cannot unlock is ended: its exit releases the lock.
+      void locker.ask('unlock').catch(async () => {
         if (this.locker === locker) this.locker = undefined
         await locker.stop()
       })
     }
+  }
+
+  /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, without a process per commit. */
+  private async commitTree(tree: string, parent: string, message: string): Promise<string> {
+    if (!this.idents) {
+      const ident = async (v: string) => {
+        const m = /^(.*) \d+ [+-]\d{4}$/.exec((await runGitBytes(this.gitDir, ['var', v])).toString('utf8').trim())
+        if (!m) throw new LocationLogError(`git var ${v}: unexpected answer`)
+        return m[1]!
+      }
+      this.idents = { author: await ident('GIT_AUTHOR_IDENT'), committer: await ident('GIT_COMMITTER_IDENT'), tmp: await mkdtemp(join(tmpdir(), 'annex-proxy-commit-')) }
+    }
+    const now = new Date()
+    const off = -now.getTimezoneOffset()
+    const tz = `${off < 0 ? '-' : '+'}${String(Math.floor(Math.abs(off) / 60)).padStart(2, '0')}${String(Math.abs(off) % 60).padStart(2, '0')}`
+    const date = `${Math.floor(now.getTime() / 1000)} ${tz}`
+    const f = join(this.idents.tmp, 'commit')
+    await writeFile(f, `tree ${tree}\nparent ${parent}\nauthor ${this.idents.author} ${date}\ncommitter ${this.idents.committer} ${date}\n\n${message}\n`)
+    if (!this.commitHasher?.alive) this.commitHasher = new LineHelper('git hash-object -t commit', 'git', ['hash-object', '-w', '-t', 'commit', '--stdin-paths'], this.gitDir)
+    const sha = await this.commitHasher.ask(f)
+    if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new LocationLogError(`git hash-object -t commit answered ${JSON.stringify(sha)}`)
+    return sha
+  }
+
+  /**
+   * `git update-ref BRANCH NEW OLD` as a transaction of one long-lived `git update-ref --stdin`;
+   * a ref no longer at OLD ends that process with the reason (a later update starts another).
+   */
+  private async updateRef(commit: string, old: string, message: string): Promise<void> {
+    if (!this.refUpdater?.alive) this.refUpdater = new LineHelper('git update-ref --stdin', 'git', ['update-ref', '-m', message, '--stdin'], this.gitDir)
+    const u = this.refUpdater
+    // Sent at once (one wait for the helper, not three); answered in order.
+    const answers = [u.ask('start')]
+    u.send(`update ${BRANCH} ${commit} ${old}`)
+    answers.push(u.ask('prepare'), u.ask('commit'))
+    const got = await Promise.all(answers)
+    if (got.join('|') !== 'start: ok|prepare: ok|commit: ok') throw new LocationLogError(`git update-ref --stdin answered ${got.join(', ')}`)
   }
 
   private async hashPaths(paths: readonly string[]): Promise<string[]> {
@@ -356,9 +405,9 @@ export class JournalCommitter {
         await setIndexSha(annexDir, branch)
       }
       const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
-      const commit = (await runGitBytes(gitDir, ['commit-tree', '--no-gpg-sign', tree, '-p', branch, '-m', message])).toString('latin1').trim()
+      const commit = await this.commitTree(tree, branch, message)
       try {
-        await runGitBytes(gitDir, ['update-ref', '-m', message, BRANCH, commit, branch])
+        await this.updateRef(commit, branch, message)
         await setIndexSha(annexDir, commit)
         break
       } catch (e) {
