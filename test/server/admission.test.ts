@@ -132,6 +132,8 @@ test('50 dribbling uploads and 50 idle connections: others are answered within 1
   const idle = await Promise.all(Array.from({ length: 50 }, () => connect(t, s.server.port)))
   // One byte every 500 ms each: never silent for --client-timeout while this runs.
   let dribbling = true
+  // A failed assertion below must not leave this loop keeping the test process alive.
+  t.after(() => void (dribbling = false))
   const dribble = (async () => {
     while (dribbling) {
       for (const u of uploads) {
