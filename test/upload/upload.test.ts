@@ -120,7 +120,7 @@ test('upload -J8 of a 300-file tree (1 B to 48 MiB, spaces and unicode) into a c
   }
 })
 
-test('upload -J4 of the same tree into the reference git annex p2phttp: keys as git annex add, present, got back', { timeout: 900_000 }, async (t) => {
+test('upload -J4 of the same tree into the reference git annex p2phttp: keys as git annex add, present, content verified where it was stored', { timeout: 900_000 }, async (t) => {
   const root = await tempDir(t, 'annex-proxy-upload-ref-')
   const srv = await makeRepo(join(root, 'srv'), 'srv')
   // The reference serves --jobs/2 requests at once (transcripts/README item 1). With 8 uploads
@@ -134,13 +134,18 @@ test('upload -J4 of the same tree into the reference git annex p2phttp: keys as 
   const { stdout } = await annex(srv, 'findkeys', '--in', 'here')
   assert.equal(new Set(stdout.split('\n').filter(Boolean)).size, keys.length, 'the reference holds every key')
   assert.equal(await presentIn(clone, 'origin', keys), keys.length, 'checkpresentkey on the reference')
-  // Got back through the reference, into a clone that never had them.
+  // A clone that never had them finds every file present on the reference.
   const other = await makeClient(srv, join(root, 'other'), served.port)
   const rec = await upload(other, ['--to', 'origin', '-J4', '--record', '.', '../tree'])
   assert.equal(rec.code, 0, rec.stderr)
   assert.ok(rec.results.every((x) => x.result === 'present'))
-  await sh(other, 'git', ['annex', 'get', '-q', '-J4', 'tree'], { timeoutMs: 600_000 })
+  // The content is checked where the reference stored it, not by getting it back through the
+  // reference: its GET stalls for good a few KiB before the end of a file in some loaded runs
+  // (a 16 MiB key stopped 12 312 bytes short in a CI run; spec §9.19), which is its defect,
+  // not the upload client's. fsck re-hashes every stored key.
+  await annex(srv, 'fsck', '--all', '--quiet')
   for (const n of names.slice(0, 40)) {
-    assert.equal(sha(await readFile(join(other, 'tree', n))), sha(await readFile(join(root, 'tree', n))), `content of ${n}`)
+    const at = (await annex(srv, 'contentlocation', uploaded.get(`tree/${n}`)!)).stdout.trim()
+    assert.equal(sha(await readFile(join(srv, at))), sha(await readFile(join(root, 'tree', n))), `content of ${n}`)
   }
 })
