@@ -1,7 +1,7 @@
 // P2PHttpClient against a real `git annex p2phttp`: version fallback (404 and the
 // reference's own `400 bad version`), basic auth after a 401, aborts mid-transfer.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { existsSync, statSync } from 'node:fs'
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
@@ -14,6 +14,8 @@ import { buildServer } from '../../src/server.js'
 import { P2PHttpClient, parseAnnexUrl, type HttpClientOptions } from '../../src/protocol/http/client.js'
 import { defer, git, makeRepo, repoUuid, startReference as startRef, tempDir, unusedPort, type After } from '../helpers/annex.js'
 import { content, stallingBody } from '../remotes/contract.js'
+import { keyFile } from '../../src/keys/object-path.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const CLIENT = '00000000-0000-4000-8000-0000000000c2'
 
@@ -269,14 +271,14 @@ test('a GET that keeps stalling fails after its resumes, with the bytes so far a
 })
 
 /** annex-proxy itself serving a fresh repository, in this process, on a port the system chose. */
-async function annexProxy(t: TestContext, setup: (repo: string) => Promise<void> = async () => {}): Promise<{ port: number; uuid: string }> {
+async function annexProxy(t: TestContext, setup: (repo: string) => Promise<void> = async () => {}): Promise<{ port: number; uuid: string; repo: string }> {
   const d = await tempDir(t)
   const repo = await makeRepo(join(d, 'node'), 'node')
   await setup(repo)
   const server = await buildServer(parseServeArgs(['--repo', repo, '--wideopen', '--log-level', 'warn'], d))
   defer(t, () => server.close(0))
   await server.app.listen({ host: '127.0.0.1', port: 0 })
-  return { port: (server.app.server.address() as AddressInfo).port, uuid: await repoUuid(repo) }
+  return { port: (server.app.server.address() as AddressInfo).port, uuid: await repoUuid(repo), repo }
 }
 
 test('a downstream annex-proxy that is full (507) or busy with the key (409) gives its own errors, not 502', async (t) => {
@@ -292,6 +294,11 @@ test('a downstream annex-proxy that is full (507) or busy with the key (409) giv
   const { body, consumed, finish } = stallingBody(big.bytes.subarray(0, 50_000))
   const first = c.put(busy.uuid, big.key, body, { signal: signal(), length: big.bytes.length })
   await consumed
+  // The client having sent the first bytes does not mean the server has taken the key: under
+  // load the second put, on its own connection, could get there first. The tmp file is
+  // opened only once the first put holds the key.
+  const tmp = join(busy.repo, '.git', 'annex', 'tmp', keyFile(big.key))
+  await waitUntil('the first put to begin writing its tmp file', 60_000, () => existsSync(tmp) && statSync(tmp).size > 0)
   await assert.rejects(c.put(busy.uuid, big.key, Readable.from([big.bytes]), { signal: signal(), length: big.bytes.length }), (e) => e instanceof TransferInProgressError)
   finish(big.bytes.subarray(50_000))
   assert.equal((await first).stored, true)
