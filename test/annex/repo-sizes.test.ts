@@ -12,7 +12,6 @@ import { BranchReader } from '../../src/annex/branch-reader.js'
 import { RepoSizes } from '../../src/annex/repo-sizes.js'
 import { keyFile, keyOfFile } from '../../src/keys/object-path.js'
 import { parseKey, serializeKey, tryParseKey, type Key } from '../../src/keys/key.js'
-import type { Uuid } from '../../src/remotes/remote.js'
 import { defer, git, makeRepo, sh, tempDir } from '../helpers/annex.js'
 
 const UUIDS = ['11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222222', '33333333-3333-4333-8333-333333333333']

@@ -16,7 +16,7 @@ import type { Remote } from '../../src/remotes/remote.js'
 import { CacheSpace, ChunkCache } from '../../src/streams/chunk-cache.js'
 import { DiskReserve } from '../../src/streams/disk-reserve.js'
 import { defer, makeRepo, repoUuid, tempDir } from '../helpers/annex.js'
-import { bodyOf, content, eventually, op, remoteContract, storeAll } from './contract.js'
+import { content, eventually, op, remoteContract, storeAll } from './contract.js'
 
 const quiet = { info() {}, warn() {}, error() {}, debug() {} }
 

@@ -8,7 +8,6 @@ import { AbortedError, HashMismatchError, LengthMismatchError, TransferInProgres
 import { serializeKey } from '../../src/keys/key.js'
 import { HttpRepo } from '../../src/remotes/http-repo.js'
 import type { Remote } from '../../src/remotes/remote.js'
-import { spawn } from 'node:child_process'
 import { annex, defer, makeRepo, repoUuid, startAnnexProxy, startReference, tempDir, type After, type Served } from '../helpers/annex.js'
 import { holdsLock, waitUntil } from '../helpers/wait.js'
 import { bodyOf, content, op, remoteContract, stallingBody, storeAll } from './contract.js'

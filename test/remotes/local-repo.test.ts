@@ -12,7 +12,7 @@ import { parseKey, serializeKey } from '../../src/keys/key.js'
 import { hashDirLower, keyFile } from '../../src/keys/object-path.js'
 import { openLocalRepo, type LocalRepo, type LocalRepoOptions } from '../../src/remotes/local-repo.js'
 import type { Remote } from '../../src/remotes/remote.js'
-import { annex, defer, findKeysHere, git, makeRepo, p2pStdio, repoUuid, sh, sha256Key, shStatus, tempDir, whereisHere } from '../helpers/annex.js'
+import { annex, defer, findKeysHere, git, makeRepo, p2pStdio, repoUuid, sh, shStatus, tempDir, whereisHere } from '../helpers/annex.js'
 import { bodyOf, content, eventually, op, remoteContract, stallingBody, storeAll, type Content } from './contract.js'
 
 async function localRepo(t: TestContext, opts: LocalRepoOptions & { bare?: boolean; config?: Record<string, string> } = {}): Promise<{ repo: LocalRepo; dir: string }> {

@@ -6,8 +6,7 @@ import { createHash } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test, type TestContext } from 'node:test'
-import { spawn } from 'node:child_process'
-import { annex, defer, git, gitEnv, makeClient, makeRepo, repoUuid, sh, startAnnexProxy, startReference, tempDir } from '../helpers/annex.js'
+import { annex, git, makeClient, makeRepo, repoUuid, sh, startAnnexProxy, startReference, tempDir } from '../helpers/annex.js'
 import { makeTree, upload } from './helpers.js'
 
 const MiB = 1024 * 1024

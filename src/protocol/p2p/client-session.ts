@@ -7,7 +7,7 @@
 import { once } from 'node:events'
 import type { Readable, Writable } from 'node:stream'
 import { finished } from 'node:stream/promises'
-import { AppendOnlyError, PeerClosedError, PeerError, ProtocolError, ProxyError, ReadOnlyError, RemoteUnavailableError, VersionError } from '../../errors.js'
+import { AppendOnlyError, PeerClosedError, PeerError, ProtocolError, ProxyError, ReadOnlyError, VersionError } from '../../errors.js'
 import type { Key } from '../../keys/key.js'
 import { encodeLine } from './codec.js'
 import { FrameReader } from './framer.js'

@@ -9,7 +9,6 @@
 import { randomBytes } from 'node:crypto'
 import { lstat, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { UnsafePathError } from '../../errors.js'
-import { join } from 'node:path'
 import { freezeDirOf, thawDirOf } from './layout.js'
 import { lstatRegular, openRegularForReading } from './safe-fs.js'
 

@@ -178,7 +178,7 @@ class Blake2Tree implements StatefulHasher {
   private pos = 0
 
   constructor(
-    private readonly make: (p: Blake2Params) => Blake2Core,
+    make: (p: Blake2Params) => Blake2Core,
     private readonly blockBytes: number,
     private readonly innerLength: number,
     readonly digestLength: number,

@@ -131,7 +131,6 @@ function threefish(nw: 4 | 8): string {
   const words = (p: string, n: number) => Array.from({ length: n }, (_, i) => `${p}${i}`)
   const x = words('x', nw)
   const k = words('k', nw + 1)
-  const t = words('t', 3)
   const out: string[] = []
   out.push(`export function threefish${nw * 64}(chain: Int32Array, m: Int32Array, tweak: Int32Array): void {`)
   out.push(`  let ${x.map((w, i) => `${w}l = m[${2 * i}]!, ${w}h = m[${2 * i + 1}]!`).join(', ')}`)
