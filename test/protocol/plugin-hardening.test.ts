@@ -304,12 +304,15 @@ test('a repository whose remote does not answer holds only its own workers (-J1)
     assert.ok(Date.now() < deadline, 'the slow remote was never asked')
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
+  // The silent remote never answers and its queue waits up to 60 s: a request that had to
+  // wait behind it would get no answer in 30 s, however loaded the machine. (Answered at
+  // all is the behaviour; a 1 s bound on how fast would be the machine's speed.)
   for (const path of [`/git-annex/${r.uuid}/v4/checkpresent?key=${r.key}&${C}`, `/git-annex/${r.uuid}/v4/key/${r.key}?${C}`]) {
     const t0 = Date.now()
-    const res = await pool.request({ path, method: path.includes('/key/') ? 'GET' : 'POST', headersTimeout: 5_000 })
+    const res = await pool.request({ path, method: path.includes('/key/') ? 'GET' : 'POST', headersTimeout: 30_000 })
     const text = await res.body.text()
     assert.equal(res.statusCode, 200, text)
-    assert.ok(Date.now() - t0 < 1000, `${path} took ${Date.now() - t0} ms behind a silent remote`)
+    t.diagnostic(`${path.split('?')[0]} answered in ${Date.now() - t0} ms behind a silent remote`)
   }
   void waiting
 })
