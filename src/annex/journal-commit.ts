@@ -16,8 +16,9 @@
 //   the branch is merged into it, so a journal file written before a push is union-merged with
 //   the pushed lines, never put over them (`git annex merge` stages it after merging a pushed
 //   branch into the index, and a publisher's lines were lost that way);
-// - the branch the index was last updated to is in .git/annex/index.lck; when the branch has
-//   moved since (a push into refs/heads/git-annex), it is union-merged into the index first
+// - the branch the index was last updated to is in .git/annex/index.lck (set once a commit is
+//   in); when the branch has moved since (a push into refs/heads/git-annex), it is union-merged
+//   into the index first
 //   (Git/UnionMerge.hs: per differing file, the sorted unique union of the lines, reusing a
 //   side's blob when it already is that union);
 // - the branch ref is moved with compare-and-swap from the commit's parent: a push landing
@@ -400,10 +401,11 @@ export class JournalCommitter {
     await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8') })
     for (let attempt = 1; ; attempt++) {
       // commitIndex: the index is brought up to the branch first, so the commit keeps what was pushed.
-      if ((await indexSha(annexDir)) !== branch) {
-        await mergeIntoIndex(gitDir, env, branch)
-        await setIndexSha(annexDir, branch)
-      }
+      // index.lck is not set to the merged branch: until the commit is in, the index may hold the
+      // journal staged again over the merge (a commit that fails, or a server killed here, is
+      // followed by one that stages the journal first), so only a merge after that keeps the
+      // pushed lines.
+      if ((await indexSha(annexDir)) !== branch) await mergeIntoIndex(gitDir, env, branch)
       const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
       const commit = await this.commitTree(tree, branch, message)
       try {

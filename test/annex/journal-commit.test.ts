@@ -3,7 +3,7 @@
 // (`git annex merge` put the journal file over them), and concurrent git-annex writers, readers
 // and pushes into refs/heads/git-annex lose no line.
 import assert from 'node:assert/strict'
-import { readdir } from 'node:fs/promises'
+import { readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
@@ -23,6 +23,30 @@ async function inBranch(repo: string, key: string): Promise<string> {
 }
 
 const journal = (gitDir: string) => readdir(join(gitDir, 'annex/journal')).catch(() => [] as string[])
+
+/** A served bare repository and a publisher's clone of it, both git-annex repositories. */
+async function servedAndPublisher(t: Parameters<typeof tempDir>[0]) {
+  const root = await tempDir(t)
+  const srv = await makeRepo(join(root, 'srv.git'), 'srv', { bare: true })
+  const pub = join(root, 'pub')
+  await git(root, 'clone', '-q', srv, pub)
+  await annex(pub, 'init', '-q', 'pub')
+  const [su, pu] = [asUuid(await repoUuid(srv)), await repoUuid(pub)]
+  return { root, srv, pub, su, pu }
+}
+
+/**
+ * The server's line for `k` reaches its journal (not committed), then the publisher records its
+ * own copy and pushes its git-annex branch into the server's (a fast-forward).
+ */
+async function journalThenPush({ srv, pub, su, pu }: Awaited<ReturnType<typeof servedAndPublisher>>, k: string): Promise<void> {
+  await git(srv, '-c', 'annex.alwayscommit=false', 'annex', 'setpresentkey', k, su, '1')
+  assert.equal((await journal(srv)).length, 1)
+  await annex(pub, 'setpresentkey', k, pu, '1')
+  await annex(pub, 'merge')
+  await git(pub, 'push', '-q', 'origin', 'git-annex')
+  assert.match(await inBranch(srv, k), new RegExp(` 1 ${pu}$`, 'm'), 'pushed')
+}
 
 test('fileJournal undoes journalFileName for branch paths whose segments do not start with _', () => {
   const segment = fc.stringMatching(/^[a-zA-Z0-9.\-][a-zA-Z0-9._\-]{0,12}$/)
@@ -55,26 +79,16 @@ test("unionMerge is git-annex's calcMerge: sorted unique lines, reusing a side t
 })
 
 test("a journal written before a push into refs/heads/git-annex keeps the pushed lines when committed (git annex merge put the journal over them)", async (t) => {
-  const root = await tempDir(t)
-  const srv = await makeRepo(join(root, 'srv.git'), 'srv', { bare: true })
-  const pub = join(root, 'pub')
-  await git(root, 'clone', '-q', srv, pub)
-  await annex(pub, 'init', '-q', 'pub')
-  const [su, pu] = [asUuid(await repoUuid(srv)), await repoUuid(pub)]
+  const repos = await servedAndPublisher(t)
+  const { srv, su, pu } = repos
   const log = new LocationLog(srv, { idleMs: 60_000, settle: 'commit' })
   t.after(() => log.close())
   const k = keyName(1)
-  // What a served upload does: the server's line reaches its journal (held there while the
-  // first commit waits, so the push lands between journal and commit) …
   const before = await commitJournal(srv)
   assert.equal(before, false, 'nothing journalled yet')
-  await git(srv, '-c', 'annex.alwayscommit=false', 'annex', 'setpresentkey', k, su, '1')
-  assert.equal((await journal(srv)).length, 1)
-  // … the publisher records its own copy and pushes its git-annex branch (a fast-forward) …
-  await annex(pub, 'setpresentkey', k, pu, '1')
-  await annex(pub, 'merge')
-  await git(pub, 'push', '-q', 'origin', 'git-annex')
-  assert.match(await inBranch(srv, k), new RegExp(` 1 ${pu}$`, 'm'), 'pushed')
+  // What a served upload does: the server's line reaches its journal (held there while the
+  // first commit waits, so the push lands between journal and commit), the publisher pushes …
+  await journalThenPush(repos, k)
   // … and the server commits its journal.
   await log.record(parseKey(keyName(2)), su, true)
   const lines = await inBranch(srv, k)
@@ -89,12 +103,7 @@ test("a journal written before a push into refs/heads/git-annex keeps the pushed
 })
 
 test('committing the journal while real git-annex processes write, read and commit the same branch, and a clone pushes into it, loses no line', { timeout: 300_000 }, async (t) => {
-  const root = await tempDir(t)
-  const srv = await makeRepo(join(root, 'srv.git'), 'srv', { bare: true })
-  const pub = join(root, 'pub')
-  await git(root, 'clone', '-q', srv, pub)
-  await annex(pub, 'init', '-q', 'pub')
-  const [su, pu] = [asUuid(await repoUuid(srv)), await repoUuid(pub)]
+  const { srv, pub, su, pu } = await servedAndPublisher(t)
   const other = '00000000-0000-4000-8000-00000000000a'
   const N = 24
   const log = new LocationLog(srv, { idleMs: 60_000, settle: 'commit' })
@@ -151,4 +160,26 @@ test('committing the journal while real git-annex processes write, read and comm
   // git-annex reads the result as it reads its own commits.
   const w = (await annex(srv, 'whereis', '--key', keyName(0))).stdout
   assert.match(w, /3 copies/, w)
+})
+
+test('a commit that fails after union-merging a pushed branch is followed by one that keeps the pushed lines (it staged the journal over the merge)', async (t) => {
+  const repos = await servedAndPublisher(t)
+  const { srv, su, pu } = repos
+  const k = keyName(1)
+  // A pushed branch to union-merge: the merged log is a blob neither side has.
+  await journalThenPush(repos, k)
+
+  // A ref lock held by someone else fails the commit after its objects were written.
+  const refLock = join(srv, 'refs/heads/git-annex.lock')
+  await writeFile(refLock, '')
+  await assert.rejects(commitJournal(srv), /git update-ref --stdin exited .*cannot lock ref/s)
+  assert.equal((await journal(srv)).length, 1, 'the journal is kept for the next commit')
+
+  await rm(refLock)
+  assert.equal(await commitJournal(srv), true)
+  const lines = await inBranch(srv, k)
+  assert.match(lines, new RegExp(` 1 ${su}$`, 'm'), "the server's line")
+  assert.match(lines, new RegExp(` 1 ${pu}$`, 'm'), "the publisher's pushed line")
+  assert.deepEqual(await journal(srv), [])
+  await git(srv, 'fsck', '--no-progress')
 })
