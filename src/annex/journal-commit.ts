@@ -6,6 +6,16 @@
 // --stdin-paths` for blobs and for the commit object, `git update-ref --stdin`), which is
 // what lets a served repository commit before every answer by default.
 //
+// No git command takes several objects' content on one stdin (hash-object --stdin takes one
+// object per process, mktree only trees, fast-import writes a pack per checkpoint), and a
+// process per commit object is what the long-lived hasher saves. So the commit object and
+// union-merged blobs are written as files for `--stdin-paths`, where git-annex writes its own
+// temporary files: .git/annex/othertmp, under a shared lock on othertmp.lck (Annex/Tmp.hs
+// withOtherTmp), which keeps a git-annex process's exit (cleanupOtherTmp) from removing them
+// under us, and which lets it remove what a killed server left there. They are removed as
+// soon as the commit ends, and the directory once no process holds it; nothing goes to
+// os.tmpdir().
+//
 // Interoperable with real git-annex processes on the same repository because it takes the
 // locks git-annex takes and leaves the files it leaves:
 // - everything happens under the journal lock (.git/annex/journal.lck, an exclusive fcntl lock
@@ -28,8 +38,7 @@
 // - journal files are deleted only once the commit is in the branch, the index.lck records the
 //   commit, and a hooks/post-update-annex is run as git-annex runs it.
 import { constants } from 'node:fs'
-import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
@@ -104,22 +113,16 @@ async function catBlobs(gitDir: string, shas: readonly string[]): Promise<Map<st
   return m
 }
 
-/** Writes blobs into the object store; their shas in order. */
-async function hashPathsOnce(gitDir: string, paths: readonly string[]): Promise<string[]> {
-  if (paths.length === 0) return []
-  const out = (await runGitBytes(gitDir, ['hash-object', '-w', '--no-filters', '--stdin-paths'], { input: paths.join('\n') + '\n' })).toString('latin1')
-  const shas = out.split('\n').filter((s) => s !== '')
-  if (shas.length !== paths.length) throw new LocationLogError(`git hash-object answered ${shas.length} shas for ${paths.length} files`)
-  return shas
-}
-
 /** update-index --index-info lines; `encoding` is how the paths' bytes are held (diff output: latin1; file names: utf8). */
 function indexInfo(entries: ReadonlyArray<readonly [sha: string, path: string]>, encoding: 'latin1' | 'utf8'): Buffer {
   return Buffer.from(entries.map(([sha, path]) => `100644 blob ${sha}\t${path}\0`).join(''), encoding)
 }
 
+/** Writes contents as blobs into the object store; their shas in order. */
+type HashContents = (contents: readonly Buffer[]) => Promise<string[]>
+
 /** Union-merges `ref` into the index (Git/UnionMerge.hs mergeIndex). Staged changes take part. */
-async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: string): Promise<void> {
+async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: string, hashContents: HashContents): Promise<void> {
   const diff = (await runGitBytes(gitDir, ['diff-index', '--raw', '-z', '-r', '--no-renames', '-l0', '--cached', ref, '--'], { env })).toString('latin1').split('\0')
   const direct: Array<[string, string]> = []
   const both: Array<[a: string, b: string, path: string]> = []
@@ -141,20 +144,8 @@ async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: strin
       else fresh.push([r.content, path])
     }
     if (fresh.length > 0) {
-      const dir = await mkdtemp(join(tmpdir(), 'annex-proxy-union-'))
-      try {
-        const files = await Promise.all(
-          fresh.map(async ([content], i) => {
-            const f = join(dir, String(i))
-            await writeFile(f, Buffer.from(content, 'latin1'))
-            return f
-          }),
-        )
-        const shas = await hashPathsOnce(gitDir, files)
-        fresh.forEach(([, path], i) => entries.push([shas[i]!, path]))
-      } finally {
-        await rm(dir, { recursive: true, force: true })
-      }
+      const shas = await hashContents(fresh.map(([content]) => Buffer.from(content, 'latin1')))
+      fresh.forEach(([, path], i) => entries.push([shas[i]!, path]))
     }
   }
   if (entries.length > 0) await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(entries, 'latin1') })
@@ -240,20 +231,35 @@ class LineHelper {
   }
 }
 
-// The journal lock (journal-lock.ts) taken and released on command by one perl process, so a
-// commit spawns none for it. A process dying releases its fcntl locks: a killed server never
-// leaves the journal locked.
+// The journal lock (journal-lock.ts) and a shared lock on othertmp.lck (for the files staged in
+// othertmp) taken and released on command by one perl process, so a commit spawns none for
+// them. On release, othertmp is removed when empty and no other process holds it (what
+// cleanupOtherTmp checks with an exclusive lock, here without waiting). A process dying
+// releases its fcntl locks: a killed server never leaves the journal locked.
 const LOCKER = `
-use strict; use Fcntl qw(O_RDWR O_CREAT F_SETLKW F_WRLCK F_UNLCK);
+use strict; use Fcntl qw(O_RDWR O_CREAT F_SETLK F_SETLKW F_RDLCK F_WRLCK F_UNLCK);
 $| = 1;
-my $path = shift;
-sysopen(my $fh, $path, O_RDWR | O_CREAT, 0666) or die "cannot open $path: $!\\n";
+my ($journal, $othertmp) = @ARGV;
+sub lockfile { my $p = shift; sysopen(my $fh, $p, O_RDWR | O_CREAT, 0666) or die "cannot open $p: $!\\n"; $fh }
+sub setlk { my ($fh, $cmd, $type) = @_; fcntl($fh, $cmd, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) }
+my $j = lockfile($journal);
+my $t = lockfile("$othertmp.lck");
 while (my $cmd = <STDIN>) {
-  my $type = $cmd eq "lock\\n" ? F_WRLCK : F_UNLCK;
-  fcntl($fh, F_SETLKW, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) or die "cannot lock $path: $!\\n";
-  print $type == F_WRLCK ? "locked\\n" : "unlocked\\n";
+  if ($cmd eq "lock\\n") {
+    setlk($j, F_SETLKW, F_WRLCK) or die "cannot lock $journal: $!\\n";
+    setlk($t, F_SETLKW, F_RDLCK) or die "cannot lock $othertmp.lck: $!\\n";
+    print "locked\\n";
+  } else {
+    rmdir $othertmp if setlk($t, F_SETLK, F_WRLCK);
+    setlk($t, F_SETLKW, F_UNLCK) or die "cannot unlock $othertmp.lck: $!\\n";
+    setlk($j, F_SETLKW, F_UNLCK) or die "cannot unlock $journal: $!\\n";
+    print "unlocked\\n";
+  }
 }
 `
+
+/** Writes content to a new file that is removed when the commit ends; its path. */
+type Stage = (content: Buffer) => Promise<string>
 
 /** 64-bit Linux: where the struct flock packed above is the kernel's. */
 const SUPPORTED = process.platform === 'linux' && ['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
@@ -273,9 +279,8 @@ export class JournalCommitter {
   private hasher: LineHelper | undefined
   private commitHasher: LineHelper | undefined
   private refUpdater: LineHelper | undefined
-  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date), and where the
-  // commit object is written for hashing.
-  private idents: { author: string; committer: string; tmp: string } | undefined
+  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date).
+  private idents: { author: string; committer: string } | undefined
   // One commit at a time from this process (the lock is per process for fcntl).
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -298,9 +303,8 @@ export class JournalCommitter {
   stop(): Promise<void> {
     const run = this.queue.then(() => {
       const helpers = [this.locker, this.hasher, this.commitHasher, this.refUpdater]
-      const tmp = this.idents?.tmp
       this.locker = this.hasher = this.commitHasher = this.refUpdater = this.idents = undefined
-      return Promise.all([...helpers.map((h) => h?.stop()), tmp && rm(tmp, { recursive: true, force: true })]).then(() => undefined)
+      return Promise.all(helpers.map((h) => h?.stop())).then(() => undefined)
     })
     this.queue = run.catch(() => undefined)
     return run
@@ -310,7 +314,8 @@ export class JournalCommitter {
     if (!SUPPORTED) throw new LocationLogError(`taking git-annex's journal lock needs 64-bit Linux (this is ${process.platform}/${process.arch})`)
     if (!this.locker?.alive) {
       await mkdir(join(this.gitDir, 'annex'), { recursive: true })
-      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(this.gitDir, 'annex', 'journal.lck')], this.gitDir)
+      const annexDir = join(this.gitDir, 'annex')
+      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(annexDir, 'journal.lck'), join(annexDir, 'othertmp')], this.gitDir)
     }
     const locker = this.locker
     const answer = await locker.ask('lock')
@@ -328,21 +333,20 @@ export class JournalCommitter {
   }
 
   /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, without a process per commit. */
-  private async commitTree(tree: string, parent: string, message: string): Promise<string> {
+  private async commitTree(stage: Stage, tree: string, parent: string, message: string): Promise<string> {
     if (!this.idents) {
       const ident = async (v: string) => {
         const m = /^(.*) \d+ [+-]\d{4}$/.exec((await runGitBytes(this.gitDir, ['var', v])).toString('utf8').trim())
         if (!m) throw new LocationLogError(`git var ${v}: unexpected answer`)
         return m[1]!
       }
-      this.idents = { author: await ident('GIT_AUTHOR_IDENT'), committer: await ident('GIT_COMMITTER_IDENT'), tmp: await mkdtemp(join(tmpdir(), 'annex-proxy-commit-')) }
+      this.idents = { author: await ident('GIT_AUTHOR_IDENT'), committer: await ident('GIT_COMMITTER_IDENT') }
     }
     const now = new Date()
     const off = -now.getTimezoneOffset()
     const tz = `${off < 0 ? '-' : '+'}${String(Math.floor(Math.abs(off) / 60)).padStart(2, '0')}${String(Math.abs(off) % 60).padStart(2, '0')}`
     const date = `${Math.floor(now.getTime() / 1000)} ${tz}`
-    const f = join(this.idents.tmp, 'commit')
-    await writeFile(f, `tree ${tree}\nparent ${parent}\nauthor ${this.idents.author} ${date}\ncommitter ${this.idents.committer} ${date}\n\n${message}\n`)
+    const f = await stage(Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${this.idents.author} ${date}\ncommitter ${this.idents.committer} ${date}\n\n${message}\n`))
     if (!this.commitHasher?.alive) this.commitHasher = new LineHelper('git hash-object -t commit', 'git', ['hash-object', '-w', '-t', 'commit', '--stdin-paths'], this.gitDir)
     const sha = await this.commitHasher.ask(f)
     if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new LocationLogError(`git hash-object -t commit answered ${JSON.stringify(sha)}`)
@@ -373,6 +377,22 @@ export class JournalCommitter {
   }
 
   private async commitLocked(message: string): Promise<boolean> {
+    const staged: string[] = []
+    try {
+      return await this.commitStaging(message, async (content) => {
+        const dir = join(this.gitDir, 'annex', 'othertmp')
+        await mkdir(dir, { recursive: true })
+        const f = join(dir, `annex-proxy-${process.pid}-${randomBytes(6).toString('hex')}`)
+        staged.push(f)
+        await writeFile(f, content, { flag: 'wx' })
+        return f
+      })
+    } finally {
+      await Promise.all(staged.map((f) => rm(f, { force: true })))
+    }
+  }
+
+  private async commitStaging(message: string, stage: Stage): Promise<boolean> {
     const gitDir = this.gitDir
     const annexDir = join(gitDir, 'annex')
     const journalDir = join(annexDir, 'journal')
@@ -405,9 +425,9 @@ export class JournalCommitter {
       // journal staged again over the merge (a commit that fails, or a server killed here, is
       // followed by one that stages the journal first), so only a merge after that keeps the
       // pushed lines.
-      if ((await indexSha(annexDir)) !== branch) await mergeIntoIndex(gitDir, env, branch)
+      if ((await indexSha(annexDir)) !== branch) await mergeIntoIndex(gitDir, env, branch, async (contents) => this.hashPaths(await Promise.all(contents.map(stage))))
       const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
-      const commit = await this.commitTree(tree, branch, message)
+      const commit = await this.commitTree(stage, tree, branch, message)
       try {
         await this.updateRef(commit, branch, message)
         await setIndexSha(annexDir, commit)

@@ -3,7 +3,7 @@
 // (`git annex merge` put the journal file over them), and concurrent git-annex writers, readers
 // and pushes into refs/heads/git-annex lose no line.
 import assert from 'node:assert/strict'
-import { readdir, rm, writeFile } from 'node:fs/promises'
+import { access, readdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
@@ -47,6 +47,9 @@ async function journalThenPush({ srv, pub, su, pu }: Awaited<ReturnType<typeof s
   await git(pub, 'push', '-q', 'origin', 'git-annex')
   assert.match(await inBranch(srv, k), new RegExp(` 1 ${pu}$`, 'm'), 'pushed')
 }
+
+/** Every file below `dir`, as paths relative to it. */
+const files = async (dir: string) => new Set(await readdir(dir, { recursive: true }))
 
 test('fileJournal undoes journalFileName for branch paths whose segments do not start with _', () => {
   const segment = fc.stringMatching(/^[a-zA-Z0-9.\-][a-zA-Z0-9._\-]{0,12}$/)
@@ -162,17 +165,25 @@ test('committing the journal while real git-annex processes write, read and comm
   assert.match(w, /3 copies/, w)
 })
 
-test('a commit that fails after union-merging a pushed branch is followed by one that keeps the pushed lines (it staged the journal over the merge)', async (t) => {
+test('a commit that fails after union-merging a pushed branch is followed by one that keeps the pushed lines (it staged the journal over the merge), and neither leaves a file of its own outside the object store: none in TMPDIR, none in the repository', async (t) => {
   const repos = await servedAndPublisher(t)
-  const { srv, su, pu } = repos
+  const { root, srv, su, pu } = repos
   const k = keyName(1)
   // A pushed branch to union-merge: the merged log is a blob neither side has.
   await journalThenPush(repos, k)
+  const before = await files(srv)
+  // A TMPDIR that does not exist: a commit that creates anything there fails.
+  const tmp = join(root, 'no-tmp')
+  const saved = process.env.TMPDIR
+  process.env.TMPDIR = tmp
+  t.after(() => (saved === undefined ? delete process.env.TMPDIR : (process.env.TMPDIR = saved)))
+  const added = async () => [...(await files(srv))].filter((f) => !before.has(f) && !f.startsWith('objects'))
 
   // A ref lock held by someone else fails the commit after its objects were written.
   const refLock = join(srv, 'refs/heads/git-annex.lock')
   await writeFile(refLock, '')
   await assert.rejects(commitJournal(srv), /git update-ref --stdin exited .*cannot lock ref/s)
+  assert.deepEqual(await added(), ['refs/heads/git-annex.lock'])
   assert.equal((await journal(srv)).length, 1, 'the journal is kept for the next commit')
 
   await rm(refLock)
@@ -181,5 +192,7 @@ test('a commit that fails after union-merging a pushed branch is followed by one
   assert.match(lines, new RegExp(` 1 ${su}$`, 'm'), "the server's line")
   assert.match(lines, new RegExp(` 1 ${pu}$`, 'm'), "the publisher's pushed line")
   assert.deepEqual(await journal(srv), [])
+  assert.deepEqual(await added(), [], 'nothing but objects added to the repository')
+  await assert.rejects(access(tmp), { code: 'ENOENT' })
   await git(srv, 'fsck', '--no-progress')
 })
