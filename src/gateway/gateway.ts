@@ -508,7 +508,7 @@ export class Gateway {
    */
   private cached(r: Remote | undefined): Remote | undefined {
     if (!r || !this.chunkCache || r instanceof LocalRepo || this.onDisk.has(r)) return r
-    return new ChunkCached(r, this.chunkCache)
+    return new ChunkCached(r, this.chunkCache, { hasher: this.opts.hasher })
   }
 
   /**

@@ -13,12 +13,18 @@ const DIGEST_CHARS = 64
 const LENGTH_CHARS = 10
 const TAIL = DIGEST_CHARS + LENGTH_CHARS + CHUNK_MAGIC.length
 
-/** The running hash of the whole object as it stood at this chunk's first byte. */
+/**
+ * The running hash of the whole object as it stood at this chunk's first byte, when the
+ * implementation that computed it can export its state. `none`: it could not (node:crypto,
+ * which hashes SHA-256 several times faster than hash-wasm where the CPU has SHA
+ * instructions); a retrieve that starts here then hashes the cached chunks before it
+ * from byte 0 instead (chunk-cached.ts), and the state is empty.
+ */
 export interface HashState {
   /** The key's hash algorithm (SHA256, BLAKE2B512, …). */
   readonly algo: string
   /** Which implementation saved it; only that one can load it. */
-  readonly impl: 'wasm' | 'ts'
+  readonly impl: 'wasm' | 'ts' | 'none'
   readonly state: Uint8Array
 }
 
@@ -39,7 +45,7 @@ interface HeaderJson {
   offset: number
   length: number
   algo: string
-  impl: 'wasm' | 'ts'
+  impl: 'wasm' | 'ts' | 'none'
   state: string
 }
 
@@ -123,7 +129,7 @@ export function decodeChunk(file: Buffer, expect: { readonly key: string; readon
   if (json.v !== 1) return { ok: false, why: `unknown chunk format ${String(json.v)}` }
   if (json.key !== expect.key || json.index !== expect.index) return { ok: false, why: 'chunk of another key or position' }
   if (json.length !== data.length) return { ok: false, why: 'length mismatch' }
-  if (json.impl !== 'wasm' && json.impl !== 'ts') return { ok: false, why: 'unknown hash implementation' }
+  if (json.impl !== 'wasm' && json.impl !== 'ts' && json.impl !== 'none') return { ok: false, why: 'unknown hash implementation' }
   return {
     ok: true,
     data,

@@ -21,6 +21,7 @@ import { content, eventually, op, remoteContract, storeAll } from './contract.js
 const quiet = { info() {}, warn() {}, error() {}, debug() {} }
 
 interface CacheOpts {
+  hasher?: 'wasm' | 'native' | 'auto'
   chunkBytes?: number
   cacheBytes?: number
   reserve?: DiskReserve
@@ -46,7 +47,7 @@ async function localRepo(t: TestContext): Promise<{ repo: LocalRepo; dir: string
 async function cachedLocal(t: TestContext, o: CacheOpts = {}) {
   const { repo, dir } = await localRepo(t)
   const c = await makeCache(t, o)
-  return { remote: new ChunkCached(repo, c.cache), repo, repoDir: dir, cache: c.cache, dir: c.dir, space: c.space }
+  return { remote: new ChunkCached(repo, c.cache, o.hasher ? { hasher: o.hasher } : {}), repo, repoDir: dir, cache: c.cache, dir: c.dir, space: c.space }
 }
 
 async function get(remote: Remote, key: Key, offset = 0) {
@@ -218,6 +219,49 @@ describe('ChunkCached', { timeout: 120_000 }, () => {
       assert.equal(r.valid, true)
     }
     assert.equal(remote.stats.upstreamBytes, c.bytes.length)
+  })
+
+  test('SHA-256 chunks carry no hash state (node:crypto): a resume hashes the cached chunks before it, fetches nothing again, verifies', async (t) => {
+    const { remote, dir } = await cachedLocal(t, { chunkBytes: 10_000 })
+    const c = content(95_001)
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    const impls = new Set<string>()
+    for (const f of await chunkFiles(dir)) impls.add(/"impl":"(\w+)"/.exec((await readFile(f)).toString('latin1'))?.[1] ?? '?')
+    assert.deepEqual([...impls], ['none'])
+    const before = { ...remote.stats }
+    for (const off of [1, 10_000, 45_000, 90_001, 95_000]) {
+      const r = await get(remote, c.key, off)
+      assert.deepEqual(r.bytes, c.bytes.subarray(off), `offset ${off}`)
+      assert.equal(r.valid, true, `offset ${off}`)
+    }
+    assert.equal(remote.stats.upstreamBytes, before.upstreamBytes, 'nothing fetched again')
+    assert.equal(remote.stats.upstreamRequests, before.upstreamRequests)
+  })
+
+  test('a resume at a stateless chunk whose first chunk is damaged fetches from there and returns the tail, verified', async (t) => {
+    const { remote, dir } = await cachedLocal(t, { chunkBytes: 10_000 })
+    const c = content(50_000)
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    const first = (await chunkFiles(dir)).find((f) => /\/0-[0-9a-f]+\.chunk$/.test(f))!
+    await writeFile(first, 'damaged')
+    const r = await get(remote, c.key, 25_000)
+    assert.deepEqual(r.bytes, c.bytes.subarray(25_000))
+    assert.equal(r.valid, true)
+  })
+
+  test('--hasher wasm: chunks carry hash-wasm states and a resume starts at the chunk holding the offset', async (t) => {
+    const { remote, dir } = await cachedLocal(t, { chunkBytes: 10_000, hasher: 'wasm' })
+    const c = content(95_001)
+    await storeAll(remote, c)
+    await get(remote, c.key)
+    for (const f of await chunkFiles(dir)) assert.match((await readFile(f)).toString('latin1'), /"impl":"wasm"/)
+    const before = remote.stats.cachedBytes
+    const r = await get(remote, c.key, 90_001)
+    assert.deepEqual(r.bytes, c.bytes.subarray(90_001))
+    assert.equal(r.valid, true)
+    assert.equal(remote.stats.cachedBytes - before, 5_001, 'only the last chunk was read back')
   })
 
   test('the cache never holds more than its size, evicting least recently used chunks', async (t) => {
