@@ -137,6 +137,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     rescanMs: cfg.rescanIntervalSeconds * 1000,
     idleMs: cfg.repoIdleSeconds * 1000,
     roomWaitMs: cfg.maxQueueWaitSeconds * 1000,
+    stateDir: cfg.stateDir,
   })
   await registry.start()
   const closing = new AbortController()

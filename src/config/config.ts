@@ -53,6 +53,8 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly rescanIntervalSeconds: number
   /** A --directory repository unused this many seconds is closed. */
   readonly repoIdleSeconds: number
+  /** Where the index of --directory repositories is kept between runs (undefined: none). */
+  readonly stateDir: string | undefined
   /** --redis: placement state (reservations, locks, location facts) shared by a fleet of gateways. */
   readonly redis: string | undefined
   /** Seconds a dead gateway's reservations and locks outlive it in Redis. */
@@ -99,6 +101,7 @@ export const SERVE_OPTIONS = {
   'max-open-repos': { type: 'string', arg: 'N', help: '--directory repositories kept open at once; the least recently used idle one is closed for another (default 64)' },
   'rescan-interval': { type: 'string', arg: 'S', help: 'an authorized request for an unknown UUID rescans --directory at most once per S seconds (default 2)' },
   'repo-idle': { type: 'string', arg: 'S', help: 'a --directory repository unused for S seconds is closed with its git processes (default 60)' },
+  'state-dir': { type: 'string', arg: 'DIR', help: "keep the index of --directory repositories here, so after a restart a known repository is served before the first walk reaches it (default: none)" },
   port: { type: 'string', arg: 'N', help: `port to listen on (default ${DEFAULT_PORT}; 0: any free port, reported in the log)` },
   bind: { type: 'string', arg: 'ADDR', help: 'address to listen on (default 127.0.0.1)' },
   socket: { type: 'string', arg: 'PATH', help: 'listen on a unix socket (mode 0660) instead of TCP; a stale socket file is replaced' },
@@ -215,6 +218,11 @@ function socketPath(path: string | undefined, tcpAsked: boolean): string | undef
   return path
 }
 
+function stateDir(v: string | undefined): string | undefined {
+  if (v === '') throw new ConfigError('--state-dir needs a directory')
+  return v
+}
+
 /** Parses `serve` arguments. `cwd` is served when neither --repo nor --directory is given. */
 export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfig {
   let parsed
@@ -264,6 +272,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     maxOpenRepos: int('max-open-repos', o['max-open-repos'], 64, 1, 1_000_000),
     rescanIntervalSeconds: int('rescan-interval', o['rescan-interval'], 2, 0, 3600),
     repoIdleSeconds: int('repo-idle', o['repo-idle'], 60, 1, 86_400),
+    stateDir: stateDir(o['state-dir']),
     redis: o.redis,
     redisLeaseSeconds: int('redis-lease', o['redis-lease'], 30, 1, 86_400),
     metrics: o.metrics ?? false,

@@ -3,7 +3,9 @@
 // which may be a forge's estate of thousands. For those:
 // - the server listens at once; a walk that reads config files (no process per
 //   repository) finds them in the background. During that first walk a request for a UUID
-//   not found yet waits until the walk finds it (then is served at once) or ends;
+//   not found yet waits until the walk finds it (then is served at once) or ends — unless
+//   the index the last run kept under `stateDir` says where it was and that repository's
+//   config, read again, still says so: then it is served at once;
 // - a repository is opened on its first request, and at most `maxOpen` are open at once:
 //   the least recently used idle one is closed (with its git processes) to make room, and
 //   any left idle for `idleMs` is closed too; when all are busy, 503;
@@ -13,13 +15,14 @@
 //   `rescanMs`. A request that is not authorized never causes a rescan: an unknown UUID
 //   is answered 404 from what is known, as the reference answers 404 before 401/403.
 import { type FSWatcher, watch } from 'node:fs'
-import { stat } from 'node:fs/promises'
-import { join, resolve, sep } from 'node:path'
+import { realpath, stat } from 'node:fs/promises'
+import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { BadRequestError, OverloadedError, RemoteUnavailableError } from '../errors.js'
 import type { Lock, Logger, Remote } from '../remotes/remote.js'
 import type { IndirectUploadOptions } from '../remotes/s3/indirect-upload.js'
 import type { IndirectTarget } from './gateway.js'
-import { type ConfigCache, type PlainGit, probeRepo, type RepoInfo, scanTree } from './repo-scan.js'
+import { encodeIndex, type EstateIndex, indexPath, loadIndex, saveIndex } from './estate-index.js'
+import { type ConfigCache, type PlainGit, probeAt, probeRepo, type RepoInfo, scanTree } from './repo-scan.js'
 
 /** One served repository: its own UUID and, for a gateway, the clusters and remotes it proxies. */
 export interface ServedRepo {
@@ -61,6 +64,13 @@ export interface RegistryOptions {
   readonly watch?: boolean
   /** How long a request waits for one of `maxOpen` busy repositories to become idle before 503 (default 30 s). */
   readonly roomWaitMs?: number
+  /**
+   * Where the index of the --directory repositories is kept between runs (see estate-index.ts);
+   * undefined: none, a request after a restart may wait for the first walk to find its repository.
+   */
+  readonly stateDir?: string | undefined
+  /** How a --directory folder is walked (default scanTree); tests hold a walk back with it. */
+  readonly walk?: typeof scanTree
 }
 
 /** What the registry did, for tests and the bench. */
@@ -76,6 +86,10 @@ export interface RegistryStats {
   /** --directory repositories open right now (opening and closing ones included). */
   open: number
   watches: number
+  /** During the first walk: repositories found through the last run's index, their config read again. */
+  indexHits: number
+  /** Entries of that index that no longer held (gone, moved, another UUID now): not used. */
+  indexStale: number
 }
 
 interface Entry {
@@ -102,7 +116,7 @@ interface Lease {
 const NEGATIVE_MAX = 10_000
 
 export class Registry {
-  private readonly opts: Required<Omit<RegistryOptions, 'repos' | 'directories' | 'open' | 'log'>> & RegistryOptions
+  private readonly opts: Required<Omit<RegistryOptions, 'repos' | 'directories' | 'open' | 'log' | 'stateDir'>> & RegistryOptions
   private readonly pinned = new Map<string, Entry>()
   private readonly pinnedServed: ServedRepo[] = []
   /** --directory repositories by dir, as the walks found them. */
@@ -134,11 +148,19 @@ export class Registry {
   /** During the first walk: requests waiting for a UUID it has not found yet. */
   private readonly awaited = new Map<string, Set<() => void>>()
   private scanning: Promise<void> | undefined
+  /** A full walk's result has been applied: the walk, not the last run's index, is what is known. */
+  private walked = false
+  /** The last run's index (until the first walk is over), its file, and the generation last saved. */
+  private index: Promise<EstateIndex | undefined> | undefined
+  private indexFile: string | undefined
+  private savedGeneration = -1
+  private saving: Promise<void> = Promise.resolve()
+  private realRoots: Promise<Map<string, string | undefined>> | undefined
   private lastScanStart = Number.NEGATIVE_INFINITY
   private timers: NodeJS.Timeout[] = []
   private closed = false
   private readonly scanAbort = new AbortController()
-  readonly stats: RegistryStats = { scans: 0, requestedScans: 0, opens: 0, closes: 0, repositories: 0, open: 0, watches: 0 }
+  readonly stats: RegistryStats = { scans: 0, requestedScans: 0, opens: 0, closes: 0, repositories: 0, open: 0, watches: 0, indexHits: 0, indexStale: 0 }
 
   constructor(opts: RegistryOptions) {
     this.opts = {
@@ -148,6 +170,7 @@ export class Registry {
       periodicMs: 60_000,
       watch: true,
       roomWaitMs: 30_000,
+      walk: scanTree,
       ...opts,
     }
   }
@@ -172,12 +195,22 @@ export class Registry {
     }
     if (this.opts.directories.length === 0) return
     const t0 = performance.now()
+    if (this.opts.stateDir !== undefined) {
+      const roots = this.roots()
+      const file = indexPath(this.opts.stateDir, roots)
+      this.indexFile = file
+      this.index = loadIndex(file, roots).then(({ index, problem }) => {
+        if (problem) this.opts.log.warn({ file, problem }, 'not using the last run\'s index of --directory')
+        return index
+      })
+    }
     this.initial = this.scan('start')
       .then(() => {
         this.opts.log.info({ directories: this.opts.directories, repositories: this.stats.repositories, ms: Math.round(performance.now() - t0) }, 'repositories found')
       })
       .finally(() => {
         this.initialDone = true
+        this.index = undefined
         this.wakeAwaited()
       })
     this.initial.catch((err: unknown) => this.opts.log.error({ err }, 'scanning --directory failed'))
@@ -240,7 +273,8 @@ export class Registry {
 
   /** `use` applied to the repository serving `uuid`, under a lease on it; an unknown UUID may cause a rescan (see lookup). */
   private async resolveServed<T>(uuid: string, ctx: LookupContext, use: (served: ServedRepo) => Promise<T>): Promise<{ value: T; lease: Lease } | undefined> {
-    if (this.initial && !this.initialDone && !this.byUuid.has(uuid) && !this.learned.has(uuid) && !this.pinnedServed.some((r) => r.serves(uuid))) {
+    if (this.initial && !this.initialDone && !this.knownNow(uuid)) await this.fromIndex(uuid)
+    if (this.initial && !this.initialDone && !this.knownNow(uuid)) {
       await this.foundOrWalked(uuid, ctx.until)
       if (ctx.until?.closed) return undefined
     }
@@ -252,7 +286,6 @@ export class Registry {
       if (later) return later
     }
     if (found) return found
-    if (found) return found
     if (!ctx.authorized || this.opts.directories.length === 0 || this.closed) return undefined
     // Looked for in vain with nothing new known since, and a rescan too soon: still unknown.
     if (this.negative.get(uuid) === this.generation && this.tooSoon()) return undefined
@@ -262,6 +295,76 @@ export class Registry {
     if (again) return again
     this.remember(uuid)
     return undefined
+  }
+
+  private knownNow(uuid: string): boolean {
+    return this.byUuid.has(uuid) || this.learned.has(uuid) || this.pinnedServed.some((r) => r.serves(uuid))
+  }
+
+  /**
+   * Before the first walk has found `uuid`: indexes the repositories the last run's index
+   * says serve it, if their config, read again now, still says so and they still lie inside
+   * a --directory folder without a symlink on the way (as the walk would find them). The
+   * index only says where to look; what is served is what the config says now.
+   */
+  private async fromIndex(uuid: string): Promise<void> {
+    const index = await this.index
+    const at = index?.get(uuid)
+    if (!at) return
+    for (const { dir, gitDir } of at) {
+      const reachable = await this.reachedByWalk(dir)
+      // The walk is over meanwhile: what it found is what is known.
+      if (this.walked || this.closed) return
+      const known = this.infos.get(dir)
+      // The walk got there first, and it found another repository there.
+      if (known && known.uuid !== uuid && !known.claims.includes(uuid)) {
+        this.stats.indexStale++
+        continue
+      }
+      const p = reachable ? probeAt(dir, gitDir, this.configs) : undefined
+      if (p?.kind === 'annex' && (p.info.uuid === uuid || p.info.claims.includes(uuid))) {
+        this.stats.indexHits++
+        this.add(p.info)
+      } else {
+        this.stats.indexStale++
+        this.opts.log.debug({ uuid, repo: dir }, 'the last run\'s index no longer holds for this repository')
+      }
+    }
+  }
+
+  /** --directory roots, resolved. */
+  private roots(): string[] {
+    return [...new Set(this.opts.directories.map((d) => resolve(d)))]
+  }
+
+  /** `dir` lies inside a --directory folder and no symlink is on the way to it (the walk follows none). */
+  private async reachedByWalk(dir: string): Promise<boolean> {
+    this.realRoots ??= Promise.all(this.roots().map(async (r) => [r, await realpath(r).catch(() => undefined)] as const)).then((rs) => new Map(rs))
+    const real = await realpath(dir).catch(() => undefined)
+    if (real === undefined) return false
+    for (const [root, realRoot] of await this.realRoots) {
+      const rel = relative(root, dir)
+      if (realRoot === undefined || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) continue
+      if (real === join(realRoot, rel)) return true
+    }
+    return false
+  }
+
+  /** Writes the index for the next run, if anything changed since it was last written. */
+  private saveIndex(): Promise<void> {
+    const file = this.indexFile
+    if (file === undefined || !this.walked) return this.saving
+    this.saving = this.saving.then(async () => {
+      const generation = this.generation
+      if (generation === this.savedGeneration) return
+      try {
+        await saveIndex(file, encodeIndex(this.roots(), this.infos.values()))
+        this.savedGeneration = generation
+      } catch (err) {
+        this.opts.log.warn({ err, file }, 'cannot write the index of --directory for the next run')
+      }
+    })
+    return this.saving
   }
 
   /** Resolves once the first walk has found `uuid` (own or claimed), or is over, or the request went away. */
@@ -560,10 +663,12 @@ export class Registry {
       const roots = this.opts.directories.map((d) => resolve(d))
       const known = this.knownGitDirs()
       // Each repository is indexed as it is found, so requests for it need not wait for the whole walk.
-      const results = await Promise.all(roots.map((r) => scanTree(r, this.configs, this.scanAbort.signal, known, (info) => this.add(info))))
+      const results = await Promise.all(roots.map((r) => this.opts.walk(r, this.configs, this.scanAbort.signal, known, (info) => this.add(info))))
       if (this.closed) return
       roots.forEach((r, i) => this.apply(r, results[i]!))
+      this.walked = true
       this.stats.repositories = this.infos.size
+      void this.saveIndex()
       this.opts.log.debug({ why, repositories: this.infos.size, ms: Math.round(performance.now() - t0) }, 'rescanned --directory')
     })().finally(() => {
       this.scanning = undefined
@@ -710,6 +815,7 @@ export class Registry {
     for (const w of this.watchers.values()) w.close()
     this.watchers.clear()
     await this.scanning?.catch(() => {})
+    await this.saveIndex()
     await Promise.all([...this.pinned.values(), ...this.open.values()].map((e) => this.closeEntry(e)))
     this.pinned.clear()
   }

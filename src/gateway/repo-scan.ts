@@ -2,7 +2,7 @@
 // repository: a directory walk (symlinks not followed, no descent into repositories) that
 // reads each repository's config file itself. A few thousand file reads, in parallel up to
 // a bound, instead of a `git config` each.
-import { closeSync, type Dirent, fstatSync, openSync, readdirSync, readFileSync, type Stats, statSync } from 'node:fs'
+import { closeSync, constants, type Dirent, fstatSync, openSync, readdirSync, readFileSync, type Stats, statSync } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { lastValue, parseGitConfigFile, type GitConfig } from '../annex/git-config-file.js'
@@ -186,6 +186,15 @@ export async function scanTree(
 }
 
 const NONE: Probe = { kind: 'none' }
+
+/**
+ * The repository at `dir` with git dir `gitDir` (where an earlier walk found one), read as
+ * the walk reads it: a bare one needs its HEAD file. A stat or two and a read.
+ */
+export function probeAt(dir: string, gitDir: string, cache: ConfigCache): Probe {
+  if (gitDir === dir && !statQuiet(join(dir, 'HEAD'))?.isFile()) return NONE
+  return probeSync(dir, gitDir, cache)
+}
 const NO_THROW = { throwIfNoEntry: false } as const
 
 /** The stat of `path`, undefined when there is none; only a miss other than ENOENT (ENOTDIR: `.git` is a file, EACCES) costs an exception. */
@@ -215,7 +224,8 @@ function probeSync(dir: string, gitDir: string, cache: ConfigCache): Probe {
   }
   let fd: number
   try {
-    fd = openSync(path, 'r')
+    // Non-blocking: a FIFO named config would otherwise block the whole process in open().
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch {
     return NONE
   }
