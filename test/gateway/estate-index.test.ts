@@ -172,7 +172,8 @@ test('an index of other folders, of another version or not JSON is not used: req
   assert.equal((await asked)?.uuid, estate.repos[5]!.uuid)
   assert.equal(seen.walkBegun, true)
   assert.equal(registry.stats.indexHits, 0)
-  // The walk's result replaced it for the next run.
+  // The walk's result replaced it for the next run (written at the latest when the registry closes).
+  await registry.close()
   assert.equal(decodeIndex(await readFile(indexPath(state, [resolve(forge)]), 'utf8'), [resolve(forge)])?.size, 20)
 })
 
