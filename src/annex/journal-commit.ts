@@ -265,7 +265,7 @@ type Stage = (content: Buffer) => Promise<string>
 const SUPPORTED = process.platform === 'linux' && ['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
 
 export interface JournalCommitOptions {
-  /** The commit message (git-annex's default: "update"). */
+  /** The commit message (default: the repository's annex.commitmessage, else git-annex's "update"). */
   readonly message?: string
 }
 
@@ -279,8 +279,9 @@ export class JournalCommitter {
   private hasher: LineHelper | undefined
   private commitHasher: LineHelper | undefined
   private refUpdater: LineHelper | undefined
-  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date).
-  private idents: { author: string; committer: string } | undefined
+  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date) and the
+  // message when the caller gives none, read once as a git-annex process reads its config.
+  private idents: { author: string; committer: string; message: string } | undefined
   // One commit at a time from this process (the lock is per process for fcntl).
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -292,8 +293,8 @@ export class JournalCommitter {
    */
   commit(opts: JournalCommitOptions = {}): Promise<boolean> {
     const run = this.queue.then(
-      () => this.locked(() => this.commitLocked(opts.message ?? 'update')),
-      () => this.locked(() => this.commitLocked(opts.message ?? 'update')),
+      () => this.locked(() => this.commitLocked(opts.message)),
+      () => this.locked(() => this.commitLocked(opts.message)),
     )
     this.queue = run.catch(() => undefined)
     return run
@@ -332,21 +333,33 @@ export class JournalCommitter {
     }
   }
 
-  /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, without a process per commit. */
-  private async commitTree(stage: Stage, tree: string, parent: string, message: string): Promise<string> {
+  private async who(): Promise<{ author: string; committer: string; message: string }> {
     if (!this.idents) {
       const ident = async (v: string) => {
         const m = /^(.*) \d+ [+-]\d{4}$/.exec((await runGitBytes(this.gitDir, ['var', v])).toString('utf8').trim())
         if (!m) throw new LocationLogError(`git var ${v}: unexpected answer`)
         return m[1]!
       }
-      this.idents = { author: await ident('GIT_AUTHOR_IDENT'), committer: await ident('GIT_COMMITTER_IDENT') }
+      // git-annex (Annex/Branch.hs commitMessage) commits the branch with annex.commitmessage
+      // when set (10.20250416 ignored it for journal commits; upstream uses it), else "update".
+      const configured = await runGitBytes(this.gitDir, ['config', '--get', 'annex.commitmessage']).then(
+        (b) => b.toString('utf8').replace(/\n$/, ''),
+        () => undefined,
+      )
+      const [author, committer] = await Promise.all([ident('GIT_AUTHOR_IDENT'), ident('GIT_COMMITTER_IDENT')])
+      this.idents = { author, committer, message: configured ?? 'update' }
     }
+    return this.idents
+  }
+
+  /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, without a process per commit. */
+  private async commitTree(stage: Stage, tree: string, parent: string, message: string): Promise<string> {
+    const { author, committer } = await this.who()
     const now = new Date()
     const off = -now.getTimezoneOffset()
     const tz = `${off < 0 ? '-' : '+'}${String(Math.floor(Math.abs(off) / 60)).padStart(2, '0')}${String(Math.abs(off) % 60).padStart(2, '0')}`
     const date = `${Math.floor(now.getTime() / 1000)} ${tz}`
-    const f = await stage(Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${this.idents.author} ${date}\ncommitter ${this.idents.committer} ${date}\n\n${message}\n`))
+    const f = await stage(Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${author} ${date}\ncommitter ${committer} ${date}\n\n${message}\n`))
     if (!this.commitHasher?.alive) this.commitHasher = new LineHelper('git hash-object -t commit', 'git', ['hash-object', '-w', '-t', 'commit', '--stdin-paths'], this.gitDir)
     const sha = await this.commitHasher.ask(f)
     if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new LocationLogError(`git hash-object -t commit answered ${JSON.stringify(sha)}`)
@@ -376,7 +389,7 @@ export class JournalCommitter {
     return shas
   }
 
-  private async commitLocked(message: string): Promise<boolean> {
+  private async commitLocked(message: string | undefined): Promise<boolean> {
     const staged: string[] = []
     try {
       return await this.commitStaging(message, async (content) => {
@@ -392,7 +405,7 @@ export class JournalCommitter {
     }
   }
 
-  private async commitStaging(message: string, stage: Stage): Promise<boolean> {
+  private async commitStaging(asked: string | undefined, stage: Stage): Promise<boolean> {
     const gitDir = this.gitDir
     const annexDir = join(gitDir, 'annex')
     const journalDir = join(annexDir, 'journal')
@@ -419,6 +432,7 @@ export class JournalCommitter {
     const paths = names.map((n) => join(journalDir, n))
     const shas = await this.hashPaths(paths)
     await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8') })
+    const message = asked ?? (await this.who()).message
     for (let attempt = 1; ; attempt++) {
       // commitIndex: the index is brought up to the branch first, so the commit keeps what was pushed.
       // index.lck is not set to the merged branch: until the commit is in, the index may hold the

@@ -196,3 +196,16 @@ test('a commit that fails after union-merging a pushed branch is followed by one
   await assert.rejects(access(tmp), { code: 'ENOENT' })
   await git(srv, 'fsck', '--no-progress')
 })
+
+test("a commit's message is the repository's annex.commitmessage when set (as upstream git-annex commits its branch; 10.20250416 ignored it), else \"update\"", async (t) => {
+  const srv = await makeRepo(join(await tempDir(t), 'srv.git'), 'srv', { bare: true })
+  const su = await repoUuid(srv)
+  const message = async (i: number) => {
+    await git(srv, '-c', 'annex.alwayscommit=false', 'annex', 'setpresentkey', keyName(i), su, '1')
+    assert.equal(await commitJournal(srv), true)
+    return (await git(srv, 'log', '-1', '--format=%B', 'git-annex')).stdout
+  }
+  assert.equal(await message(1), 'update\n\n')
+  await git(srv, 'config', 'annex.commitmessage', 'ingest: 2 files')
+  assert.equal(await message(2), 'ingest: 2 files\n\n')
+})
