@@ -23,16 +23,27 @@ async function metrics(port: number): Promise<Exposition> {
 
 /**
  * A relay to 127.0.0.1:`target` that sends client bytes on at most `rate` bytes/s per
- * connection, with no credit for idle time (a kept-alive connection stays slow).
+ * connection, with no credit for idle time (a kept-alive connection stays slow). With
+ * `holdAfter`, each connection sends on only its first `holdAfter` bytes until `release()`.
  */
-async function slowRelay(t: After, target: number, rate: number): Promise<{ port: number }> {
+async function slowRelay(t: After, target: number, rate: number, opts: { holdAfter?: number } = {}): Promise<{ port: number; release(): void }> {
   const sockets = new Set<net.Socket>()
+  let held: Array<() => void> | undefined = opts.holdAfter === undefined ? undefined : []
+  const release = () => {
+    const go = held ?? []
+    held = undefined
+    for (const f of go) f()
+  }
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1')
     sockets.add(client).add(upstream)
+    let relayed = 0
     const pace = new Transform({
       transform(chunk: Buffer, _enc, cb) {
-        setTimeout(() => cb(null, chunk), (chunk.length / rate) * 1000)
+        const send = () => setTimeout(() => cb(null, chunk), (chunk.length / rate) * 1000)
+        relayed += chunk.length
+        if (held !== undefined && relayed > opts.holdAfter!) held.push(send)
+        else send()
       },
     })
     const end = () => {
@@ -50,7 +61,7 @@ async function slowRelay(t: After, target: number, rate: number): Promise<{ port
     for (const s of sockets) s.destroy()
     return new Promise<void>((r) => server.close(() => r()))
   })
-  return { port: (server.address() as net.AddressInfo).port }
+  return { port: (server.address() as net.AddressInfo).port, release }
 }
 
 /** Bytes of partial uploads the served repository keeps. */
@@ -125,7 +136,12 @@ test('a file changed while being uploaded is refused by the server and reported;
   const srv = await makeRepo(join(root, 'srv'), 'srv')
   const uuid = await repoUuid(srv)
   const served = await startAnnexProxy(t, srv, ['--wideopen', '--metrics'])
-  const slow = await slowRelay(t, served.port, 4_000_000)
+  // The uploader reads the file as it sends, a few MiB (socket buffers) ahead of what the
+  // server has. The tail must change before it is read: at 4 MB/s that was a race of about
+  // 3 s against this test seeing the put arrive, which under load could be lost (the tail
+  // read unchanged, stored, and only the mtime check failing it). So the relay passes the
+  // put's first 64 KiB and holds the rest until the tail has changed.
+  const slow = await slowRelay(t, served.port, 4_000_000, { holdAfter: 64 * 1024 })
   const data = join(root, 'data')
   await mkdir(data)
   const big = join(data, 'a-big.bin')
@@ -138,6 +154,7 @@ test('a file changed while being uploaded is refused by the server and reported;
   const fh = await open(big, 'r+')
   await fh.write(randomBytes(4096), 0, 4096, 16 * MiB - 4096)
   await fh.close()
+  slow.release()
   const done = await run.done
   assert.equal(done.code, 1, 'a failed file makes the exit code nonzero')
   const byFile = new Map(run.results.map((r) => [r.file, r]))
