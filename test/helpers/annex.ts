@@ -94,6 +94,16 @@ export const git = (cwd: string, ...args: string[]) => sh(cwd, 'git', args)
 export const annex = (cwd: string, ...args: string[]) => sh(cwd, 'git', ['annex', ...args])
 
 /** `git init` + `git annex init` + an empty commit, like the transcripts' mkrepo. */
+/** Ends a child process: SIGTERM, then SIGKILL if it has not exited 10 s later; resolves once it closed. */
+export async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const closed = new Promise((r) => child.once('close', r))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await closed
+  clearTimeout(timer)
+}
+
 export async function makeRepo(dir: string, description: string, opts: { bare?: boolean } = {}): Promise<string> {
   await mkdir(join(dir, '..'), { recursive: true })
   await sh(join(dir, '..'), 'git', ['init', '-q', '-b', 'main', ...(opts.bare ? ['--bare'] : []), dir])
@@ -155,14 +165,7 @@ async function startProcess(t: After, cwd: string, cmd: string, args: string[], 
   }
   child.stdout!.on('data', keep)
   child.stderr!.on('data', keep)
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const closed = new Promise((r) => child.once('close', r))
-    child.kill('SIGTERM')
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    await closed
-    clearTimeout(timer)
-  }
+  const stop = () => stopChild(child)
   defer(t, stop)
   const output = () => out
   const t0 = performance.now()

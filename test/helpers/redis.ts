@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import * as net from 'node:net'
 import { join } from 'node:path'
-import { defer, tempDir, type After } from './annex.js'
+import { defer, stopChild, tempDir, type After } from './annex.js'
 
 export interface RedisServer {
   /** unix:///…/redis.sock, as --redis takes it. */
@@ -48,14 +48,7 @@ export async function startRedis(t: After): Promise<RedisServer> {
     child.stderr!.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-4000)))
     await waitForSocket(socket, child, 30_000, () => out)
   }
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const closed = new Promise((r) => child.once('close', r))
-    child.kill('SIGTERM')
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-    await closed
-    clearTimeout(timer)
-  }
+  const stop = () => stopChild(child)
   await start()
   defer(t, stop)
   return {

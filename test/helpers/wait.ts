@@ -40,11 +40,10 @@ export function processTree(pid: number): number[] {
   return out
 }
 
-/** TCP ports on which `pid` or a process beneath it listens right now (Linux /proc). */
-export function listeningPorts(pid: number): number[] {
-  const inodes = new Set<string>()
-  const tree = processTree(pid)
-  for (const p of tree) {
+/** What each open file descriptor of `pid` and the processes beneath it points at right now (Linux /proc). */
+function openFiles(pid: number): string[] {
+  const out: string[] = []
+  for (const p of processTree(pid)) {
     let fds: string[]
     try {
       fds = readdirSync(`/proc/${p}/fd`)
@@ -53,12 +52,21 @@ export function listeningPorts(pid: number): number[] {
     }
     for (const fd of fds) {
       try {
-        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${p}/fd/${fd}`))
-        if (m) inodes.add(m[1]!)
+        out.push(readlinkSync(`/proc/${p}/fd/${fd}`))
       } catch {
         // Closed meanwhile.
       }
     }
+  }
+  return out
+}
+
+/** TCP ports on which `pid` or a process beneath it listens right now (Linux /proc). */
+export function listeningPorts(pid: number): number[] {
+  const inodes = new Set<string>()
+  for (const target of openFiles(pid)) {
+    const m = /^socket:\[(\d+)\]$/.exec(target)
+    if (m) inodes.add(m[1]!)
   }
   const ports: number[] = []
   for (const table of ['tcp', 'tcp6']) {
@@ -79,22 +87,7 @@ export function listeningPorts(pid: number): number[] {
 
 /** Whether `pid` or a process beneath it has `path` open right now (Linux /proc). */
 export function holdsOpen(pid: number, path: string): boolean {
-  for (const p of processTree(pid)) {
-    let fds: string[]
-    try {
-      fds = readdirSync(`/proc/${p}/fd`)
-    } catch {
-      continue
-    }
-    for (const fd of fds) {
-      try {
-        if (readlinkSync(`/proc/${p}/fd/${fd}`) === path) return true
-      } catch {
-        // Closed meanwhile.
-      }
-    }
-  }
-  return false
+  return openFiles(pid).includes(path)
 }
 
 /**
