@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import * as net from 'node:net'
 import { join } from 'node:path'
 import { defer, stopChild, tempDir, type After } from './annex.js'
+import { waitUntil } from './wait.js'
 
 export interface RedisServer {
   /** unix:///…/redis.sock, as --redis takes it. */
@@ -19,10 +20,9 @@ export interface RedisServer {
 }
 
 async function waitForSocket(path: string, child: ChildProcess, timeoutMs: number, output: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
+  await waitUntil(`redis-server to listen on ${path}`, timeoutMs, async () => {
     if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}: ${output()}`)
-    const ok = await new Promise<boolean>((resolve) => {
+    return new Promise<boolean>((resolve) => {
       const s = net.connect(path)
       s.once('connect', () => {
         s.destroy()
@@ -30,10 +30,9 @@ async function waitForSocket(path: string, child: ChildProcess, timeoutMs: numbe
       })
       s.once('error', () => resolve(false))
     })
-    if (ok) return
-    if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${path} within ${timeoutMs} ms: ${output()}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
+  }, 20).catch((e: Error) => {
+    throw child.exitCode === null ? new Error(`${e.message}: ${output()}`) : e
+  })
 }
 
 export async function startRedis(t: After): Promise<RedisServer> {

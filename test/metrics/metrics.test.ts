@@ -8,6 +8,7 @@ import { test } from 'node:test'
 import { request } from 'undici'
 import { annex, git, makeClient, makeRepo, repoUuid, startAnnexProxy, tempDir } from '../helpers/annex.js'
 import { parseExposition } from './exposition.js'
+import { waitUntil } from '../helpers/wait.js'
 
 async function scrape(port: number): Promise<{ status: number; text: string; type: string | undefined }> {
   const r = await request(`http://127.0.0.1:${port}/metrics`, { headersTimeout: 30_000, bodyTimeout: 30_000 })
@@ -16,14 +17,13 @@ async function scrape(port: number): Promise<{ status: number; text: string; typ
 }
 
 /** Waits for the server's log line naming its metrics port. */
-async function metricsPort(output: () => string, deadlineMs = 30_000): Promise<number> {
-  const until = Date.now() + deadlineMs
-  for (;;) {
+function metricsPort(output: () => string, deadlineMs = 30_000): Promise<number> {
+  return waitUntil('the "metricsPort" log line', deadlineMs, () => {
     const m = /"metricsPort":(\d+)/.exec(output())
-    if (m) return Number(m[1])
-    if (Date.now() > until) throw new Error(`no "metricsPort" log line within ${deadlineMs} ms: ${output()}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
+    return m ? Number(m[1]) : undefined
+  }, 50).catch((e: Error) => {
+    throw new Error(`${e.message}: ${output()}`)
+  })
 }
 
 const FAMILIES = [

@@ -20,6 +20,7 @@ import {
 import { parseKey, type Key } from '../../src/keys/key.js'
 import { ALL_CAPABILITIES, type Capability, type Logger, type Op, type Remote } from '../../src/remotes/remote.js'
 import { sha256Key } from '../helpers/annex.js'
+import { waitUntil } from '../helpers/wait.js'
 
 /**
  * Each case has its own deadline, not the suite as a whole: the suite grows with the
@@ -93,11 +94,7 @@ export function stallingBody(bytes: Buffer): { body: Readable; consumed: Promise
 
 /** Polls `cond` (a real store's state) until true; a hang fails the test instead of passing. */
 export async function eventually(cond: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
+  await waitUntil(what, timeoutMs, cond, 10)
 }
 
 export async function storeAll(remote: Remote, c: Content): Promise<void> {

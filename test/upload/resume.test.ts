@@ -13,6 +13,7 @@ import { annex, makeRepo, repoUuid, startAnnexProxy, tempDir } from '../helpers/
 import { defer, type After } from '../helpers/annex.js'
 import { parseExposition, type Exposition } from '../metrics/exposition.js'
 import { startUpload, upload } from './helpers.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const MiB = 1024 * 1024
 
@@ -72,13 +73,7 @@ async function partialBytes(repo: string): Promise<number> {
   return n
 }
 
-async function waitFor(what: string, deadlineMs: number, check: () => Promise<boolean>): Promise<void> {
-  const until = Date.now() + deadlineMs
-  while (!(await check())) {
-    if (Date.now() > until) throw new Error(`waited ${deadlineMs} ms for ${what}`)
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}
+const waitFor = (what: string, deadlineMs: number, check: () => Promise<boolean>) => waitUntil(what, deadlineMs, check, 20)
 
 test('upload killed at about half way: the rerun completes, resends no finished file and resumes partial ones at their offset', { timeout: 600_000 }, async (t) => {
   const root = await tempDir(t, 'annex-proxy-upload-resume-')
