@@ -3,8 +3,10 @@
 // a child process. Measures what an operator sees, asserts nothing:
 // - listen: from spawn to the "annex-proxy serving" log line;
 // - walk: the server's own "repositories found" time;
-// - first request: one sent the moment it listens (it waits for the walk), then requests to
-//   cold repositories (never opened) one after another once the walk is over;
+// - first request: one sent the moment it listens, then requests to cold repositories (never
+//   opened) one after another once the walk is over. The first start has no index (--state-dir
+//   emptied before it): its first request waits until the walk finds its repository; later
+//   starts have the index the previous one wrote, and are served from it before the walk;
 // - an unknown UUID (authorized: one rescan of the whole estate);
 // - a new repository (`git init --bare` + `git annex init`): ms until it is served;
 // - the server's RSS (now and peak) and its child processes (most seen at once).
@@ -13,7 +15,9 @@
 // Run: npx tsc -p tsconfig.json && node dist/bench/estate.js [--repos 10000] [--max-open-repos 64] [--cold 50]
 //   [--estate DIR] (made there once and kept; later runs reuse it: making 10 000 takes minutes)
 //   [--server PATH] (another build's dist/src/cli/main.js, e.g. main's, side by side)
-//   [--runs N] (start the server N times on the estate; listen figures as min/median/max)
+//   [--runs N] (start the server N times on the estate, default 3; listen figures as min/median/max;
+//   the first start without an index, the later ones with the one the start before wrote)
+//   [--no-state-dir] (no --state-dir: for a --server build without it)
 import { execFileSync, spawn } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -40,7 +44,8 @@ const opt = (name: string) => {
 }
 const ESTATE = opt('--estate')
 const MAIN = resolve(opt('--server') ?? new URL('../src/cli/main.js', import.meta.url).pathname)
-const RUNS = arg('--runs', 1)
+const RUNS = arg('--runs', 3)
+const STATE = !process.argv.includes('--no-state-dir')
 
 const root = ESTATE ? resolve(ESTATE) : await mkdtemp(join(tmpdir(), 'annex-proxy-bench-estate-'))
 const kib = async (pid: number, field: 'VmRSS' | 'VmHWM') => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN)
@@ -91,7 +96,8 @@ interface Started {
 
 async function startServer(forge: string): Promise<Started> {
   const spawnedAt = performance.now()
-  const child = spawn(process.execPath, [MAIN, 'serve', '--directory', forge, '--port', '0', '--authenv-http', '--max-open-repos', String(MAX_OPEN), '--rescan-interval', '1', '--log-level', 'info'], {
+  const state = STATE ? ['--state-dir', join(root, 'state')] : []
+  const child = spawn(process.execPath, [MAIN, 'serve', '--directory', forge, '--port', '0', '--authenv-http', '--max-open-repos', String(MAX_OPEN), '--rescan-interval', '1', '--log-level', 'info', ...state], {
     cwd: root,
     env: { ...process.env, GIT_ANNEX_P2PHTTP_PASSWORD_alice: 'pw' },
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -147,6 +153,8 @@ const clientFor = (port: number) => {
 
 try {
   const { forge, repos } = await prepare()
+  // The first start finds no index of an earlier one.
+  await rm(join(root, 'state'), { recursive: true, force: true })
   const loadBefore = await load()
   const floors: number[] = []
   const listens: number[] = []
@@ -164,8 +172,9 @@ try {
     try {
       listens.push(server.listenMs)
       if (server.uptimeMs !== undefined) uptimes.push(server.uptimeMs)
-      // Sent the moment it listens, for a repository in the middle of the estate: the walk may not have reached it yet.
-      const first = await http.timed(repos[Math.floor(REPOS / 2)]!.uuid)
+      // Sent the moment it listens, for a repository in the middle of the estate (another each
+      // start, never opened before): the walk may not have reached it yet.
+      const first = await http.timed(repos[(Math.floor(REPOS / 2) + run * 101) % REPOS]!.uuid)
       firsts.push(first.ms)
       firstStatus = first.status
       const walk = await server.walk
@@ -216,7 +225,11 @@ try {
         ['listening, from spawn', spread(listens)],
         ['of which the server\'s own uptime when it logged "serving"', uptimes.length > 0 ? spread(uptimes) : '? (this build does not log it)'],
         ['walk of the estate (server log)', walks.length > 0 ? spread(walks) : '?'],
-        ['first request, sent at listen (repository in the middle of the estate)', `${spread(firsts)} (status ${firstStatus})`],
+        ['first request, sent at listen, first start (no index: waits until the walk finds it)', `${ms(firsts[0]!)}`],
+        [
+          `first request, sent at listen, later starts (${STATE ? "from the previous start's index" : 'no --state-dir'})`,
+          firsts.length > 1 ? `${spread(firsts.slice(1))} (status ${firstStatus})` : '? (--runs 1)',
+        ],
         [`first request to a cold repository (${COLD}, after the walk)`, `p50 ${ms(p(0.5))}, p90 ${ms(p(0.9))}, max ${ms(cold[cold.length - 1]!)}`],
         ['request to an open repository', ms(warm.ms)],
         ['unknown UUID, anonymous (404, no rescan)', `${ms(unknownAnon.ms)} (status ${unknownAnon.status})`],
