@@ -356,6 +356,162 @@ describe('ChunkCached', { timeout: 120_000 }, () => {
     assert.equal(remote.stats.upstreamBytes, 0)
   })
 
+  // Resume and eviction: the gateway's verdict is its own hash of the whole object, never
+  // the remote's word for a tail it could not hash. Each case damages the remote's copy
+  // where the cache no longer covers it, so a verdict taken without hashing is caught.
+
+  /** Replaces the object behind the remote's back with the same bytes but one flipped at `at`. */
+  async function damageOnRemote(repo: LocalRepo, key: Key, bytes: Buffer, at: number): Promise<void> {
+    const obj = repo.paths(key).object
+    await chmod(dirname(obj), 0o755)
+    const bad = Buffer.from(bytes)
+    bad[at]! ^= 1
+    await writeFile(`${obj}.new`, bad)
+    await rename(`${obj}.new`, obj)
+  }
+
+  const chunkOf = (f: string) => Number(/\/([0-9]+)-[0-9a-f]+\.chunk$/.exec(f)?.[1] ?? -1)
+  async function heldChunks(dir: string): Promise<number[]> {
+    return (await chunkFiles(dir)).map(chunkOf).sort((x, y) => x - y)
+  }
+
+  for (const hasher of ['auto', 'wasm'] as const) {
+    test(`resume with nothing cached (${hasher}): the prefix is read again to hash it, and wrong bytes on the remote are not called valid`, async (t) => {
+      const { remote, repo, dir } = await cachedLocal(t, { chunkBytes: 10_000, hasher })
+      const c = content(50_000)
+      await storeAll(remote, c)
+      await damageOnRemote(repo, c.key, c.bytes, 45_000)
+      const r = await get(remote, c.key, 30_000)
+      assert.equal(r.length, 20_000)
+      assert.equal(r.valid, false, 'the tail differs from the key: never valid')
+      assert.deepEqual(await chunkFiles(dir), [], 'content that failed verification is not kept')
+    })
+
+    test(`resume with nothing cached (${hasher}): right bytes verify end to end, and the cache is filled from byte 0`, async (t) => {
+      const { remote, dir } = await cachedLocal(t, { chunkBytes: 10_000, hasher })
+      const c = content(50_000)
+      await storeAll(remote, c)
+      const r = await get(remote, c.key, 30_000)
+      assert.deepEqual(r.bytes, c.bytes.subarray(30_000))
+      assert.equal(r.valid, true)
+      assert.equal(remote.stats.upstreamBytes, 50_000, 'the prefix was read to rebuild the hash state')
+      assert.deepEqual(await heldChunks(dir), [0, 1, 2, 3, 4])
+      const before = remote.stats.upstreamBytes
+      assert.equal((await get(remote, c.key, 30_000)).valid, true)
+      assert.equal(remote.stats.upstreamBytes, before, 'a second resume costs the remote nothing')
+    })
+
+    test(`resume after LRU evicted chunk 0 (${hasher}): served from what is cached, the evicted prefix hashed from the remote`, async (t) => {
+      // Four chunk files fit, five are written: chunk 0 is evicted by the last one.
+      const { remote, repo, dir, space } = await cachedLocal(t, { chunkBytes: 10_000, cacheBytes: 42_000, hasher })
+      const c = content(50_000)
+      await storeAll(remote, c)
+      assert.equal((await get(remote, c.key)).valid, true)
+      assert.deepEqual(await heldChunks(dir), [1, 2, 3, 4])
+      // The remote's copy is now wrong in the tail only: the cache holds the right tail.
+      await damageOnRemote(repo, c.key, c.bytes, 42_000)
+      for (const off of [1, 10_000, 35_000, 49_999]) {
+        const r = await get(remote, c.key, off)
+        assert.deepEqual(r.bytes, c.bytes.subarray(off), `offset ${off}: the verified cached tail`)
+        assert.equal(r.valid, true, `offset ${off}`)
+        assert.ok(space.used <= 42_000, `cache holds ${space.used} bytes`)
+      }
+    })
+
+    test(`resume after LRU evicted the prefix, remote damaged there (${hasher}): the object is not called valid`, async (t) => {
+      const { remote, repo, dir } = await cachedLocal(t, { chunkBytes: 10_000, cacheBytes: 22_000, hasher })
+      const c = content(50_000)
+      await storeAll(remote, c)
+      assert.equal((await get(remote, c.key)).valid, true)
+      assert.deepEqual(await heldChunks(dir), [3, 4])
+      await damageOnRemote(repo, c.key, c.bytes, 5_000)
+      const r = await get(remote, c.key, 45_000)
+      assert.equal(r.length, 5_000)
+      assert.equal(r.valid, false, 'the whole object does not verify, whatever the tail')
+    })
+
+    test(`a chunk damaged on disk at the resume point (${hasher}) is not served; the resume still verifies from byte 0`, async (t) => {
+      const { remote, repo, dir } = await cachedLocal(t, { chunkBytes: 10_000, hasher })
+      const c = content(50_000)
+      await storeAll(remote, c)
+      await get(remote, c.key)
+      for (const f of await chunkFiles(dir)) {
+        if (chunkOf(f) !== 3 && chunkOf(f) !== 2) continue
+        const b = await readFile(f)
+        b[100]! ^= 0x55
+        await writeFile(f, b)
+      }
+      await damageOnRemote(repo, c.key, c.bytes, 31_000)
+      const r = await get(remote, c.key, 30_500)
+      assert.equal(r.length, 19_500)
+      assert.equal(r.valid, false, 'the remote copy of the damaged chunk is wrong too: not valid')
+      assert.ok(!r.bytes.equals(c.bytes.subarray(30_500)) || r.valid === false)
+    })
+  }
+
+  test('a retrieve streaming a key while a small cache evicts its chunks still verifies, as does one that follows it', async (t) => {
+    const { remote, dir, space } = await cachedLocal(t, { chunkBytes: 10_000, cacheBytes: 21_000 })
+    const c = content(200_000)
+    await storeAll(remote, c)
+    const slow = await remote.retrieve(c.key, 0, op())
+    const parts: Buffer[] = []
+    let n = 0
+    let followed: Promise<{ bytes: Buffer; valid: boolean }> | undefined
+    for await (const piece of slow.body as AsyncIterable<Buffer>) {
+      parts.push(piece)
+      n += piece.length
+      // Halfway through, chunk 0 is long gone: another retrieve of the key from 0 and a
+      // resume from 150 000 start while this one streams on.
+      if (!followed && n >= 100_000) {
+        assert.ok(!(await heldChunks(dir)).includes(0), 'chunk 0 was evicted')
+        followed = Promise.all([get(remote, c.key), get(remote, c.key, 150_000)]).then(([a, b]) => {
+          assert.deepEqual(b.bytes, c.bytes.subarray(150_000))
+          assert.equal(b.valid, true)
+          return a
+        })
+      }
+      assert.ok(space.used <= 21_000, `cache holds ${space.used} bytes`)
+    }
+    assert.deepEqual(Buffer.concat(parts), c.bytes)
+    assert.equal(await slow.valid, true)
+    const other = await followed!
+    assert.deepEqual(other.bytes, c.bytes)
+    assert.equal(other.valid, true)
+    assert.ok((await bytesUnder(dir)) <= 21_000)
+  })
+
+  test('annex.diskreserve with the cache on a nearly full disk: free space never goes below the reserve', async (t) => {
+    const dirOf = await tempDir(t)
+    let dir = ''
+    let lowest = Number.POSITIVE_INFINITY
+    // A disk with 1 000 000 bytes free before the cache, 965 000 reserved: room for three chunk files.
+    const reserveBytes = 965_000
+    const freeNow = async () => {
+      const f = 1_000_000 - (await bytesUnder(dir))
+      lowest = Math.min(lowest, f)
+      return f
+    }
+    const reserve = new DiskReserve(dirOf, reserveBytes, { freeBytes: freeNow })
+    const made = await makeCache(t, { reserve, chunkBytes: 10_000 })
+    dir = made.dir
+    const { repo } = await localRepo(t)
+    const remote = new ChunkCached(repo, made.cache)
+    const a = content(100_000)
+    const b = content(100_000)
+    await storeAll(remote, a)
+    await storeAll(remote, b)
+    const [ra, rb] = await Promise.all([get(remote, a.key), get(remote, b.key)])
+    assert.deepEqual(ra.bytes, a.bytes)
+    assert.deepEqual(rb.bytes, b.bytes)
+    assert.equal(ra.valid && rb.valid, true)
+    const r = await get(remote, a.key, 55_000)
+    assert.deepEqual(r.bytes, a.bytes.subarray(55_000))
+    assert.equal(r.valid, true)
+    await freeNow()
+    assert.ok(lowest >= reserveBytes, `free space went down to ${lowest}, reserve ${reserveBytes}`)
+    assert.ok((await chunkFiles(dir)).length > 0, 'the cache did cache within the reserve')
+  })
+
   test('keys without a digest or size go straight to the remote', async (t) => {
     const { remote } = await cachedLocal(t)
     const bytes = Buffer.from('hello world, not hashed')
