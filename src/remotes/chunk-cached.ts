@@ -5,7 +5,12 @@
 //
 // A retrieve from `offset` starts at a chunk whose hash state is known — the chunk holding
 // `offset` if cached, else the one before it, else byte 0 — and walks the object chunk by
-// chunk. The running hash is the fastest implementation of the key's algorithm
+// chunk; when that chunk turns out to be gone or damaged, or carries no state, it walks
+// from byte 0, reading the prefix's missing chunks from the remote again (hashed, not
+// sent). The chunks a retrieve still has ahead of it are pinned against LRU eviction, so
+// rebuilding a prefix never evicts the cached tail it is about to serve.
+//
+// The running hash is the fastest implementation of the key's algorithm
 // (node:crypto for SHA-256: a profile of proxied S3 GETs spent a third of the gateway's
 // CPU in hash-wasm's SHA-256, ~7x slower here than OpenSSL's); node:crypto cannot export its
 // state, so chunks it hashed carry none, and a retrieve that would start at one hashes the
@@ -15,9 +20,9 @@
 // are fetched from the remote with one ranged retrieve per run and written to the cache as
 // they pass. The running hash of the whole object goes through every byte from that
 // starting chunk on, so `valid` is true only when the object verified end to end, however
-// it was pieced together. Only keys that carry a size and a digest are cached; the rest,
-// and a resume with no hash state to start from, go to the remote as they would without
-// a cache.
+// it was pieced together. Only keys that carry a size and a digest are cached; the
+// rest go to the remote as they would without a cache. Nothing is ever passed through
+// unhashed: a resume costs at worst the prefix read again, never the verification.
 import { Readable } from 'node:stream'
 import { AbortedError, LengthMismatchError } from '../errors.js'
 import { createHasher, digestMatches, expectedDigest, hashAlgorithm, resumeHasher, type HashAlgorithm, type Hasher, type HasherKind } from '../keys/backend.js'
@@ -92,12 +97,14 @@ export class ChunkCached extends Delegating {
     const C = this.cache.chunkBytes
     const count = Math.ceil(size / C)
     const first = Math.floor(offset / C)
-    // The chunk to start hashing from: its hash state must be known, and every chunk
-    // between it and `offset` cached, so that nothing already sent is fetched again.
+    // The chunk to start hashing from: the one holding `offset` or the one before it when
+    // cached (its hash state, or the cached chunks before it, give the hash up to there);
+    // else byte 0, reading what is not cached of the prefix from the remote again, hashed
+    // and not sent: the verdict is always the gateway's own hash of the whole object.
     let from: number
     if (first === 0 || this.cache.has(key, first)) from = first
     else if (this.cache.has(key, first - 1)) from = first - 1
-    else return this.inner.retrieve(key, offset, op)
+    else from = 0
 
     // One signal for everything this retrieve starts; the client's signal only feeds it,
     // through one listener that goes when the body does.
@@ -158,8 +165,10 @@ export class ChunkCached extends Delegating {
     async function* produce(): AsyncGenerator<Buffer> {
       let hasher: Hasher | undefined
       let ok = false
+      const pin = self.cache.pin(key, from)
       try {
         for (let i = from; i < count; i++) {
+          pin.at(i)
           const start = i * C
           const len = Math.min(C, size - start)
           const skip = Math.max(0, offset - start)
@@ -170,11 +179,10 @@ export class ChunkCached extends Delegating {
                 const saved = got.header.hash
                 if (i === 0) hasher = await createHasher(algo, self.hasherKind)
                 else if (saved.impl === 'none') {
-                  // No state to start from here: hash the cached chunks before it from byte 0.
-                  if (self.prefixCached(key, i)) {
-                    i = -1
-                    continue
-                  }
+                  // No state to start from here: hash from byte 0, the cached chunks read
+                  // back, the rest read from the remote again.
+                  i = -1
+                  continue
                 } else {
                   try {
                     hasher = await resumeHasher(algo, saved.impl, saved.state)
@@ -193,22 +201,23 @@ export class ChunkCached extends Delegating {
               }
             }
             if (!hasher && i > 0) {
-              // The chunk whose state we meant to start from is gone: serve as if uncached.
-              yield* self.passthrough(key, offset, op, stop.signal, settle)
-              ok = true
-              return
+              // The chunk whose state we meant to start from is gone (evicted, or damaged
+              // and dropped): hash from byte 0 instead. Once only: at chunk 0 a hasher is
+              // always made.
+              i = -1
+              continue
             }
             run = await self.openRun(key, start, op, stop.signal)
             if (run.length !== size - start) throw new LengthMismatchError(`the remote has ${run.length} bytes of ${serializeKey(key)} from ${start}, expected ${size - start}`)
           }
           if (!hasher) {
             if (i > 0) {
-              // Opened eagerly at a chunk that has since left the cache: no state to hash from.
+              // Opened eagerly at a chunk that has since left the cache: no state to hash
+              // from there, so from byte 0.
               self.closeRun(run)
               run = undefined
-              yield* self.passthrough(key, offset, op, stop.signal, settle)
-              ok = true
-              return
+              i = -1
+              continue
             }
             hasher = await createHasher(algo, self.hasherKind)
           }
@@ -250,6 +259,7 @@ export class ChunkCached extends Delegating {
         ok = true
       } finally {
         if (!ok) settle(false)
+        pin.release()
         if (run) self.closeRun(run)
         run = undefined
         await writer?.abort()
@@ -291,12 +301,6 @@ export class ChunkCached extends Delegating {
     stop.signal.addEventListener('abort', () => body.destroy(new AbortedError('retrieve aborted')), { once: true })
     if (stop.signal.aborted) body.destroy(new AbortedError('retrieve aborted'))
     return { length: size - offset, body, valid }
-  }
-
-  /** Whether chunks 0 to n-1 of `key` are all cached. */
-  private prefixCached(key: Key, n: number): boolean {
-    for (let j = 0; j < n; j++) if (!this.cache.has(key, j)) return false
-    return true
   }
 
   /** A cached chunk, waiting for another retrieve's upstream read of it when one is coming. */
@@ -342,29 +346,6 @@ export class ChunkCached extends Delegating {
     run.fill.end()
     run.ac.abort()
     run.reader.destroy()
-  }
-
-  /** The remote's own answer from `offset`, bytes and verdict, for when no hash state is at hand. */
-  private async *passthrough(key: Key, offset: number, op: Op, signal: AbortSignal, settle: (v: boolean) => void): AsyncGenerator<Buffer> {
-    const ac = new AbortController()
-    const onAbort = () => ac.abort()
-    signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      this.stats.upstreamRequests++
-      const r = await this.inner.retrieve(key, offset, { ...op, signal: ac.signal })
-      if (r.length !== (key.size ?? 0) - offset) {
-        r.body.destroy()
-        throw new LengthMismatchError(`the remote has ${r.length} bytes of ${serializeKey(key)} from ${offset}`)
-      }
-      for await (const piece of r.body as AsyncIterable<Buffer>) {
-        this.stats.upstreamBytes += piece.length
-        yield piece
-      }
-      settle(await r.valid.catch(() => false))
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-      ac.abort()
-    }
   }
 }
 

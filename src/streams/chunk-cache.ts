@@ -45,12 +45,15 @@ export class CacheSpace {
     return this.committed + this.pending
   }
 
-  /** Makes room for `bytes` more by evicting the least recently used chunks; false when they can never fit. */
+  /**
+   * Makes room for `bytes` more by evicting the least recently used chunks that no
+   * retrieve still needs (ChunkCache.pin); false when they do not fit.
+   */
   admit(bytes: number): boolean {
     if (bytes > this.maxBytes) return false
     for (const e of this.lru.keys()) {
       if (this.used + bytes <= this.maxBytes) break
-      e.cache.evict(e)
+      if (!e.cache.pinned(e)) e.cache.evict(e)
     }
     if (this.used + bytes > this.maxBytes) return false
     this.pending += bytes
@@ -115,6 +118,18 @@ export interface Fill {
   end(): void
 }
 
+/**
+ * A retrieve's claim on the chunks of a key from `from` on: the cache's bound never
+ * evicts them to make room for another chunk (annex.diskreserve still may). Without it
+ * a retrieve that must read an evicted prefix again to rebuild its hash state would, on
+ * a cache smaller than the object, evict the very cached tail it is about to serve.
+ */
+export interface Pin {
+  /** The retrieve has moved on to chunk `i`: the chunks before it may go. */
+  at(i: number): void
+  release(): void
+}
+
 /** Writes one chunk as it streams; nothing is visible until commit(). */
 export interface ChunkWriter {
   write(buf: Uint8Array): Promise<void>
@@ -130,6 +145,7 @@ export class ChunkCache {
   private readonly fills = new Map<string, Set<FillImpl>>()
   private readonly watchers = new Map<string, Set<() => void>>()
   private readonly writers = new Set<Writer>()
+  private readonly pins = new Map<string, Set<{ from: number }>>()
   private dropReclaimer: (() => void) | undefined
   private closed = false
 
@@ -309,6 +325,34 @@ export class ChunkCache {
     await Promise.all(gone)
     if (freed > 0) this.opts.log.info({ freed, need }, 'chunk cache gave back disk space for annex.diskreserve')
     return freed
+  }
+
+  /** Keeps the chunks of `key` from `from` on out of LRU eviction until moved on or released. */
+  pin(key: Key, from: number): Pin {
+    const id = this.keyId(key)
+    const p = { from }
+    let s = this.pins.get(id)
+    if (!s) this.pins.set(id, (s = new Set()))
+    s.add(p)
+    let live = true
+    return {
+      at: (i: number) => {
+        p.from = i
+      },
+      release: () => {
+        if (!live) return
+        live = false
+        const set = this.pins.get(id)
+        set?.delete(p)
+        if (set?.size === 0) this.pins.delete(id)
+      },
+    }
+  }
+
+  /** Whether a retrieve in progress still needs chunk `e`. */
+  pinned(e: Entry): boolean {
+    for (const p of this.pins.get(e.id) ?? []) if (p.from <= e.index) return true
+    return false
   }
 
   /** Registers an upstream read of `key` positioned at chunk `from`, so that others can wait for it. */
