@@ -104,6 +104,7 @@ export class ChunkCached extends Delegating {
     let from: number
     if (first === 0 || this.cache.has(key, first)) from = first
     else if (this.cache.has(key, first - 1)) from = first - 1
+    else if (op.readsPart) return this.inner.retrieve(key, offset, op)
     else from = 0
 
     // One signal for everything this retrieve starts; the client's signal only feeds it,
@@ -181,6 +182,7 @@ export class ChunkCached extends Delegating {
                 else if (saved.impl === 'none') {
                   // No state to start from here: hash from byte 0, the cached chunks read
                   // back, the rest read from the remote again.
+                  if (op.readsPart && !self.prefixCached(key, i)) return yield* self.passthrough(key, offset, op, stop.signal, settle)
                   i = -1
                   continue
                 } else {
@@ -204,6 +206,7 @@ export class ChunkCached extends Delegating {
               // The chunk whose state we meant to start from is gone (evicted, or damaged
               // and dropped): hash from byte 0 instead. Once only: at chunk 0 a hasher is
               // always made.
+              if (op.readsPart) return yield* self.passthrough(key, offset, op, stop.signal, settle)
               i = -1
               continue
             }
@@ -216,6 +219,7 @@ export class ChunkCached extends Delegating {
               // from there, so from byte 0.
               self.closeRun(run)
               run = undefined
+              if (op.readsPart) return yield* self.passthrough(key, offset, op, stop.signal, settle)
               i = -1
               continue
             }
@@ -303,6 +307,12 @@ export class ChunkCached extends Delegating {
     return { length: size - offset, body, valid }
   }
 
+  /** Whether chunks 0 to n-1 of `key` are all cached. */
+  private prefixCached(key: Key, n: number): boolean {
+    for (let j = 0; j < n; j++) if (!this.cache.has(key, j)) return false
+    return true
+  }
+
   /** A cached chunk, waiting for another retrieve's upstream read of it when one is coming. */
   private async readCached(key: Key, i: number, signal: AbortSignal) {
     let got = await this.cache.read(key, i)
@@ -346,6 +356,33 @@ export class ChunkCached extends Delegating {
     run.fill.end()
     run.ac.abort()
     run.reader.destroy()
+  }
+
+  /**
+   * The remote's own answer from `offset`, for a caller that reads only a part (readsPart)
+   * when the hash state there is not at hand: `valid` is then only the remote's length
+   * check, which such a caller does not use.
+   */
+  private async *passthrough(key: Key, offset: number, op: Op, signal: AbortSignal, settle: (v: boolean) => void): AsyncGenerator<Buffer> {
+    const ac = new AbortController()
+    const onAbort = () => ac.abort()
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      this.stats.upstreamRequests++
+      const r = await this.inner.retrieve(key, offset, { ...op, signal: ac.signal })
+      if (r.length !== (key.size ?? 0) - offset) {
+        r.body.destroy()
+        throw new LengthMismatchError(`the remote has ${r.length} bytes of ${serializeKey(key)} from ${offset}`)
+      }
+      for await (const piece of r.body as AsyncIterable<Buffer>) {
+        this.stats.upstreamBytes += piece.length
+        yield piece
+      }
+      settle(await r.valid.catch(() => false))
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+      ac.abort()
+    }
   }
 }
 

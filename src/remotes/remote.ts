@@ -43,6 +43,13 @@ export interface Op {
   readonly client?: string
   /** Informational file name from the client. */
   readonly associatedFile?: string
+  /**
+   * Retrieve only: the caller reads a part of the content (an HTTP Range) and needs no
+   * verdict on the whole object, so work done only for that verdict (the chunk cache
+   * reading a prefix again to hash it) is skipped; `valid` may then be only the remote's
+   * own check.
+   */
+  readonly readsPart?: boolean
 }
 
 export interface Retrieved {

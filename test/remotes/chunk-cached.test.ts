@@ -460,6 +460,26 @@ describe('ChunkCached', { timeout: 120_000 }, () => {
     })
   }
 
+  test('a retrieve of a part (readsPart: an HTTP Range) with no hash state at hand reads the remote from its offset only', async (t) => {
+    const { remote, dir } = await cachedLocal(t, { chunkBytes: 10_000 })
+    const c = content(50_000)
+    await storeAll(remote, c)
+    const r = await remote.retrieve(c.key, 30_000, { ...op(), readsPart: true })
+    assert.deepEqual(await buffer(r.body), c.bytes.subarray(30_000))
+    await r.valid
+    // Straight to the remote from the offset: no prefix read (and cached) to hash it.
+    assert.deepEqual(remote.stats, { upstreamRequests: 0, upstreamBytes: 0, cachedBytes: 0 })
+    assert.deepEqual(await chunkFiles(dir), [])
+    // With the whole object cached a part is still served from the cache.
+    await get(remote, c.key)
+    assert.equal((await chunkFiles(dir)).length, 5)
+    const before = remote.stats.upstreamBytes
+    const p = await remote.retrieve(c.key, 35_000, { ...op(), readsPart: true })
+    assert.deepEqual(await buffer(p.body), c.bytes.subarray(35_000))
+    assert.equal(await p.valid, true)
+    assert.equal(remote.stats.upstreamBytes, before)
+  })
+
   test('a retrieve streaming a key while a small cache evicts its chunks still verifies, as does one that follows it', async (t) => {
     const { remote, dir, space } = await cachedLocal(t, { chunkBytes: 10_000, cacheBytes: 21_000 })
     const c = content(200_000)

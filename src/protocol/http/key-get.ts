@@ -92,7 +92,7 @@ export async function serveKey(g: KeyGet, reply: FastifyReply): Promise<FastifyR
       first = undefined
       return f
     }
-    return retrieveAt(offset + r.start)
+    return g.start(() => remote.retrieve(key, offset + r.start, { ...op, readsPart: true }))
   }
   const opened = await openPart(ranges[0]!)
   if (opened.length !== length - ranges[0]!.start) {
