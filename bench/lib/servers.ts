@@ -67,7 +67,10 @@ export async function startServer(
   // Port 0: the server picks a free port as it binds (none picked here and bound later); which
   // one is read from /proc, as the reference does not print it.
   const [cmd, args] = command(kind, projectRoot, 0, jobs, refNewest)
-  const child: ChildProcess = spawn(cmd, args, { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  // Node options for annex-proxy only, e.g. `--cpu-prof --cpu-prof-dir=DIR` to profile the server
+  // (NODE_OPTIONS refuses --cpu-prof, and would reach the bench's own SDK runs too).
+  const extra = kind === 'ours' ? (process.env.ANNEX_PROXY_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean) : []
+  const child: ChildProcess = spawn(cmd, [...extra, ...args], { cwd: repo, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   const keep = (d: Buffer) => {
     out += d.toString('utf8')
