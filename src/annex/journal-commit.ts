@@ -1,20 +1,19 @@
 // Committing git-annex's journal into the git-annex branch, as git-annex's own
 // Annex.Branch.commit does it (Annex/Branch.hs forceCommit → stageJournal → commitIndex),
 // with git plumbing instead of a git-annex process: spawning `git annex merge` costs ~100 ms
-// of a busy machine per commit; here a commit is two short git commands on git-annex's index
-// (update-index, write-tree) next to long-lived helpers (the lock holder, `git hash-object
-// --stdin-paths` for blobs and for the commit object, `git update-ref --stdin`), which is
-// what lets a served repository commit before every answer by default.
+// of a busy machine per commit; here a commit is three short git commands on git-annex's index
+// (update-index, write-tree, hash-object of the commit object) next to long-lived helpers (the
+// lock holder, `git hash-object --stdin-paths` for the journal files, `git update-ref --stdin`),
+// which is what lets a served repository commit before every answer by default.
 //
-// No git command takes several objects' content on one stdin (hash-object --stdin takes one
-// object per process, mktree only trees, fast-import writes a pack per checkpoint), and a
-// process per commit object is what the long-lived hasher saves. So the commit object and
-// union-merged blobs are written as files for `--stdin-paths`, where git-annex writes its own
-// temporary files: .git/annex/othertmp, under a shared lock on othertmp.lck (Annex/Tmp.hs
-// withOtherTmp), which keeps a git-annex process's exit (cleanupOtherTmp) from removing them
-// under us, and which lets it remove what a killed server left there. They are removed as
-// soon as the commit ends, and the directory once no process holds it; nothing goes to
-// os.tmpdir().
+// The commit writes no file of its own: what is not already a file (the commit object, a
+// union-merged log) goes to git on the stdin of a `git hash-object --stdin`, one process per
+// object, as git-annex hashes what it has in memory (Git/HashObject.hs hashObject); the only
+// files written are git's (objects, git-annex's index, the ref) and git-annex's state
+// (journal.lck; index.lck, replaced through a temp file beside it as git-annex's writeLogFile
+// replaces it), nothing in .git/annex/othertmp or os.tmpdir(). A union-merged log
+// exists only for a file both a pushed branch and the index changed since the last commit, so
+// most commits hash none and the process per commit object is the whole cost.
 //
 // Interoperable with real git-annex processes on the same repository because it takes the
 // locks git-annex takes and leaves the files it leaves:
@@ -118,11 +117,18 @@ function indexInfo(entries: ReadonlyArray<readonly [sha: string, path: string]>,
   return Buffer.from(entries.map(([sha, path]) => `100644 blob ${sha}\t${path}\0`).join(''), encoding)
 }
 
-/** Writes contents as blobs into the object store; their shas in order. */
-type HashContents = (contents: readonly Buffer[]) => Promise<string[]>
+const SHA = /^[0-9a-f]{40}([0-9a-f]{24})?$/
+
+/** `git hash-object -w --stdin` of `content` (a process per object): its sha. */
+async function hashObject(gitDir: string, type: 'blob' | 'commit', content: Buffer): Promise<string> {
+  const args = ['hash-object', '-w', '-t', type, '--stdin', ...(type === 'blob' ? ['--no-filters'] : [])]
+  const sha = (await runGitBytes(gitDir, args, { input: content })).toString('latin1').trim()
+  if (!SHA.test(sha)) throw new LocationLogError(`git ${args.join(' ')} answered ${JSON.stringify(sha)}`)
+  return sha
+}
 
 /** Union-merges `ref` into the index (Git/UnionMerge.hs mergeIndex). Staged changes take part. */
-async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: string, hashContents: HashContents): Promise<void> {
+async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: string): Promise<void> {
   const diff = (await runGitBytes(gitDir, ['diff-index', '--raw', '-z', '-r', '--no-renames', '-l0', '--cached', ref, '--'], { env })).toString('latin1').split('\0')
   const direct: Array<[string, string]> = []
   const both: Array<[a: string, b: string, path: string]> = []
@@ -143,10 +149,8 @@ async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: strin
       if ('reuse' in r) entries.push([r.reuse === 0 ? a : b, path])
       else fresh.push([r.content, path])
     }
-    if (fresh.length > 0) {
-      const shas = await hashContents(fresh.map(([content]) => Buffer.from(content, 'latin1')))
-      fresh.forEach(([, path], i) => entries.push([shas[i]!, path]))
-    }
+    // Few (files both sides changed since the last commit), each hashed by its own process.
+    for (const [content, path] of fresh) entries.push([await hashObject(gitDir, 'blob', Buffer.from(content, 'latin1')), path])
   }
   if (entries.length > 0) await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(entries, 'latin1') })
 }
@@ -231,35 +235,25 @@ class LineHelper {
   }
 }
 
-// The journal lock (journal-lock.ts) and a shared lock on othertmp.lck (for the files staged in
-// othertmp) taken and released on command by one perl process, so a commit spawns none for
-// them. On release, othertmp is removed when empty and no other process holds it (what
-// cleanupOtherTmp checks with an exclusive lock, here without waiting). A process dying
-// releases its fcntl locks: a killed server never leaves the journal locked.
+// The journal lock (journal-lock.ts) taken and released on command by one perl process, so a
+// commit spawns none for it. A process dying releases its fcntl locks: a killed server never
+// leaves the journal locked.
 const LOCKER = `
-use strict; use Fcntl qw(O_RDWR O_CREAT F_SETLK F_SETLKW F_RDLCK F_WRLCK F_UNLCK);
+use strict; use Fcntl qw(O_RDWR O_CREAT F_SETLKW F_WRLCK F_UNLCK);
 $| = 1;
-my ($journal, $othertmp) = @ARGV;
-sub lockfile { my $p = shift; sysopen(my $fh, $p, O_RDWR | O_CREAT, 0666) or die "cannot open $p: $!\\n"; $fh }
-sub setlk { my ($fh, $cmd, $type) = @_; fcntl($fh, $cmd, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) }
-my $j = lockfile($journal);
-my $t = lockfile("$othertmp.lck");
+my ($journal) = @ARGV;
+sysopen(my $j, $journal, O_RDWR | O_CREAT, 0666) or die "cannot open $journal: $!\\n";
+sub setlk { my ($type) = @_; fcntl($j, F_SETLKW, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) }
 while (my $cmd = <STDIN>) {
   if ($cmd eq "lock\\n") {
-    setlk($j, F_SETLKW, F_WRLCK) or die "cannot lock $journal: $!\\n";
-    setlk($t, F_SETLKW, F_RDLCK) or die "cannot lock $othertmp.lck: $!\\n";
+    setlk(F_WRLCK) or die "cannot lock $journal: $!\\n";
     print "locked\\n";
   } else {
-    rmdir $othertmp if setlk($t, F_SETLK, F_WRLCK);
-    setlk($t, F_SETLKW, F_UNLCK) or die "cannot unlock $othertmp.lck: $!\\n";
-    setlk($j, F_SETLKW, F_UNLCK) or die "cannot unlock $journal: $!\\n";
+    setlk(F_UNLCK) or die "cannot unlock $journal: $!\\n";
     print "unlocked\\n";
   }
 }
 `
-
-/** Writes content to a new file that is removed when the commit ends; its path. */
-type Stage = (content: Buffer) => Promise<string>
 
 /** 64-bit Linux: where the struct flock packed above is the kernel's. */
 const SUPPORTED = process.platform === 'linux' && ['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
@@ -277,7 +271,6 @@ export interface JournalCommitOptions {
 export class JournalCommitter {
   private locker: LineHelper | undefined
   private hasher: LineHelper | undefined
-  private commitHasher: LineHelper | undefined
   private refUpdater: LineHelper | undefined
   // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date) and the
   // message when the caller gives none, read once as a git-annex process reads its config.
@@ -303,8 +296,8 @@ export class JournalCommitter {
   /** Ends the helper processes, after the commits queued before (never under one). */
   stop(): Promise<void> {
     const run = this.queue.then(() => {
-      const helpers = [this.locker, this.hasher, this.commitHasher, this.refUpdater]
-      this.locker = this.hasher = this.commitHasher = this.refUpdater = this.idents = undefined
+      const helpers = [this.locker, this.hasher, this.refUpdater]
+      this.locker = this.hasher = this.refUpdater = this.idents = undefined
       return Promise.all(helpers.map((h) => h?.stop())).then(() => undefined)
     })
     this.queue = run.catch(() => undefined)
@@ -316,7 +309,7 @@ export class JournalCommitter {
     if (!this.locker?.alive) {
       await mkdir(join(this.gitDir, 'annex'), { recursive: true })
       const annexDir = join(this.gitDir, 'annex')
-      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(annexDir, 'journal.lck'), join(annexDir, 'othertmp')], this.gitDir)
+      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(annexDir, 'journal.lck')], this.gitDir)
     }
     const locker = this.locker
     const answer = await locker.ask('lock')
@@ -352,18 +345,14 @@ export class JournalCommitter {
     return this.idents
   }
 
-  /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, without a process per commit. */
-  private async commitTree(stage: Stage, tree: string, parent: string, message: string): Promise<string> {
+  /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, the object written through stdin. */
+  private async commitTree(tree: string, parent: string, message: string): Promise<string> {
     const { author, committer } = await this.who()
     const now = new Date()
     const off = -now.getTimezoneOffset()
     const tz = `${off < 0 ? '-' : '+'}${String(Math.floor(Math.abs(off) / 60)).padStart(2, '0')}${String(Math.abs(off) % 60).padStart(2, '0')}`
     const date = `${Math.floor(now.getTime() / 1000)} ${tz}`
-    const f = await stage(Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${author} ${date}\ncommitter ${committer} ${date}\n\n${message}\n`))
-    if (!this.commitHasher?.alive) this.commitHasher = new LineHelper('git hash-object -t commit', 'git', ['hash-object', '-w', '-t', 'commit', '--stdin-paths'], this.gitDir)
-    const sha = await this.commitHasher.ask(f)
-    if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new LocationLogError(`git hash-object -t commit answered ${JSON.stringify(sha)}`)
-    return sha
+    return hashObject(this.gitDir, 'commit', Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${author} ${date}\ncommitter ${committer} ${date}\n\n${message}\n`))
   }
 
   /**
@@ -381,31 +370,16 @@ export class JournalCommitter {
     if (got.join('|') !== 'start: ok|prepare: ok|commit: ok') throw new LocationLogError(`git update-ref --stdin answered ${got.join(', ')}`)
   }
 
+  /** The journal files as blobs, by one long-lived `git hash-object --stdin-paths` (Git/HashObject.hs hashFile). */
   private async hashPaths(paths: readonly string[]): Promise<string[]> {
     if (!this.hasher?.alive) this.hasher = new LineHelper('git hash-object', 'git', ['hash-object', '-w', '--no-filters', '--stdin-paths'], this.gitDir)
     const h = this.hasher
     const shas = await Promise.all(paths.map((p) => h.ask(p)))
-    for (const sha of shas) if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha)) throw new LocationLogError(`git hash-object answered ${JSON.stringify(sha)}`)
+    for (const sha of shas) if (!SHA.test(sha)) throw new LocationLogError(`git hash-object answered ${JSON.stringify(sha)}`)
     return shas
   }
 
-  private async commitLocked(message: string | undefined): Promise<boolean> {
-    const staged: string[] = []
-    try {
-      return await this.commitStaging(message, async (content) => {
-        const dir = join(this.gitDir, 'annex', 'othertmp')
-        await mkdir(dir, { recursive: true })
-        const f = join(dir, `annex-proxy-${process.pid}-${randomBytes(6).toString('hex')}`)
-        staged.push(f)
-        await writeFile(f, content, { flag: 'wx' })
-        return f
-      })
-    } finally {
-      await Promise.all(staged.map((f) => rm(f, { force: true })))
-    }
-  }
-
-  private async commitStaging(asked: string | undefined, stage: Stage): Promise<boolean> {
+  private async commitLocked(asked: string | undefined): Promise<boolean> {
     const gitDir = this.gitDir
     const annexDir = join(gitDir, 'annex')
     const journalDir = join(annexDir, 'journal')
@@ -439,9 +413,9 @@ export class JournalCommitter {
       // journal staged again over the merge (a commit that fails, or a server killed here, is
       // followed by one that stages the journal first), so only a merge after that keeps the
       // pushed lines.
-      if ((await indexSha(annexDir)) !== branch) await mergeIntoIndex(gitDir, env, branch, async (contents) => this.hashPaths(await Promise.all(contents.map(stage))))
+      if ((await indexSha(annexDir)) !== branch) await mergeIntoIndex(gitDir, env, branch)
       const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
-      const commit = await this.commitTree(stage, tree, branch, message)
+      const commit = await this.commitTree(tree, branch, message)
       try {
         await this.updateRef(commit, branch, message)
         await setIndexSha(annexDir, commit)
