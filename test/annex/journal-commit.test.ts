@@ -3,7 +3,9 @@
 // (`git annex merge` put the journal file over them), and concurrent git-annex writers, readers
 // and pushes into refs/heads/git-annex lose no line.
 import assert from 'node:assert/strict'
-import { access, readdir, rm, writeFile } from 'node:fs/promises'
+import { watch } from 'node:fs'
+import { access, mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
@@ -13,6 +15,7 @@ import { LocationLog } from '../../src/annex/location-log.js'
 import { parseKey } from '../../src/keys/key.js'
 import { asUuid } from '../../src/remotes/remote.js'
 import { annex, git, makeRepo, repoUuid, sh, sha256Key, tempDir } from '../helpers/annex.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const keyName = (i: number) => sha256Key(Buffer.from(`content ${i}\n`))
 
@@ -46,6 +49,32 @@ async function journalThenPush({ srv, pub, su, pu }: Awaited<ReturnType<typeof s
   await annex(pub, 'merge')
   await git(pub, 'push', '-q', 'origin', 'git-annex')
   assert.match(await inBranch(srv, k), new RegExp(` 1 ${pu}$`, 'm'), 'pushed')
+}
+
+/**
+ * The names created, changed or removed directly in each of `dirs` (made when missing) while `fn` runs (inotify,
+ * through fs.watch). A marker written into each directory afterwards is waited for, so every
+ * event of `fn` has been read (one inotify queue per event loop, read in order).
+ */
+async function touchedWhile(dirs: Readonly<Record<string, string>>, fn: () => Promise<unknown>): Promise<string[]> {
+  await Promise.all(Object.values(dirs).map((dir) => mkdir(dir, { recursive: true })))
+  const seen: string[] = []
+  const watchers = Object.entries(dirs).map(([label, dir]) =>
+    watch(dir, (_event, name) => seen.push(`${label}/${name ?? '?'}`)).on('error', (e) => seen.push(`${label}: ${e.message}`)),
+  )
+  try {
+    await fn()
+    const marker = `marker-${process.pid}`
+    // (A directory removed meanwhile gets none: its removal is an event in its parent or its own.)
+    const marked = (
+      await Promise.all(Object.entries(dirs).map(([label, dir]) => writeFile(join(dir, marker), '').then(() => [label], () => seen.push(`${label} removed`) && [])))
+    ).flat()
+    await waitUntil('the markers written after the commit to be seen by fs.watch', 20_000, () => marked.every((label) => seen.includes(`${label}/${marker}`)))
+    await Promise.all(marked.map((label) => rm(join(dirs[label]!, marker))))
+    return [...new Set(seen.filter((s) => !s.endsWith(`/${marker}`)))].sort()
+  } finally {
+    for (const w of watchers) w.close()
+  }
 }
 
 /** Every file below `dir`, as paths relative to it. */
@@ -208,4 +237,41 @@ test("a commit's message is the repository's annex.commitmessage when set (as up
   assert.equal(await message(1), 'update\n\n')
   await git(srv, 'config', 'annex.commitmessage', 'ingest: 2 files')
   assert.equal(await message(2), 'ingest: 2 files\n\n')
+})
+
+test('a commit, plain or union-merging a pushed git-annex branch, writes no file into .git/annex/othertmp or os.tmpdir(): only git\'s index, and git-annex\'s index.lck (replaced through a temp file beside it) and journal.lck, change in .git/annex', async (t) => {
+  const repos = await servedAndPublisher(t)
+  const { root, srv, pub, su, pu } = repos
+  const annexDir = join(srv, 'annex')
+  // othertmp is made before each commit is watched (git-annex makes it while it runs and
+  // removes it as it exits), so that a file written into it is seen.
+  const othertmp = join(annexDir, 'othertmp')
+  const tmp = join(root, 'tmp')
+  await mkdir(tmp)
+  const saved = process.env.TMPDIR
+  process.env.TMPDIR = tmp
+  t.after(() => (saved === undefined ? delete process.env.TMPDIR : (process.env.TMPDIR = saved)))
+  assert.equal(tmpdir(), tmp)
+  const dirs = { annex: annexDir, othertmp, tmpdir: tmp }
+  const allowed = /^annex\/(index|index\.lock|index\.lck|index\.lck\.[0-9a-f]+\.tmp|journal\.lck)$/
+
+  // A plain commit: the journal over the branch.
+  await git(srv, '-c', 'annex.alwayscommit=false', 'annex', 'setpresentkey', keyName(1), su, '1')
+  const plain = await touchedWhile(dirs, async () => assert.equal(await commitJournal(srv), true))
+  assert.deepEqual(plain.filter((n) => !allowed.test(n)), [], `touched by a plain commit: ${plain.join(', ')}`)
+  assert.ok(plain.includes('annex/index'), `the watch sees the commit's own changes: ${plain.join(', ')}`)
+
+  // A commit that union-merges a pushed branch into a log the journal also changed: a blob
+  // neither side has.
+  const k = keyName(2)
+  await git(pub, 'fetch', '-q', 'origin')
+  await journalThenPush(repos, k)
+  const merged = await touchedWhile(dirs, async () => assert.equal(await commitJournal(srv), true))
+  assert.deepEqual(merged.filter((n) => !allowed.test(n)), [], `touched by a union-merging commit: ${merged.join(', ')}`)
+  const lines = await inBranch(srv, k)
+  assert.match(lines, new RegExp(` 1 ${su}$`, 'm'), "the server's line")
+  assert.match(lines, new RegExp(` 1 ${pu}$`, 'm'), "the publisher's pushed line")
+  assert.deepEqual(await readdir(othertmp), [])
+  assert.deepEqual(await readdir(tmp), [])
+  await git(srv, 'fsck', '--no-progress')
 })
