@@ -138,6 +138,15 @@ export interface ChunkWriter {
   abort(): Promise<void>
 }
 
+/**
+ * What a file takes of free space is whole blocks: a chunk is reserved rounded up to them,
+ * plus the two directories a key's first chunk creates, so annex.diskreserve holds on the
+ * disk and not only in bytes. 4 KiB: ext4's, xfs's and tmpfs's usual block (a larger one
+ * would make the cache cross the reserve by less than a block per chunk).
+ */
+const DISK_BLOCK = 4096
+const onDisk = (bytes: number) => Math.ceil(bytes / DISK_BLOCK) * DISK_BLOCK
+
 const CHUNK_FILE = /^([0-9]+)-[0-9a-f]{16}\.chunk$/
 
 export class ChunkCache {
@@ -254,7 +263,7 @@ export class ChunkCache {
     const final = join(dir, `${index}-${randomBytes(8).toString('hex')}.chunk`)
     const tmp = `${final}.tmp`
     try {
-      const r = await this.opts.reserve.tryReserve(bytes)
+      const r = await this.opts.reserve.tryReserve(onDisk(bytes) + (this.index.has(id) ? 0 : 2 * DISK_BLOCK))
       if ('need' in r) {
         this.opts.log.debug({ key: serializeKey(key), chunk: index, need: r.need }, 'not caching: annex.diskreserve')
         this.opts.space.settle(bytes)

@@ -543,6 +543,35 @@ describe('ChunkCached', { timeout: 120_000 }, () => {
     assert.ok((await chunkFiles(dir)).length > 0, 'the cache did cache within the reserve')
   })
 
+  test('annex.diskreserve counts the disk blocks a chunk file takes, not only its bytes', async (t) => {
+    const dirOf = await tempDir(t)
+    let dir = ''
+    let lowest = Number.POSITIVE_INFINITY
+    // Free space as a filesystem of 4 KiB blocks reports it: every file takes whole blocks.
+    const freeNow = async () => {
+      const sizes = await Promise.all((await chunkFiles(dir)).map(async (f) => (await stat(f)).size))
+      const f = 1_000_000 - sizes.reduce((x, y) => x + Math.ceil(y / 4096) * 4096, 0)
+      lowest = Math.min(lowest, f)
+      return f
+    }
+    // Room above the reserve for a chunk file's bytes (10 000 and a trailer of a few
+    // hundred), not for the three blocks it takes: no chunk fits.
+    const reserveBytes = 1_000_000 - 11_000
+    const reserve = new DiskReserve(dirOf, reserveBytes, { freeBytes: freeNow })
+    const made = await makeCache(t, { reserve, chunkBytes: 10_000 })
+    dir = made.dir
+    const { repo } = await localRepo(t)
+    const remote = new ChunkCached(repo, made.cache)
+    const c = content(50_000)
+    await storeAll(remote, c)
+    const r = await get(remote, c.key)
+    assert.deepEqual(r.bytes, c.bytes)
+    assert.equal(r.valid, true)
+    await freeNow()
+    assert.ok(lowest >= reserveBytes, `free space went down to ${lowest}, reserve ${reserveBytes}`)
+    assert.deepEqual(await chunkFiles(dir), [])
+  })
+
   test('keys without a digest or size go straight to the remote', async (t) => {
     const { remote } = await cachedLocal(t)
     const bytes = Buffer.from('hello world, not hashed')
