@@ -156,7 +156,7 @@ async function main(opts: Options): Promise<void> {
     `command: annex-proxy bench ${commandLine.join(' ')}`.trim(),
     'throughput: wall time of the timed client command; MiB/s for files of 1 MiB and more, files/s below. Upload rows: copy --to for git annex, annex-proxy upload for ours.',
     'physical floor: cp -r of the same files (to 3 directories for a cluster) + sync. % of floor = throughput ÷ floor.',
-    'server CPU s and RSS: the server process tree during the phase; client RSS: annex-proxy upload\'s peak.',
+    'server CPU s and RSS: the server process tree during the phase (the server and the git / git-annex helpers it runs); server process RSS: the server process alone (its own peak, VmHWM); client RSS: annex-proxy upload\'s peak.',
     "p50/p99: request latency of put (upload) or key (get) requests from annex-proxy's own /metrics histograms (bucket-interpolated); the reference has no metrics.",
     '÷ git annex → p2phttp: this line\'s throughput over the real client against the reference, same scenario and phase.',
     `load average ${env.loadavgAtStart.join(' ')} at start, ${results.environment.loadavgAtEnd.join(' ')} at end (2 cores, shared).`,

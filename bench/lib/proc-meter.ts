@@ -13,6 +13,12 @@ import { join } from 'node:path'
 export interface Usage {
   readonly cpuSeconds: number
   readonly peakRssBytes: number
+  /**
+   * The root process's own peak (its VmHWM, reset at start), without its descendants: for a
+   * server, the gateway process itself, apart from the git and git-annex helpers it runs.
+   * Absent when there is no single root (SessionMeter).
+   */
+  readonly rootPeakRssBytes?: number
   readonly samples: number
 }
 
@@ -82,6 +88,7 @@ function rootHwmBytes(pid: number): number {
 export class ProcessTreeMeter implements Meter {
   #startTicks = 0
   #peakPages = 0
+  #rootPeakPages = 0
   #samples = 0
   #lastTicks = 0
   #timer: NodeJS.Timeout | undefined
@@ -101,8 +108,9 @@ export class ProcessTreeMeter implements Meter {
   stop(): Usage {
     clearInterval(this.#timer)
     const endTicks = this.#sample()
-    const peakRssBytes = Math.max(this.#peakPages * PAGE_SIZE, rootHwmBytes(this.rootPid))
-    return { cpuSeconds: (endTicks - this.#startTicks) / CLK_TCK, peakRssBytes, samples: this.#samples }
+    const rootPeak = Math.max(this.#rootPeakPages * PAGE_SIZE, rootHwmBytes(this.rootPid))
+    const peakRssBytes = Math.max(this.#peakPages * PAGE_SIZE, rootPeak)
+    return { cpuSeconds: (endTicks - this.#startTicks) / CLK_TCK, peakRssBytes, rootPeakRssBytes: rootPeak, samples: this.#samples }
   }
 
   /** One sample: updates the RSS peak and returns the tree's CPU ticks. */
@@ -116,6 +124,7 @@ export class ProcessTreeMeter implements Meter {
       pages += s.rssPages
     }
     this.#peakPages = Math.max(this.#peakPages, pages)
+    this.#rootPeakPages = Math.max(this.#rootPeakPages, tree[0]!.rssPages)
     this.#samples++
     this.#lastTicks = ticks
     return ticks

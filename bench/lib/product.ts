@@ -108,15 +108,15 @@ function figure(s: ServerSummary, pick: (s: ServerSummary) => Summary | undefine
 
 export function markdownReport(title: string, rows: readonly ProductRow[], notes: readonly string[]): string {
   const out = [`# ${title.split('\n')[0]}`, '', ...title.split('\n').slice(1).map((l) => `${l}  `), '', '![throughput per scenario](chart.svg)', '']
-  out.push('| scenario | client → server | throughput | ÷ git annex → p2phttp | physical floor | % of floor | server CPU s | server RSS MiB | client RSS MiB | p50 ms | p99 ms |')
-  out.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
+  out.push('| scenario | client → server | throughput | ÷ git annex → p2phttp | physical floor | % of floor | server CPU s | server RSS MiB | server process RSS MiB | client RSS MiB | p50 ms | p99 ms |')
+  out.push('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|')
   for (const r of rows) {
     for (const [i, l] of r.lines.entries()) {
       const tp = l.summary.throughput?.median
       out.push(
         `| ${i === 0 ? `${r.label} (${r.unit})` : ''} | ${l.label} | ${figure(l.summary, (s) => s.throughput)} | ${l.vsReference === undefined ? '' : `${fmt(l.vsReference)}×`} | ${
           i === 0 && r.floor ? fmt(r.floor.median) : ''
-        } | ${tp !== undefined && r.floor ? `${fmt((100 * tp) / r.floor.median, 0)}%` : ''} | ${figure(l.summary, (s) => s.cpuSeconds)} | ${figure(l.summary, (s) => s.peakRssMiB)} | ${
+        } | ${tp !== undefined && r.floor ? `${fmt((100 * tp) / r.floor.median, 0)}%` : ''} | ${figure(l.summary, (s) => s.cpuSeconds)} | ${figure(l.summary, (s) => s.peakRssMiB)} | ${figure(l.summary, (s) => s.processPeakRssMiB)} | ${
           l.clientRssMiB ? fmt(l.clientRssMiB.median) : ''
         } | ${fmt(l.p50Ms)} | ${fmt(l.p99Ms)} |`,
       )

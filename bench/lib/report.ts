@@ -18,6 +18,8 @@ export interface ServerSummary {
   readonly wallSeconds?: Summary
   readonly cpuSeconds?: Summary
   readonly peakRssMiB?: Summary
+  /** The server process alone (peakRssMiB is its whole tree). */
+  readonly processPeakRssMiB?: Summary
   /** Runs whose client command for this phase was killed after the timeout. */
   readonly stalled: number
   /** Runs that never reached this phase because an earlier one stalled. */
@@ -66,6 +68,7 @@ export function serverSummary(d: Dataset, phase: Phase, runs: readonly TransferR
     wallSeconds: summarize(wall),
     cpuSeconds: summarize(measured.map((m) => m.cpuSeconds)),
     peakRssMiB: summarize(measured.map((m) => m.peakRssBytes / MiB)),
+    ...(measured.every((m) => m.rootPeakRssBytes !== undefined) ? { processPeakRssMiB: summarize(measured.map((m) => m.rootPeakRssBytes! / MiB)) } : {}),
   }
 }
 

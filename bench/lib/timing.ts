@@ -6,6 +6,8 @@ export interface PhaseMeasurement {
   readonly wallSeconds: number
   readonly cpuSeconds: number
   readonly peakRssBytes: number
+  /** The server process alone, without its children (absent for a server that is sessions). */
+  readonly rootPeakRssBytes?: number
 }
 
 /** Flushes dirty pages, so no phase pays for the previous one's writeback. */
@@ -33,5 +35,5 @@ export async function measured(server: number | Meter, fn: () => Promise<unknown
   }
   const wallSeconds = (performance.now() - t0) / 1000
   const usage = await meter.stop()
-  return { wallSeconds, cpuSeconds: usage.cpuSeconds, peakRssBytes: usage.peakRssBytes }
+  return { wallSeconds, cpuSeconds: usage.cpuSeconds, peakRssBytes: usage.peakRssBytes, ...(usage.rootPeakRssBytes !== undefined ? { rootPeakRssBytes: usage.rootPeakRssBytes } : {}) }
 }

@@ -24,7 +24,13 @@ test('annex-proxy bench --quick writes report.md, results.json and chart.svg', {
 
   const json = JSON.parse(await readFile(join(results, 'results.json'), 'utf8')) as {
     mode: string
-    report: { scenario: string; phase: string; unit: string; floor?: { median: number }; lines: { client: string; server: string; summary: { status: string } }[] }[]
+    report: {
+      scenario: string
+      phase: string
+      unit: string
+      floor?: { median: number }
+      lines: { client: string; server: string; summary: { status: string; peakRssMiB?: { median: number }; processPeakRssMiB?: { median: number } } }[]
+    }[]
   }
   assert.equal(json.mode, 'quick')
   const byKey = new Map(json.report.map((r) => [`${r.scenario}/${r.phase}`, r]))
@@ -36,12 +42,18 @@ test('annex-proxy bench --quick writes report.md, results.json and chart.svg', {
   assert.deepEqual(lines, ['git-annex/ours', 'git-annex/ref', 'upload/ours', 'upload/ref'])
   // annex-proxy's own lines have figures; the reference may stall (spec §9.19) and is reported as such.
   for (const l of upload.lines.filter((x) => x.server === 'ours')) assert.equal(l.summary.status, 'ok', `${l.client} → ours`)
+  // The server process alone is metered beside its whole tree (git and git-annex helpers included).
+  for (const l of upload.lines.filter((x) => x.server === 'ours')) {
+    const tree = l.summary.peakRssMiB?.median
+    const own = l.summary.processPeakRssMiB?.median
+    assert.ok(own !== undefined && own > 0 && tree !== undefined && own <= tree, `${l.client} → ours: process peak ${own} MiB within the tree's ${tree} MiB`)
+  }
   assert.ok(byKey.get('large/get')!.lines.every((l) => l.client === 'git-annex'), 'upload has no get phase')
 
   const md = await readFile(join(results, 'report.md'), 'utf8')
   assert.match(md, /^# annex-proxy bench: QUICK mode/)
   assert.match(md, /!\[throughput per scenario\]\(chart\.svg\)/)
-  assert.match(md, /\| scenario \| client → server \| throughput \|.*\| p50 ms \| p99 ms \|/)
+  assert.match(md, /\| scenario \| client → server \| throughput \|.*\| server RSS MiB \| server process RSS MiB \|.*\| p50 ms \| p99 ms \|/)
   assert.match(md, /\| annex-proxy upload → annex-proxy \|/)
   assert.match(md, /\| git annex → git annex p2phttp \|/)
 
