@@ -16,13 +16,13 @@
 //   is answered 404 from what is known, as the reference answers 404 before 401/403.
 import { type FSWatcher, watch } from 'node:fs'
 import { realpath, stat } from 'node:fs/promises'
-import { isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { BadRequestError, OverloadedError, RemoteUnavailableError } from '../errors.js'
 import type { Lock, Logger, Remote } from '../remotes/remote.js'
 import type { IndirectUploadOptions } from '../remotes/s3/indirect-upload.js'
 import type { IndirectTarget } from './gateway.js'
 import { encodeIndex, type EstateIndex, indexPath, loadIndex, saveIndex } from './estate-index.js'
-import { type ConfigCache, type PlainGit, probeAt, probeRepo, type RepoInfo, scanTree } from './repo-scan.js'
+import { type ConfigCache, type PlainGit, probeAt, probeRepo, type RepoInfo, scanTree, type WalkHooks } from './repo-scan.js'
 
 /** One served repository: its own UUID and, for a gateway, the clusters and remotes it proxies. */
 export interface ServedRepo {
@@ -158,6 +158,8 @@ export class Registry {
   private realRoots: Promise<Map<string, string | undefined>> | undefined
   private lastScanStart = Number.NEGATIVE_INFINITY
   private timers: NodeJS.Timeout[] = []
+  /** Requests using a repository right now (finding, opening or answering from it): walks yield to them more often. */
+  private inFlight = 0
   private closed = false
   private readonly scanAbort = new AbortController()
   readonly stats: RegistryStats = { scans: 0, requestedScans: 0, opens: 0, closes: 0, repositories: 0, open: 0, watches: 0, indexHits: 0, indexStale: 0 }
@@ -199,10 +201,11 @@ export class Registry {
       const roots = this.roots()
       const file = indexPath(this.opts.stateDir, roots)
       this.indexFile = file
-      this.index = loadIndex(file, roots).then(({ index, problem }) => {
-        if (problem) this.opts.log.warn({ file, problem }, 'not using the last run\'s index of --directory')
-        return index
-      })
+      // Read before the server listens: decoding 10 000 entries (and the garbage it leaves)
+      // cost the first request tens of ms when it ran after.
+      const { index, problem } = await loadIndex(file, roots)
+      if (problem) this.opts.log.warn({ file, problem }, 'not using the last run\'s index of --directory')
+      this.index = Promise.resolve(index)
     }
     this.initial = this.scan('start')
       .then(() => {
@@ -273,16 +276,17 @@ export class Registry {
 
   /** `use` applied to the repository serving `uuid`, under a lease on it; an unknown UUID may cause a rescan (see lookup). */
   private async resolveServed<T>(uuid: string, ctx: LookupContext, use: (served: ServedRepo) => Promise<T>): Promise<{ value: T; lease: Lease } | undefined> {
-    if (this.initial && !this.initialDone && !this.knownNow(uuid)) await this.fromIndex(uuid)
+    // Waits for a walk are not counted in flight: those requests need the walk to go on.
+    if (this.initial && !this.initialDone && !this.knownNow(uuid)) await this.counted(() => this.fromIndex(uuid))
     if (this.initial && !this.initialDone && !this.knownNow(uuid)) {
       await this.foundOrWalked(uuid, ctx.until)
       if (ctx.until?.closed) return undefined
     }
-    const found = await this.find(uuid, use, ctx)
+    const found = await this.counted(() => this.find(uuid, use, ctx))
     // Found by claims before the walk reached the repository that serves it: wait for the rest.
     if (!found && this.initial && !this.initialDone) {
       await this.ready()
-      const later = await this.find(uuid, use, ctx)
+      const later = await this.counted(() => this.find(uuid, use, ctx))
       if (later) return later
     }
     if (found) return found
@@ -291,10 +295,31 @@ export class Registry {
     if (this.negative.get(uuid) === this.generation && this.tooSoon()) return undefined
     await this.requestedRescan()
     await this.explore()
-    const again = await this.find(uuid, use, ctx)
+    const again = await this.counted(() => this.find(uuid, use, ctx))
     if (again) return again
     this.remember(uuid)
     return undefined
+  }
+
+  /** `work` counted as a request in flight while it runs. */
+  private async counted<T>(work: () => Promise<T>): Promise<T> {
+    this.inFlight++
+    try {
+      return await work()
+    } finally {
+      this.inFlight--
+    }
+  }
+
+  /** How walks share the event loop and report what they find as they go (watches set before a folder is read). */
+  private walkHooks(): WalkHooks {
+    const busy = () => this.inFlight > 0
+    if (!this.opts.watch) return { busy }
+    return {
+      busy,
+      onFolder: (dir) => this.watchDir(dir),
+      onPlainGit: (g) => this.watchDir(g.gitDir),
+    }
   }
 
   private knownNow(uuid: string): boolean {
@@ -473,7 +498,14 @@ export class Registry {
   private holdUntil(lease: Lease, ctx: LookupContext): void {
     const until = ctx.until
     if (!until || until.closed) lease.release()
-    else until.once('close', () => lease.release())
+    else {
+      // Answering counts as in flight until the response is over.
+      this.inFlight++
+      until.once('close', () => {
+        this.inFlight--
+        lease.release()
+      })
+    }
   }
 
   // -------------------------------------------------------------------------------------
@@ -663,7 +695,15 @@ export class Registry {
       const roots = this.opts.directories.map((d) => resolve(d))
       const known = this.knownGitDirs()
       // Each repository is indexed as it is found, so requests for it need not wait for the whole walk.
-      const results = await Promise.all(roots.map((r) => this.opts.walk(r, this.configs, this.scanAbort.signal, known, (info) => this.add(info))))
+      const hooks = this.walkHooks()
+      const results = await Promise.all(
+        roots.map((r) =>
+          this.opts.walk(r, this.configs, this.scanAbort.signal, known, (info) => {
+            this.add(info)
+            if (this.opts.watch) this.watchDir(info.gitDir)
+          }, hooks),
+        ),
+      )
       if (this.closed) return
       roots.forEach((r, i) => this.apply(r, results[i]!))
       this.walked = true
@@ -695,10 +735,10 @@ export class Registry {
     if (this.opts.watch) {
       const keep = new Set([...r.folders, ...r.repos.map((i) => i.gitDir), ...r.plainGit.map((g) => g.gitDir)])
       for (const w of [...this.watchers.keys()]) if (inside(w) && !keep.has(w)) this.unwatch(w)
-      // A name in a folder came or went: walk just that entry (a folder of 10 000 repositories is not walked again for one).
-      for (const f of r.folders) this.watchDir(f, (name) => this.rescanSoon(name === null ? f : join(f, name)))
-      for (const info of r.repos) this.watchDir(info.gitDir, (name) => this.configChanged(info.dir, name))
-      for (const g of r.plainGit) this.watchDir(g.gitDir, (name) => this.configChanged(g.dir, name))
+      // Set as the walk went (before each folder was read); these find them already set.
+      for (const f of r.folders) this.watchDir(f)
+      for (const info of r.repos) this.watchDir(info.gitDir)
+      for (const g of r.plainGit) this.watchDir(g.gitDir)
     }
   }
 
@@ -754,10 +794,10 @@ export class Registry {
   // -------------------------------------------------------------------------------------
   // Watching
 
-  private watchDir(dir: string, onChange: (name: string | null) => void): void {
+  private watchDir(dir: string): void {
     if (this.watchFailed || this.closed || this.watchers.has(dir)) return
     try {
-      const w = watch(dir, { persistent: false }, (_event, name) => onChange(typeof name === 'string' ? name : null))
+      const w = watch(dir, { persistent: false }, (_event, name) => this.changed(dir, typeof name === 'string' ? name : null))
       w.on('error', () => this.unwatch(dir))
       this.watchers.set(dir, w)
       this.stats.watches = this.watchers.size
@@ -790,7 +830,7 @@ export class Registry {
   private async rescanFolder(dir: string): Promise<void> {
     if (this.closed) return
     try {
-      const r = await scanTree(dir, this.configs, this.scanAbort.signal, this.knownGitDirs())
+      const r = await scanTree(dir, this.configs, this.scanAbort.signal, this.knownGitDirs(), undefined, this.walkHooks())
       if (!this.closed) this.apply(dir, r)
       this.stats.repositories = this.infos.size
     } catch (err) {
@@ -798,10 +838,23 @@ export class Registry {
     }
   }
 
-  /** A file changed in the git dir of the repository at `dir`: read its config again if it was the config. */
-  private configChanged(dir: string, name: string | null): void {
-    if (name !== null && name !== 'config') return
-    this.rescanSoon(dir)
+  /**
+   * `name` came, went or changed in the watched directory `dir`. What `dir` is is decided
+   * now, not when the watch was set: a folder read while `git init` was still writing into
+   * it is a repository a moment later.
+   * - The git dir of a repository known here: its config changed, read it again.
+   * - Else a folder: a HEAD, config or .git in it may make it a repository, so walk it
+   *   again; any other name, walk just that entry (a folder of 10 000 repositories is not
+   *   walked again for one).
+   */
+  private changed(dir: string, name: string | null): void {
+    const repoDir = basename(dir) === '.git' ? dirname(dir) : dir
+    if ((this.infos.get(repoDir) ?? this.plainGit.get(repoDir))?.gitDir === dir) {
+      if (name === null || name === 'config') this.rescanSoon(repoDir)
+      return
+    }
+    if (name === null || name === 'HEAD' || name === 'config' || name === '.git') this.rescanSoon(dir)
+    else this.rescanSoon(join(dir, name))
   }
 
   async close(): Promise<void> {

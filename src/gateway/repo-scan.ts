@@ -128,7 +128,20 @@ export interface ScanResult {
 /** Config files already read, by path: a rescan reads only those whose stat changed. */
 export type ConfigCache = Map<string, { readonly stamp: string; readonly cfg: GitConfig | undefined }>
 
-const SLICE_MS = 4
+/** Longest synchronous stretch of a walk while no request is in flight. */
+const SLICE_MS = 2
+/** ... and while one is: each of its I/O completions waits at most this long for the walk. */
+const BUSY_SLICE_MS = 0.5
+
+/** How a walk shares the event loop, and what it tells its caller as it goes. */
+export interface WalkHooks {
+  /** Requests are in flight: yield after shorter stretches so their I/O callbacks run soon. */
+  readonly busy?: () => boolean
+  /** Called for a folder that is no repository before it is read, so nothing made after the read goes unnoticed (watch it here). */
+  readonly onFolder?: (dir: string) => void
+  /** Called for a git repository without annex.uuid as it is found. */
+  readonly onPlainGit?: (repo: PlainGit) => void
+}
 
 /**
  * Every repository beneath `root` (`root` itself included), not following symlinks and
@@ -137,8 +150,10 @@ const SLICE_MS = 4
  * and no readdir; a folder that is no repository costs two stats and one readdir. At 10 000
  * repositories the readdirs were a third of the walk. The calls are synchronous, which for
  * small local reads costs a fraction of the asynchronous ones, and the walk yields to the
- * event loop every few milliseconds, so requests go on being served during it; `onRepo`
- * hears of each repository as it is found, so they need not wait for the whole walk.
+ * event loop every 2 ms (0.5 ms while `hooks.busy()`: a request's every I/O completion
+ * otherwise waits for the rest of a slice, and a request takes a dozen), so requests go on
+ * being served during it; `onRepo` hears of each repository as it is found, so they need
+ * not wait for the whole walk.
  */
 export async function scanTree(
   root: string,
@@ -146,13 +161,14 @@ export async function scanTree(
   signal?: AbortSignal,
   known?: ReadonlyMap<string, string>,
   onRepo?: (info: RepoInfo) => void,
+  hooks: WalkHooks = {},
 ): Promise<ScanResult> {
   const out: ScanResult = { repos: [], plainGit: [], folders: [] }
   const stack = [root]
   let slice = performance.now()
   while (stack.length > 0) {
     if (signal?.aborted) break
-    if (performance.now() - slice > SLICE_MS) {
+    if (performance.now() - slice > (hooks.busy?.() ? BUSY_SLICE_MS : SLICE_MS)) {
       await new Promise<void>((r) => setImmediate(r))
       slice = performance.now()
     }
@@ -171,8 +187,10 @@ export async function scanTree(
     }
     if (probed.kind === 'git') {
       out.plainGit.push(probed.repo)
+      hooks.onPlainGit?.(probed.repo)
       continue
     }
+    hooks.onFolder?.(dir)
     let entries: Dirent[]
     try {
       entries = readdirSync(dir, { withFileTypes: true })

@@ -78,6 +78,25 @@ test('git annex init in a git repository beneath --directory: served soon after,
   await until('the initialized repository to be known', 20_000, () => server.registry.uuids.includes(uuid))
 })
 
+test('a folder watched before git init wrote into it is served once it is initialized (a repository made inside an empty folder, not seen as one when walked)', async (t) => {
+  const root = await tempDir(t)
+  const { server } = await serve(t, root, [])
+  await server.registry.ready()
+  // An empty folder appears: the walk of it sets a watch on it as a folder. Under load a
+  // walk also lands between `git init` making a repository's folder and writing its HEAD.
+  const watched = server.registry.stats.watches
+  const dir = join(root, 'pending.git')
+  await sh(root, 'mkdir', [dir])
+  await until('the new folder to be walked and watched', 20_000, () => server.registry.stats.watches === watched + 1)
+  await sh(root, 'git', ['init', '-q', '--bare', dir])
+  await annex(dir, 'init', '-q', 'pending')
+  const uuid = await repoUuid(dir)
+  // Before: its HEAD and config were walked as entries of a folder, and it was never found.
+  await until('the repository initialized in the watched folder to be known', 20_000, () => server.registry.uuids.includes(uuid))
+  assert.equal(server.registry.stats.scans, 1, 'found by the watch, not by another walk of the whole folder')
+  assert.equal(server.registry.stats.requestedScans, 0)
+})
+
 test('idle repositories are closed with their git processes', async (t) => {
   const root = await tempDir(t)
   // Gateways (a cluster each) keep a git cat-file while open; plain repositories keep nothing.
