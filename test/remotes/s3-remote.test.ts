@@ -18,6 +18,7 @@ import { openS3Remote } from '../../src/remotes/s3/open.js'
 import type { S3StoreOptions } from '../../src/remotes/s3/s3-store.js'
 import { defer, git, makeRepo, sh, shStatus, tempDir } from '../helpers/annex.js'
 import { useTestS3, type TestS3 } from '../helpers/s3-server.js'
+import { waitUntil } from '../helpers/wait.js'
 import { bodyOf, content, op, remoteContract, stallingBody, storeAll } from './contract.js'
 
 const s3 = useTestS3()
@@ -156,6 +157,20 @@ describe('S3 special remote and git-annex agree', () => {
     const { body, consumed } = stallingBody(c.bytes.subarray(0, 11 * 1024 * 1024))
     const p = r.remote.store(c.key, body, 0, op())
     await consumed
+    body.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }))
+    await assert.rejects(p)
+    assert.deepEqual(await s3().list(r.bucket), ['annex-uuid'])
+    assert.deepEqual(await s3().pendingUploads(r.bucket), [])
+  })
+
+  test('a client gone before the first part of a multipart-sized key leaves no object and no upload', async (t) => {
+    // The key's size says several parts: the upload is created while the first part arrives.
+    const r = await s3Remote(t, [], { partSize: 5 * 1024 * 1024 })
+    const c = content(16 * 1024 * 1024)
+    const { body, consumed } = stallingBody(c.bytes.subarray(0, 1024 * 1024))
+    const p = r.remote.store(c.key, body, 0, op())
+    await consumed
+    await waitUntil('the multipart upload created before its first part is complete', 30_000, async () => (await s3().pendingUploads(r.bucket)).length === 1)
     body.destroy(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }))
     await assert.rejects(p)
     assert.deepEqual(await s3().list(r.bucket), ['annex-uuid'])

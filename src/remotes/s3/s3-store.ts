@@ -18,7 +18,14 @@
 // (PiecesBody). Its payload is signed over plain http (x-amz-content-sha256 = the part's
 // SHA-256, which the server checks), and sent as UNSIGNED-PAYLOAD over https, where TLS
 // protects the body (as the AWS SDK v2 and botocore do) and a second SHA-256 pass over
-// every byte would buy nothing.
+// every byte would buy nothing. That hash is taken piece by piece as the part arrives, not
+// over 8 MiB at once when it is sent (which held the event loop, and every other transfer,
+// for that long).
+//
+// When the key's size says the object takes several parts, the multipart upload is created
+// while its first part arrives from the client rather than after (a round trip less before
+// the first byte goes to S3); one created for a client that then goes away is aborted like
+// any other.
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -225,8 +232,9 @@ export class S3Store implements ObjectStore {
     const name = this.objectName(key)
     // Enough parts for the largest object S3 takes in one multipart upload.
     const partSize = length === undefined ? this.partSize : Math.max(this.partSize, Math.ceil(length / MAX_PARTS))
-    const reader = new PartReader(body, partSize)
+    const reader = new PartReader(body, partSize, !this.tls)
     try {
+      if (length !== undefined && length > partSize) return await this.multipart(name, undefined, reader, commit, signal)
       const first = await reader.next()
       if (reader.done) {
         if (!(await commit)) return false
@@ -247,7 +255,7 @@ export class S3Store implements ObjectStore {
    */
   private withBody<C extends { middlewareStack: { addRelativeTo(mw: unknown, opts: object): void } }>(command: C, part: Part): C {
     if (part.length === 0) return command
-    const payloadHash = this.tls ? 'UNSIGNED-PAYLOAD' : sha256Hex(part.pieces)
+    const payloadHash = this.tls ? 'UNSIGNED-PAYLOAD' : (part.sha256 ?? sha256Hex(part.pieces))
     const attach = (next: (a: { request: unknown }) => Promise<unknown>) => async (args: { request: unknown }) => {
       const req = args.request as { constructor: new (o: object) => unknown; headers: Record<string, string>; query?: object }
       const request = new req.constructor({ ...req, headers: { ...req.headers, 'x-amz-content-sha256': payloadHash }, query: { ...req.query }, body: Readable.from(part.pieces, { objectMode: false }) })
@@ -257,15 +265,28 @@ export class S3Store implements ObjectStore {
     return command
   }
 
-  private async multipart(name: string, first: Part, reader: PartReader, commit: Promise<boolean>, signal: AbortSignal): Promise<boolean> {
+  /** `first`: the first part when already read; otherwise it is read while the upload is created. */
+  private async multipart(name: string, first: Part | undefined, reader: PartReader, commit: Promise<boolean>, signal: AbortSignal): Promise<boolean> {
     const Bucket = this.settings.bucket
-    const created = await this.client.send(new CreateMultipartUploadCommand(this.objectParams(name)), { abortSignal: signal })
-    const UploadId = created.UploadId!
-    try {
-      await this.journal?.begin(Bucket, name, UploadId)
-    } catch (e) {
+    // Settles, never rejects: it may finish while the first part is still being read.
+    const creating = this.create(name, signal)
+    if (!first) {
+      try {
+        first = await reader.next()
+      } catch (e) {
+        const c = await creating
+        if ('uploadId' in c) await this.abort(name, c.uploadId)
+        throw e
+      }
+    }
+    const c = await creating
+    if ('failure' in c) throw c.failure
+    const UploadId = c.uploadId
+    if (!first) {
+      // Nothing at all came: the verdict will be false, and nothing may stay behind.
       await this.abort(name, UploadId)
-      throw e
+      if (await commit) throw new Error(`the upload of ${name} ended before its first byte`)
+      return false
     }
     const parts: CompletedPart[] = []
     const inFlight = new Set<Promise<void>>()
@@ -309,6 +330,24 @@ export class S3Store implements ObjectStore {
     }
   }
 
+  /** CreateMultipartUpload, written down in the journal before it is used (else aborted). */
+  private create(name: string, signal: AbortSignal): Promise<{ uploadId: string } | { failure: unknown }> {
+    const Bucket = this.settings.bucket
+    return this.client.send(new CreateMultipartUploadCommand(this.objectParams(name)), { abortSignal: signal }).then(
+      async (created) => {
+        const uploadId = created.UploadId!
+        try {
+          await this.journal?.begin(Bucket, name, uploadId)
+        } catch (e) {
+          await this.abort(name, uploadId)
+          return { failure: e }
+        }
+        return { uploadId }
+      },
+      (e: unknown) => ({ failure: e }),
+    )
+  }
+
   /** AbortMultipartUpload, retried by the SDK; a failure is reported, not thrown over the real one. */
   private async abort(name: string, UploadId: string): Promise<void> {
     const Bucket = this.settings.bucket
@@ -340,9 +379,11 @@ export class S3Store implements ObjectStore {
 }
 
 /** One part of an object: the pieces its bytes arrived in, in order. */
-interface Part {
+export interface Part {
   readonly pieces: readonly Buffer[]
   readonly length: number
+  /** The SHA-256 of the part's bytes, hex, when the reader was asked for it. */
+  readonly sha256?: string
 }
 
 function sha256Hex(pieces: readonly Buffer[]): string {
@@ -353,9 +394,10 @@ function sha256Hex(pieces: readonly Buffer[]): string {
 
 /**
  * Reads a byte stream as parts of exactly `size` bytes (the last shorter). Nothing is
- * copied: a piece that crosses a part boundary is split into two views of it.
+ * copied: a piece that crosses a part boundary is split into two views of it. With `hash`,
+ * each part's SHA-256 is taken as its pieces arrive.
  */
-class PartReader {
+export class PartReader {
   private readonly it: AsyncIterator<Buffer>
   private held: Buffer | undefined
   done = false
@@ -363,6 +405,7 @@ class PartReader {
   constructor(
     private readonly body: Readable,
     private readonly size: number,
+    private readonly hash = false,
   ) {
     this.it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
   }
@@ -370,11 +413,23 @@ class PartReader {
   /** The next part; undefined when the stream had nothing more. Sets `done` once the stream ended. */
   async next(): Promise<Part | undefined> {
     const pieces: Buffer[] = []
+    const h = this.hash ? createHash('sha256') : undefined
     let have = 0
+    const add = (piece: Buffer) => {
+      let v = piece
+      if (have + v.length > this.size) {
+        const keep = this.size - have
+        this.held = v.subarray(keep)
+        v = v.subarray(0, keep)
+      }
+      pieces.push(v)
+      h?.update(v)
+      have += v.length
+    }
     if (this.held) {
-      pieces.push(this.held)
-      have = this.held.length
+      const v = this.held
       this.held = undefined
+      add(v)
     }
     while (have < this.size && !this.done) {
       const r = await this.it.next()
@@ -383,15 +438,7 @@ class PartReader {
         break
       }
       if (r.value.length === 0) continue
-      pieces.push(r.value)
-      have += r.value.length
-    }
-    if (have > this.size) {
-      const last = pieces.pop()!
-      const keep = last.length - (have - this.size)
-      pieces.push(last.subarray(0, keep))
-      this.held = last.subarray(keep)
-      have = this.size
+      add(r.value)
     }
     if (have === this.size && !this.done && !this.held) {
       // Exactly one part: the stream may have ended right here; look ahead so that an
@@ -401,7 +448,7 @@ class PartReader {
       else if (r.value.length > 0) this.held = r.value
     }
     if (have === 0) return undefined
-    return { pieces, length: have }
+    return { pieces, length: have, ...(h ? { sha256: h.digest('hex') } : {}) }
   }
 
   close(): void {
