@@ -157,6 +157,8 @@ export class ChunkCache {
   private readonly pins = new Map<string, Set<{ from: number }>>()
   private dropReclaimer: (() => void) | undefined
   private closed = false
+  /** File writes issued for chunks (each a write or writev call); for tests and profiles. */
+  fileWrites = 0
 
   private constructor(private readonly opts: ChunkCacheOptions) {}
 
@@ -473,6 +475,7 @@ class Writer implements ChunkWriter {
       return
     }
     try {
+      this.cache.fileWrites++
       await this.fh.write(buf)
       this.digest.update(buf)
       this.reservation.consumed(buf.length)
@@ -489,6 +492,7 @@ class Writer implements ChunkWriter {
     try {
       if (this.failed || this.digest.length !== this.header.length) throw new Error('incomplete chunk')
       const trailer = this.digest.trailer(this.header)
+      this.cache.fileWrites++
       await this.fh.write(trailer)
       await this.fh.close()
       await rename(this.tmp, this.final)
