@@ -452,8 +452,24 @@ class FillImpl implements Fill {
   }
 }
 
+/**
+ * The most a chunk writer collects before one write. A proxied S3 GET hands the cache one
+ * piece per socket read (16-64 KiB), and one file write per piece took 30% of the
+ * gateway's CPU in a profile (plus the GC of a request per write). A quarter of a chunk at
+ * most: one batch is being written while the next collects, so a writer holds about half
+ * a chunk, inside the one chunk a cached GET may hold (--cache-chunk).
+ */
+const MAX_BATCH = 1024 * 1024
+/** Buffers per writev, well under IOV_MAX (1024), past which the kernel writes only a part. */
+const MAX_IOV = 256
+
 class Writer implements ChunkWriter {
   private readonly digest = new ChunkDigest()
+  private readonly batch: number
+  private pending: Uint8Array[] = []
+  private pendingBytes = 0
+  // The batch being written, if any: at most one, so writes stay in order at the file's position.
+  private flushing: Promise<void> | undefined
   private done = false
   private failed = false
 
@@ -466,23 +482,52 @@ class Writer implements ChunkWriter {
     private readonly id: string,
     private readonly tmp: string,
     private readonly final: string,
-  ) {}
+  ) {
+    this.batch = Math.max(1, Math.min(MAX_BATCH, Math.floor(cache.chunkBytes / 4)))
+  }
 
+  // The digest is taken as the bytes arrive, the file written later: should a caller ever
+  // change a buffer after handing it over, the file no longer matches its digest and the
+  // chunk is dropped when read, never served.
   async write(buf: Uint8Array): Promise<void> {
     if (this.done || this.failed) return
     if (this.digest.length + buf.length > this.header.length) {
-      this.failed = true
+      this.fail()
       return
     }
+    this.digest.update(buf)
+    this.pending.push(buf)
+    this.pendingBytes += buf.length
+    if (this.pendingBytes >= this.batch || this.pending.length >= MAX_IOV) await this.flush()
+  }
+
+  /** Waits for the batch in flight, then starts writing the collected one without waiting for it. */
+  private async flush(): Promise<void> {
+    await this.flushing
+    if (this.failed || this.pending.length === 0) return
+    const bufs = this.pending
+    const n = this.pendingBytes
+    this.pending = []
+    this.pendingBytes = 0
+    this.flushing = this.writeAll(bufs, n)
+  }
+
+  /** Never rejects: a full or failing disk costs the cache this chunk, not the reader its bytes. */
+  private async writeAll(bufs: Uint8Array[], n: number): Promise<void> {
     try {
       this.cache.fileWrites++
-      await this.fh.write(buf)
-      this.digest.update(buf)
-      this.reservation.consumed(buf.length)
+      const { bytesWritten } = await this.fh.writev(bufs)
+      if (bytesWritten !== n) throw new Error(`short write: ${bytesWritten} of ${n} bytes`)
+      this.reservation.consumed(n)
     } catch {
-      // A full or failing disk costs the cache this chunk, not the reader its bytes.
-      this.failed = true
+      this.fail()
     }
+  }
+
+  private fail(): void {
+    this.failed = true
+    this.pending = []
+    this.pendingBytes = 0
   }
 
   async commit(): Promise<boolean> {
@@ -490,10 +535,15 @@ class Writer implements ChunkWriter {
     this.done = true
     let entry: Entry | undefined
     try {
+      await this.flushing
       if (this.failed || this.digest.length !== this.header.length) throw new Error('incomplete chunk')
       const trailer = this.digest.trailer(this.header)
-      this.cache.fileWrites++
-      await this.fh.write(trailer)
+      // The last batch and the trailer in one write.
+      this.pending.push(trailer)
+      this.pendingBytes += trailer.length
+      await this.flush()
+      await this.flushing
+      if (this.failed) throw new Error('chunk write failed')
       await this.fh.close()
       await rename(this.tmp, this.final)
       entry = { cache: this.cache, id: this.id, index: this.header.index, file: this.final, bytes: this.header.length + trailer.length }
@@ -501,6 +551,7 @@ class Writer implements ChunkWriter {
       await this.fh.close().catch(() => undefined)
       await unlink(this.tmp).catch(() => undefined)
     } finally {
+      this.pending = []
       this.reservation.release()
     }
     this.cache.finished(this, entry)
@@ -510,6 +561,8 @@ class Writer implements ChunkWriter {
   async abort(): Promise<void> {
     if (this.done) return
     this.done = true
+    this.pending = []
+    await this.flushing
     await this.fh.close().catch(() => undefined)
     await unlink(this.tmp).catch(() => undefined)
     this.reservation.release()
