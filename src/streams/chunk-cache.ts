@@ -498,7 +498,8 @@ class Writer implements ChunkWriter {
     this.digest.update(buf)
     this.pending.push(buf)
     this.pendingBytes += buf.length
-    if (this.pendingBytes >= this.batch || this.pending.length >= MAX_IOV) await this.flush()
+    // The chunk's last batch waits for commit(), to go with the trailer.
+    if (this.digest.length < this.header.length && (this.pendingBytes >= this.batch || this.pending.length >= MAX_IOV)) await this.flush()
   }
 
   /** Waits for the batch in flight, then starts writing the collected one without waiting for it. */
