@@ -4,12 +4,14 @@
 import { EventEmitter } from 'node:events'
 import { watch, type FSWatcher } from 'node:fs'
 import { stat } from 'node:fs/promises'
+import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { runGit } from '../annex/git.js'
 import type { Logger } from '../remotes/remote.js'
 import { asUuid, isClusterUuid, readTrustLevel, type TrustLevel, type Uuid } from '../annex/uuid.js'
 import {
+  journalFileName,
   locationLogPath,
   LOG_FILES,
   parseClusterLog,
@@ -292,10 +294,33 @@ export function buildSnapshot(configZ: string, logs: LogTexts): GatewaySnapshot 
 }
 
 
+/** `git config --list -z` in `repo`: the one subprocess a snapshot needs. */
+export function readGitConfig(repo: string): Promise<string> {
+  return runGit(repo, ['config', '--list', '-z'])
+}
+
 /** Reads git config and the branch logs of the reader's repository into a snapshot. */
 export async function loadSnapshot(reader: BranchReader): Promise<GatewaySnapshot> {
-  const [configZ, logs] = await Promise.all([runGit(reader.repo, ['config', '--list', '-z']), readLogs(reader)])
+  const [configZ, logs] = await Promise.all([readGitConfig(reader.repo), readLogs(reader)])
   return buildSnapshot(configZ, logs)
+}
+
+/**
+ * The repository's config files `git config --list` read: `<gitDir>/config` and the files
+ * its include.path / includeIf.*.path settings name (relative ones taken from the git dir,
+ * where the including file is; `~/` from the home directory).
+ */
+export function configFiles(gitDir: string, configZ: string): string[] {
+  const files = [join(gitDir, 'config')]
+  for (const [k, vs] of parseGitConfigList(configZ)) {
+    if (k !== 'include.path' && !(k.startsWith('includeif.') && k.endsWith('.path'))) continue
+    for (const v of vs) files.push(v.startsWith('~/') ? join(homedir(), v.slice(2)) : resolve(gitDir, v))
+  }
+  return files
+}
+
+function sameLogs(a: LogTexts, b: LogTexts): boolean {
+  return (Object.keys(LOG_FILES) as (keyof LogTexts)[]).every((n) => a[n] === b[n])
 }
 
 // ---------------------------------------------------------------------------------------
@@ -311,22 +336,33 @@ export interface WatchOptions {
   log?: Logger
 }
 
-/**
- * What a change to the served configuration touches: .git/config, the git-annex ref
- * (loose or packed) and the journal directories (files are renamed in and deleted, so the
- * directory mtime moves). Stat only; no subprocess.
- */
-async function fingerprint(gitDir: string): Promise<string> {
-  const paths = ['config', 'packed-refs', 'refs/heads/git-annex', 'annex/journal', 'annex/journal-private']
-  const parts = await Promise.all(
-    paths.map((p) =>
-      stat(join(gitDir, p), { bigint: true }).then(
-        (s) => `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`,
-        () => '-',
-      ),
-    ),
+async function statPrint(path: string): Promise<string> {
+  return stat(path, { bigint: true }).then(
+    (s) => `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`,
+    () => '-',
   )
-  return parts.join('|')
+}
+
+/**
+ * What a change to the served configuration touches, in two parts so that a change to the
+ * branch alone costs no `git config` subprocess: `config`, the config files; `logs`, the
+ * git-annex ref (loose or packed) and the journal copies of the logs a snapshot reads.
+ * Location logs are left out: every upload writes one to the journal and none is part of a
+ * snapshot (locations() reads them live). Stat only; no subprocess.
+ */
+interface Fingerprint {
+  readonly config: string
+  readonly logs: string
+}
+
+const JOURNALLED_LOGS = Object.values(LOG_FILES).map(journalFileName)
+
+async function fingerprint(reader: BranchReader, configPaths: readonly string[]): Promise<Fingerprint> {
+  const g = reader.gitDir
+  const logPaths = [join(g, 'packed-refs'), join(g, 'refs', 'heads', 'git-annex')]
+  for (const dir of [reader.journalDir, reader.privateJournalDir]) for (const f of JOURNALLED_LOGS) logPaths.push(join(dir, f))
+  const [config, logs] = await Promise.all([Promise.all(configPaths.map(statPrint)), Promise.all(logPaths.map(statPrint))])
+  return { config: config.join('|'), logs: logs.join('|') }
 }
 
 /**
@@ -335,7 +371,10 @@ async function fingerprint(gitDir: string): Promise<string> {
  */
 export class GatewayConfig extends EventEmitter {
   private snap: GatewaySnapshot
-  private print: string
+  private print: Fingerprint
+  /** What the snapshot was built from: kept so a change to the branch alone re-reads only the logs. */
+  private configZ: string
+  private logs: LogTexts
   private readonly watchers = new Map<string, FSWatcher>()
   private poll: NodeJS.Timeout | undefined
   private debounce: NodeJS.Timeout | undefined
@@ -345,22 +384,27 @@ export class GatewayConfig extends EventEmitter {
 
   private constructor(
     readonly reader: BranchReader,
-    snap: GatewaySnapshot,
-    print: string,
+    read: { configZ: string; logs: LogTexts; print: Fingerprint },
     private readonly opts: Required<Omit<WatchOptions, 'log'>> & { log?: Logger },
   ) {
     super()
-    this.snap = snap
-    this.print = print
+    this.configZ = read.configZ
+    this.logs = read.logs
+    this.print = read.print
+    this.snap = buildSnapshot(read.configZ, read.logs)
   }
 
   /** Opens a reader on `repo`, loads the first snapshot and starts watching. */
   static async open(repo: string, opts: WatchOptions = {}): Promise<GatewayConfig> {
     const reader = await BranchReader.open(isAbsolute(repo) ? repo : resolve(repo))
     try {
-      const print = await fingerprint(reader.gitDir)
-      const snap = await loadSnapshot(reader)
-      const g = new GatewayConfig(reader, snap, print, {
+      // Stat before reading: a change made meanwhile is then seen by the first check.
+      const before = await fingerprint(reader, [join(reader.gitDir, 'config')])
+      const [configZ, logs] = await Promise.all([readGitConfig(reader.repo), readLogs(reader)])
+      // Included files were not known before the read, so not stat'ed: an unmatchable
+      // config print makes the first check read them once more and stat them.
+      const print = configFiles(reader.gitDir, configZ).length === 1 ? before : { ...before, config: '' }
+      const g = new GatewayConfig(reader, { configZ, logs, print }, {
         pollMs: opts.pollMs ?? 2000,
         debounceMs: opts.debounceMs ?? 100,
         fsWatch: opts.fsWatch ?? true,
@@ -451,14 +495,23 @@ export class GatewayConfig extends EventEmitter {
     do {
       this.again = false
       if (this.closed) return
-      const print = await fingerprint(this.reader.gitDir)
-      if (print === this.print) continue
+      const files = configFiles(this.reader.gitDir, this.configZ)
+      const print = await fingerprint(this.reader, files)
+      const configChanged = print.config !== this.print.config
+      if (!configChanged && print.logs === this.print.logs) continue
       try {
-        const snap = await loadSnapshot(this.reader)
+        const [configZ, logs] = await Promise.all([configChanged ? readGitConfig(this.reader.repo) : this.configZ, readLogs(this.reader)])
         // Something moved while we read: read again so we never keep a half-written state.
-        const after = await fingerprint(this.reader.gitDir)
-        if (after !== print) this.again = true
+        // Includes named anew are stat'ed from the next check on: that counts as a move.
+        const newFiles = configFiles(this.reader.gitDir, configZ)
+        const after = await fingerprint(this.reader, newFiles)
+        if (after.config !== print.config || after.logs !== print.logs || newFiles.join('\0') !== files.join('\0')) this.again = true
         this.print = print
+        // The journal commit before each answer moves the ref without touching these logs.
+        if (configZ === this.configZ && sameLogs(logs, this.logs)) continue
+        const snap = buildSnapshot(configZ, logs)
+        this.configZ = configZ
+        this.logs = logs
         this.snap = snap
         if (!this.closed) this.emit('change', snap)
       } catch (e) {
