@@ -98,6 +98,62 @@ describe('S3 faults', () => {
   })
 })
 
+describe('S3 requests per store', () => {
+  const heads = (proxy: FaultProxy) => proxy.seen.get('HeadObject') ?? 0
+  /** Object writes from now on (chunks included), not the bucket's annex-uuid. */
+  const countWrites = (proxy: FaultProxy): (() => number) => {
+    const urls: string[] = []
+    proxy.rule(({ op, url }) => {
+      if (op === 'PutObject' || op === 'CreateMultipartUpload') urls.push(url)
+      return { kind: 'pass' }
+    })
+    return () => urls.filter((u) => !u.includes('annex-uuid')).length
+  }
+
+  for (const extra of [{}, { chunk: '1MiB' }] as Record<string, string>[]) {
+    test(`startStore then store asks S3 whether the key is there once, not again after the claim (${extra.chunk ? 'chunked' : 'unchunked'})`, async (t) => {
+      const { remote, proxy } = await faultyRemote(t, extra)
+      const puts = countWrites(proxy)
+      const c = content(16 * 1024)
+      const before = heads(proxy)
+      assert.deepEqual(await remote.startStore(c.key, op()), { kind: 'offset', offset: 0 })
+      const checked = heads(proxy) - before
+      assert.ok(checked >= 1, 'startStore asked S3')
+      assert.equal((await remote.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+      assert.equal(heads(proxy) - before, checked, 'store() sent no HEAD of its own after startStore found the key absent')
+      assert.equal(puts(), 1)
+      assert.deepEqual(await readBack(remote, c.key), c.bytes)
+    })
+  }
+
+  test('a store of the key that completed after startStore checked is seen: answered stored, not written again', async (t) => {
+    const { remote, proxy } = await faultyRemote(t, { chunk: '1MiB' })
+    const puts = countWrites(proxy)
+    const c = content(16 * 1024)
+    assert.equal((await remote.startStore(c.key, op())).kind, 'offset')
+    assert.equal((await remote.startStore(c.key, op())).kind, 'offset')
+    assert.equal((await remote.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+    assert.equal(puts(), 1)
+    const before = heads(proxy)
+    // The second client's bytes: already there, so not needed and not written.
+    assert.equal((await remote.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+    assert.ok(heads(proxy) > before, 'the second store asked again')
+    assert.equal(puts(), 1, 'no second write')
+    assert.deepEqual(await readBack(remote, c.key), c.bytes)
+  })
+
+  test('store() without a startStore before it checks after its claim', async (t) => {
+    const { remote, proxy } = await faultyRemote(t)
+    const puts = countWrites(proxy)
+    const c = content(16 * 1024)
+    assert.equal((await remote.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+    const before = heads(proxy)
+    assert.equal((await remote.store(c.key, bodyOf(c.bytes), 0, op())).stored, true)
+    assert.ok(heads(proxy) > before)
+    assert.equal(puts(), 1, 'present content is not written again')
+  })
+})
+
 describe('S3 behind annex-proxy', () => {
   test('a client killed mid-upload leaves no object and no multipart upload', async (t) => {
     const root = await tempDir(t)

@@ -47,6 +47,16 @@ const CAPABILITIES: readonly Capability[] = ['retrieve-from-offset', 'remove-bef
 /** HEAD / DELETE requests in flight for one key's chunks. */
 const PROBES = 8
 const NOTHING: readonly Uuid[] = Object.freeze([])
+/** Absent verdicts kept for the store that follows a startStore (oldest dropped first). */
+const VERDICTS = 1024
+/** An absent verdict older than this is asked again: other writers share the bucket. */
+const VERDICT_TTL_MS = 60_000
+
+/** startStore's "absent", usable by store() until a store of the key ends in this process. */
+interface AbsentVerdict {
+  absent: boolean
+  readonly at: number
+}
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length)
@@ -73,6 +83,13 @@ export class SpecialRemote extends RemoteBase {
   private readonly chunking: ChunkConfig
   private readonly chunkLog: ChunkLog
   private readonly storing = new Set<string>()
+  /**
+   * By key file: the latest startStore's check. A store of the key ending in this process
+   * (success or not) deletes it, so an entry that still says absent saw no in-process
+   * store complete since its check began: store() takes its claim and writes without
+   * asking again (one HEAD per proxied upload, not two).
+   */
+  private readonly verdicts = new Map<string, AbsentVerdict>()
 
   constructor(private readonly opts: SpecialRemoteOptions) {
     super()
@@ -223,8 +240,33 @@ export class SpecialRemote extends RemoteBase {
   }
 
   protected async doStartStore(key: Key, op: Op): Promise<StoreStart> {
-    if (await this.doCheckPresent(key, op)) return { kind: 'present', plusUuids: NOTHING }
+    const id = keyFile(key)
+    // Set before asking: a store of the key that ends while the check is out deletes it.
+    const verdict: AbsentVerdict = { absent: false, at: Date.now() }
+    this.verdicts.delete(id)
+    this.verdicts.set(id, verdict)
+    if (this.verdicts.size > VERDICTS) this.verdicts.delete(this.verdicts.keys().next().value!)
+    let present: boolean
+    try {
+      present = await this.doCheckPresent(key, op)
+    } catch (e) {
+      if (this.verdicts.get(id) === verdict) this.verdicts.delete(id)
+      throw e
+    }
+    if (present) {
+      if (this.verdicts.get(id) === verdict) this.verdicts.delete(id)
+      return { kind: 'present', plusUuids: NOTHING }
+    }
+    verdict.absent = true
     return { kind: 'offset', offset: 0 }
+  }
+
+  /** Whether startStore found the key absent, with no store of it ending here since (taken once). */
+  private takeAbsentVerdict(id: string): boolean {
+    const v = this.verdicts.get(id)
+    if (v === undefined) return false
+    this.verdicts.delete(id)
+    return v.absent && Date.now() - v.at < VERDICT_TTL_MS
   }
 
   /** Refusals before the body is read leave it to RemoteBase, which drains it. */
@@ -233,7 +275,12 @@ export class SpecialRemote extends RemoteBase {
     const id = keyFile(key)
     if (this.storing.has(id)) return Promise.reject(new TransferInProgressError('transfer already in progress, or unable to take transfer lock'))
     this.storing.add(id)
-    return this.storeClaimed(key, body, op).finally(() => this.storing.delete(id))
+    const checked = this.takeAbsentVerdict(id)
+    return this.storeClaimed(key, body, op, checked).finally(() => {
+      this.storing.delete(id)
+      // Whatever this store left, an earlier check of the key may no longer hold.
+      this.verdicts.delete(id)
+    })
   }
 
   /** The objects an upload of `key` writes now. */
@@ -253,11 +300,18 @@ export class SpecialRemote extends RemoteBase {
     return { parts, chunked: { size: S, count } }
   }
 
-  private async storeClaimed(key: Key, body: Readable, op: StoreOp): Promise<Stored> {
+  /**
+   * `checked`: startStore found the key absent and no store of it ended here since, so the
+   * claim just taken has nothing new to see. Otherwise (store without startStore, or a
+   * store of the key ended meanwhile) the check runs after the claim: a concurrent upload
+   * that completed is answered as present, not written again — a second chunked write
+   * that failed would delete the chunks the first one committed.
+   */
+  private async storeClaimed(key: Key, body: Readable, op: StoreOp, checked: boolean): Promise<Stored> {
     const signal = op.signal
     {
       // Already there: the bytes are not needed; RemoteBase drains them.
-      if (await this.locate(key, signal).catch(() => undefined)) return { stored: true, plusUuids: NOTHING }
+      if (!checked && (await this.locate(key, signal).catch(() => undefined))) return { stored: true, plusUuids: NOTHING }
       let decide!: (ok: boolean) => void
       const verdict = new Promise<boolean>((r) => (decide = r))
       const { parts, chunked } = this.plan(key, verdict)
