@@ -11,7 +11,7 @@
 // object, as git-annex hashes what it has in memory (Git/HashObject.hs hashObject); the only
 // files written are git's (objects, git-annex's index, the ref) and git-annex's state
 // (journal.lck; index.lck, replaced through a temp file beside it as git-annex's writeLogFile
-// replaces it), nothing in .git/annex/othertmp or os.tmpdir(). A union-merged log
+// replaces it), nothing in .git/annex/othertmp or the system temp directory. A union-merged log
 // exists only for a file both a pushed branch and the index changed since the last commit, so
 // most commits hash none and the process per commit object is the whole cost.
 //
