@@ -130,7 +130,10 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     // A repository without proxying settings needs no gateway machinery (no branch reader, no watcher, no process).
     open: (dir, { gateway }) =>
       gateway
-        ? Gateway.open(dir, { hasher: cfg.hasher, log, locationLogSettle, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) })
+        ? Gateway.open(dir, { hasher: cfg.hasher, log, locationLogSettle, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) }).then((g) => {
+            g.warmS3Remotes()
+            return g
+          })
         : openPlainRepo(dir, { hasher: cfg.hasher, log, logSettle: locationLogSettle }),
     log,
     maxOpen: cfg.maxOpenRepos,
