@@ -65,12 +65,15 @@ test('a gateway killed mid multipart upload: its upload is aborted when it start
   assert.deepEqual(await server.pendingUploads(bucket), started, 'the killed gateway left its upload unfinished')
   assert.ok(!(await server.list(bucket)).includes(key), 'nothing of it is visible')
 
-  // Started again: the orphan goes, and the retry goes through.
+  // Started again: the server opens its S3 remote at once, before any request, so the
+  // orphan goes without a client asking; then the retry goes through.
   const second = await startAnnexProxy(t, gw)
+  await until('the orphaned upload to be aborted by the restarted gateway, before any request', 60_000, async () => ((await server.pendingUploads(bucket)).length === 0 ? true : undefined))
+  mark('orphan aborted')
   await git(client, 'config', 'remote.origin.annexUrl', `annex+http://127.0.0.1:${second.port}/git-annex/`)
   await annex(client, 'copy', '-q', '--to', 'origin-s3', 'big.bin')
   mark('retry copied')
-  await until('the orphaned upload to be aborted', 60_000, async () => ((await server.pendingUploads(bucket)).length === 0 ? true : undefined))
+  assert.deepEqual(await server.pendingUploads(bucket), [], 'the retry left no upload behind')
   // Stored by the gateway only after the bytes verified.
   assert.ok((await server.list(bucket)).includes(key))
   assert.deepEqual(await written(), [], 'no upload is written down any more')
