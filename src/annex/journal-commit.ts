@@ -236,20 +236,27 @@ class LineHelper {
 }
 
 // The journal lock (journal-lock.ts) taken and released on command by one perl process, so a
-// commit spawns none for it. A process dying releases its fcntl locks: a killed server never
+// commit spawns none for it. 'lockw' (a journal write, location-journal.ts) also takes a shared
+// lock on othertmp.lck, as git-annex's withOtherTmp does around its temp file. A process dying releases its fcntl locks: a killed server never
 // leaves the journal locked.
 const LOCKER = `
-use strict; use Fcntl qw(O_RDWR O_CREAT F_SETLKW F_WRLCK F_UNLCK);
+use strict; use Fcntl qw(O_RDWR O_RDONLY O_CREAT F_SETLKW F_WRLCK F_RDLCK F_UNLCK);
 $| = 1;
-my ($journal) = @ARGV;
+my ($journal, $othertmp) = @ARGV;
 sysopen(my $j, $journal, O_RDWR | O_CREAT, 0666) or die "cannot open $journal: $!\\n";
-sub setlk { my ($type) = @_; fcntl($j, F_SETLKW, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) }
+my $o;
+sub setlk { my ($fh, $type) = @_; fcntl($fh, F_SETLKW, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) }
 while (my $cmd = <STDIN>) {
-  if ($cmd eq "lock\\n") {
-    setlk(F_WRLCK) or die "cannot lock $journal: $!\\n";
+  if ($cmd eq "lock\\n" || $cmd eq "lockw\\n") {
+    setlk($j, F_WRLCK) or die "cannot lock $journal: $!\\n";
+    if ($cmd eq "lockw\\n") {
+      if (!$o) { sysopen($o, $othertmp, O_RDONLY | O_CREAT, 0666) or die "cannot open $othertmp: $!\\n" }
+      setlk($o, F_RDLCK) or die "cannot lock $othertmp: $!\\n";
+    }
     print "locked\\n";
   } else {
-    setlk(F_UNLCK) or die "cannot unlock $journal: $!\\n";
+    setlk($j, F_UNLCK) or die "cannot unlock $journal: $!\\n";
+    if ($o) { setlk($o, F_UNLCK) or die "cannot unlock $othertmp: $!\\n" }
     print "unlocked\\n";
   }
 }
@@ -293,6 +300,19 @@ export class JournalCommitter {
     return run
   }
 
+  /**
+   * Runs `fn` under the journal lock, and a shared lock on othertmp.lck (withOtherTmp), queued
+   * with this committer's commits: a journal write (location-journal.ts).
+   */
+  journalled<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(
+      () => this.locked(fn, 'lockw'),
+      () => this.locked(fn, 'lockw'),
+    )
+    this.queue = run.catch(() => undefined)
+    return run
+  }
+
   /** Ends the helper processes, after the commits queued before (never under one). */
   stop(): Promise<void> {
     const run = this.queue.then(() => {
@@ -304,15 +324,15 @@ export class JournalCommitter {
     return run
   }
 
-  private async locked<T>(fn: () => Promise<T>): Promise<T> {
+  private async locked<T>(fn: () => Promise<T>, how: 'lock' | 'lockw' = 'lock'): Promise<T> {
     if (!SUPPORTED) throw new LocationLogError(`taking git-annex's journal lock needs 64-bit Linux (this is ${process.platform}/${process.arch})`)
     if (!this.locker?.alive) {
       await mkdir(join(this.gitDir, 'annex'), { recursive: true })
       const annexDir = join(this.gitDir, 'annex')
-      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(annexDir, 'journal.lck')], this.gitDir)
+      this.locker = new LineHelper("perl (git-annex's journal lock)", 'perl', ['-e', LOCKER, join(annexDir, 'journal.lck'), join(annexDir, 'othertmp.lck')], this.gitDir)
     }
     const locker = this.locker
-    const answer = await locker.ask('lock')
+    const answer = await locker.ask(how)
     if (answer !== 'locked') throw new LocationLogError(`unexpected answer from the journal lock holder: ${answer}`)
     try {
       return await fn()

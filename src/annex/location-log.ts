@@ -1,8 +1,11 @@
 // The repository's own location log (spec §7.2, §7.3): after storing or removing
 // content, the repository records its UUID as present/missing for the key, exactly
-// as git-annex would. Rather than re-implementing the journal (file format, vector
-// clocks, journal.lck, branch hashing tunables) we let git-annex write it: one
+// as git-annex would. Written by this process into git-annex's journal under its journal
+// lock (location-journal.ts: the bytes `git annex setpresentkey` would write, no git-annex
+// process of ~45 MiB per repository); where the repository's configuration makes git-annex
+// do more than that (private repositories, annex.tune.*, core.sharedRepository), by one
 // long-lived `git annex setpresentkey --batch` per repository, one line per change.
+// Records arriving while a write runs are written together, under one lock.
 //
 // When a record settles (Settle). 'journal' (default, what git annex p2phttp does): once
 // git-annex has journalled it; the journal is committed into the git-annex branch when the log
@@ -22,9 +25,12 @@ import { createInterface } from 'node:readline'
 import { BadKeyError, LocationLogChildGoneError as ChildGone, LocationLogError } from '../errors.js'
 import { serializeKey, type Key } from '../keys/key.js'
 import type { Logger, Uuid } from '../remotes/remote.js'
-import { gitDirOf } from './branch-reader.js'
+import { locationLogPath } from './branch-logs.js'
+import { BranchReader, gitDirOf } from './branch-reader.js'
 import { repoEnv } from './git.js'
 import { JournalCommitter } from './journal-commit.js'
+import { journalWritable, LocationJournal, type PresenceChange } from './location-journal.js'
+import { candidateClock } from './presence-log.js'
 
 
 /**
@@ -45,7 +51,7 @@ export function loggable(key: Key): boolean {
  */
 export type Settle = 'commit' | 'journal'
 
-export interface LocationLogOptions {
+export interface LocationLogOptions extends LocationLogOptionsInternal {
   /** Idle time after which the batch child is stopped (and, for 'journal', the journal committed). */
   idleMs?: number
   /** Default 'journal' (what git annex p2phttp does); 'commit' for clients that fetch the branch right after an answer. */
@@ -87,6 +93,27 @@ interface Child {
 
 const STDERR_KEEP = 4096
 
+interface Queued {
+  readonly change: PresenceChange
+  resolve(): void
+  reject(e: Error): void
+}
+
+/** Writing into the journal ourselves: the queue of the next write, and the one running. */
+interface Direct {
+  readonly journal: LocationJournal
+  readonly reader: BranchReader
+  readonly queued: Queued[]
+  running: number
+  /** Resolved when nothing is queued or running any more (stop waits for it). */
+  drained: Deferred | undefined
+}
+
+export interface LocationLogOptionsInternal {
+  /** Always use `git annex setpresentkey --batch` (tests comparing the two). */
+  readonly viaGitAnnex?: boolean
+}
+
 export class LocationLog {
   private child: Child | undefined
   private readonly idleMs: number
@@ -105,6 +132,10 @@ export class LocationLog {
   private committing: Promise<void> | undefined
   private groupTimer: NodeJS.Timeout | undefined
   private committer: JournalCommitter | undefined
+  // How records are written, decided when the first record of a run (until idle) arrives.
+  private writer: Promise<Direct | undefined> | undefined
+  private direct: Direct | undefined
+  private readonly viaGitAnnex: boolean
 
   constructor(
     /** The repository (work tree or bare git dir) git-annex runs in. */
@@ -115,6 +146,7 @@ export class LocationLog {
     this.settle = opts.settle ?? 'journal'
     this.groupWaitMs = opts.groupWaitMs ?? 1000
     this.log = opts.log
+    this.viaGitAnnex = opts.viaGitAnnex ?? false
   }
 
   /**
@@ -131,12 +163,13 @@ export class LocationLog {
     // between our wait and our write.
     this.cancelIdle()
     const line = `${k} ${uuid} ${present ? '1' : '0'}\n`
+    const change: PresenceChange = { path: locationLogPath(key), info: uuid, status: present ? '1' : '0' }
     // Setting a presence is idempotent, so a line whose child died unanswered (killed,
     // crashed) is sent once more to a fresh one.
-    const p = this.send(line, k).catch((e: unknown) => {
+    const p = this.send(line, k, change).catch((e: unknown) => {
       if (!(e instanceof ChildGone) || this.closed) throw e
       this.log?.warn({ err: e }, 'git annex setpresentkey went away; retrying')
-      return this.send(line, k)
+      return this.send(line, k, change)
     })
     this.inFlight.add(p)
     void p
@@ -177,7 +210,7 @@ export class LocationLog {
     if (this.committing || !this.nextCommit) return
     // Lines sent but not yet answered would each want a commit of their own: wait for them
     // (the child answers in milliseconds), but not for ever under a steady stream.
-    if (!force && (this.child?.pending.length ?? 0) > 0) {
+    if (!force && this.unanswered() > 0) {
       if (!this.groupTimer) {
         this.groupTimer = setTimeout(() => {
           this.groupTimer = undefined
@@ -222,22 +255,95 @@ export class LocationLog {
     // Git plumbing under git-annex's journal lock, as Annex.Branch.commit (journal-commit.ts):
     // a fraction of a `git annex merge` process, and it stages the journal before merging a
     // pushed branch, so it never puts a journal file over a publisher's pushed lines. The
-    // batch child may go on writing meanwhile: it waits for the journal lock.
-    this.committer ??= new JournalCommitter(await gitDirOf(this.repo))
-    await this.committer.commit().catch((e: unknown) => {
+    // batch child may go on writing meanwhile: it waits for the journal lock; our own writes
+    // queue behind the commit in the committer.
+    try {
+      await (await this.journalCommitter()).commit()
+    } catch (e) {
       this.dirty = true
       throw e
-    })
+    }
   }
 
-  private async send(line: string, key: string): Promise<void> {
+  /** Records sent and not yet written to the journal (or failed). */
+  private unanswered(): number {
+    return (this.child?.pending.length ?? 0) + (this.direct ? this.direct.queued.length + this.direct.running : 0)
+  }
+
+  private async send(line: string, key: string, change: PresenceChange): Promise<void> {
     await this.flushing.catch(() => undefined)
+    const w = (this.writer ??= this.openWriter())
+    const direct = await w.catch((e: unknown) => {
+      // Tried again by the next record.
+      if (this.writer === w) this.writer = undefined
+      throw e
+    })
+    if (direct) {
+      return new Promise<void>((resolve, reject) => {
+        direct.queued.push({ change, resolve, reject })
+        if (direct.running === 0) queueMicrotask(() => this.pump(direct))
+      })
+    }
     const c = this.child ?? (this.child = this.spawn())
     return new Promise<void>((resolve, reject) => {
       c.pending.push({ key, resolve, reject })
       c.proc.stdin.write(line)
     })
   }
+  /** Writing the journal ourselves when the repository allows it (location-journal.ts), else undefined. */
+  private async openWriter(): Promise<Direct | undefined> {
+    if (this.viaGitAnnex || !existsSync(this.repo)) return undefined
+    const ok = await journalWritable(this.repo).catch((e: unknown) => `its configuration could not be read: ${(e as Error).message}`)
+    if (ok !== true) {
+      this.log?.info({ repo: this.repo, reason: ok }, 'location log written by git annex setpresentkey')
+      return undefined
+    }
+    const committer = await this.journalCommitter()
+    const reader = await BranchReader.open(this.repo)
+    this.direct = { journal: new LocationJournal(committer.gitDir, committer, reader), reader, queued: [], running: 0, drained: undefined }
+    return this.direct
+  }
+
+  /** The one committer of this repository: its journal lock is also the writes'. */
+  private async journalCommitter(): Promise<JournalCommitter> {
+    if (!this.committer) {
+      const gitDir = await gitDirOf(this.repo)
+      this.committer ??= new JournalCommitter(gitDir)
+    }
+    return this.committer
+  }
+
+  /** Writes what is queued, under one journal lock; what arrives meanwhile goes next. */
+  private pump(d: Direct): void {
+    if (d.running > 0 || d.queued.length === 0) return
+    const batch = d.queued.splice(0)
+    d.running = batch.length
+    // GIT_ANNEX_VECTOR_CLOCK is read as a git-annex process reads it: from the environment.
+    const clock = () => candidateClock(process.env)
+    void d.journal
+      .apply(
+        batch.map((q) => q.change),
+        clock,
+      )
+      .then(
+        (journalled) => {
+          if (journalled) this.dirty = true
+          for (const q of batch) q.resolve()
+        },
+        (e: unknown) => {
+          const err = new LocationLogError(`writing the location log journal failed: ${(e as Error).message}`, { cause: e })
+          for (const q of batch) q.reject(err)
+        },
+      )
+      .finally(() => {
+        d.running = 0
+        if (d.queued.length > 0) return this.pump(d)
+        d.drained?.resolve()
+        d.drained = undefined
+        queueMicrotask(() => this.startCommit())
+      })
+  }
+
   private spawn(): Child {
     const proc = spawn('git', ['annex', 'setpresentkey', '--batch'], { cwd: this.repo, env: repoEnv(), stdio: ['pipe', 'pipe', 'pipe'] })
     const pending: Pending[] = []
@@ -306,6 +412,13 @@ export class LocationLog {
   private async stop(): Promise<void> {
     // The committer's helpers go with the batch child (a commit that follows starts them again).
     await this.committer?.stop()
+    // The next record reads the configuration again, as a new setpresentkey would.
+    const w = this.writer
+    this.writer = undefined
+    const d = await w?.catch(() => undefined)
+    if (d && this.direct === d) this.direct = undefined
+    if (d && (d.running > 0 || d.queued.length > 0)) await (d.drained ??= deferred()).promise
+    await d?.reader.close()
     const c = this.child
     if (!c) return
     this.child = undefined

@@ -2,13 +2,15 @@
 // (clients fetch the branch right after an upload), concurrent records share commits, and
 // a branch that cannot be committed to for a while loses nothing.
 import assert from 'node:assert/strict'
-import { readdir, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { spawn } from 'node:child_process'
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
 import { test } from 'node:test'
 import { LocationLog } from '../../src/annex/location-log.js'
 import { parseKey } from '../../src/keys/key.js'
 import { asUuid } from '../../src/remotes/remote.js'
-import { annex, git, makeRepo, repoUuid, sha256Key, tempDir } from '../helpers/annex.js'
+import { annex, git, gitEnv, makeRepo, repoUuid, sha256Key, stopChild, tempDir, whereisHere } from '../helpers/annex.js'
 
 const keyOf = (i: number) => parseKey(sha256Key(Buffer.from(`content ${i}\n`)))
 
@@ -81,4 +83,73 @@ test("settle 'journal' (p2pstdio sessions, cluster nodes): a record settles in t
     assert.ok(Date.now() < deadline, 'the idle commit did not come within 60 s')
     await new Promise((r) => setTimeout(r, 50))
   }
+})
+
+/** `git annex setpresentkey --batch` in `repo`, one line at a time. */
+function setpresentkeyBatch(t: Parameters<typeof tempDir>[0], repo: string): (line: string) => Promise<string> {
+  const child = spawn('git', ['annex', 'setpresentkey', '--batch'], { cwd: repo, env: gitEnv, stdio: ['pipe', 'pipe', 'inherit'] })
+  t.after(() => stopChild(child))
+  const waiting: Array<(l: string) => void> = []
+  createInterface({ input: child.stdout }).on('line', (l) => waiting.shift()?.(l))
+  return (line) =>
+    new Promise<string>((resolve) => {
+      waiting.push(resolve)
+      child.stdin.write(line + '\n')
+    })
+}
+
+test('written by this process into the journal while a real git-annex writes the same logs: no line is lost, and git-annex reads ours (whereis, readpresentkey)', { timeout: 240_000 }, async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  const other = '00000000-0000-4000-8000-00000000000b'
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'journal' })
+  t.after(() => log.close())
+  const theirs = setpresentkeyBatch(t, repo)
+  const N = 60
+  // Both writers on every key at about the same moment: ours in groups, theirs line by line.
+  await Promise.all([
+    Promise.all(Array.from({ length: N }, (_, i) => log.record(keyOf(i), uuid, true))),
+    (async () => {
+      for (let i = 0; i < N; i++) assert.equal(await theirs(`${sha256Key(Buffer.from(`content ${i}\n`))} ${other} 1`), `setpresentkey ${sha256Key(Buffer.from(`content ${i}\n`))} ok`)
+    })(),
+  ])
+  for (let i = 0; i < N; i += 7) {
+    const k = sha256Key(Buffer.from(`content ${i}\n`))
+    assert.equal(await whereisHere(repo, k), true, `key ${i}: whereis, from the journal`)
+    await annex(repo, 'readpresentkey', k, other)
+  }
+  await log.close()
+  for (let i = 0; i < N; i++) {
+    const lines = await inBranch(repo, sha256Key(Buffer.from(`content ${i}\n`)))
+    assert.match(lines, new RegExp(`^\\d+s 1 ${uuid}$`, 'm'), `key ${i}: ours`)
+    assert.match(lines, new RegExp(`^\\d+s 1 ${other}$`, 'm'), `key ${i}: theirs`)
+  }
+  // No process of ours wrote the lines: no setpresentkey ran for them.
+  assert.ok(!(await readdir(join(repo, '.git/annex/othertmp')).catch(() => [])).length, 'no temp file left behind')
+})
+
+test('content dropped by git-annex and put back, then recorded present by this process in the same second: git annex fsck finds the log right (the clock advanced past the drop)', { timeout: 240_000 }, async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  const files = ['a.bin', 'b.bin', 'c_d.bin']
+  for (const f of files) await writeFile(join(repo, f), `bytes of ${f}\n`)
+  await annex(repo, 'add', '-q', ...files)
+  await git(repo, 'commit', '-q', '-m', 'add')
+  const keys = await Promise.all(files.map(async (f) => (await annex(repo, 'lookupkey', f)).stdout.trim()))
+  const objects = await Promise.all(keys.map(async (k) => join(repo, (await annex(repo, 'examinekey', '--format=.git/annex/objects/${hashdirmixed}${key}/${key}', k)).stdout)))
+  await annex(repo, 'drop', '-q', '--force', ...files)
+  for (const [i, f] of files.entries()) {
+    await mkdir(dirname(objects[i]!), { recursive: true })
+    await writeFile(objects[i]!, `bytes of ${f}\n`)
+  }
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'commit' })
+  t.after(() => log.close())
+  await Promise.all(keys.map((k) => log.record(parseKey(k), uuid, true)))
+  const before = await Promise.all(keys.map((k) => inBranch(repo, k)))
+  for (const [i, b] of before.entries()) assert.match(b, new RegExp(`^\\d+s 1 ${uuid}\\n$`), `key ${i}: one line, present`)
+  await log.close()
+  const fsck = await annex(repo, 'fsck', '--fast', ...files)
+  assert.doesNotMatch(fsck.stdout + fsck.stderr, /fixing location log|location log/i)
+  assert.deepEqual(await Promise.all(keys.map((k) => inBranch(repo, k))), before, 'fsck changed no location log')
+  assert.equal(await whereisHere(repo, keys[2]!), true)
 })
