@@ -1,19 +1,20 @@
 // Committing git-annex's journal into the git-annex branch, as git-annex's own
 // Annex.Branch.commit does it (Annex/Branch.hs forceCommit → stageJournal → commitIndex),
 // with git plumbing instead of a git-annex process: spawning `git annex merge` costs ~100 ms
-// of a busy machine per commit; here a commit is three short git commands on git-annex's index
-// (update-index, write-tree, hash-object of the commit object) next to long-lived helpers (the
-// lock holder, `git hash-object --stdin-paths` for the journal files, `git update-ref --stdin`),
-// which is what lets a served repository commit before every answer by default.
+// of a busy machine per commit; here a commit is two short git commands on git-annex's index
+// (update-index, write-tree) next to long-lived helpers (the lock holder, `git hash-object
+// --stdin-paths` for the journal files, `git update-ref --stdin`), which is what lets a served
+// repository commit before every answer by default.
 //
-// The commit writes no file of its own: what is not already a file (the commit object, a
-// union-merged log) goes to git on the stdin of a `git hash-object --stdin`, one process per
-// object, as git-annex hashes what it has in memory (Git/HashObject.hs hashObject); the only
-// files written are git's (objects, git-annex's index, the ref) and git-annex's state
-// (journal.lck; index.lck, replaced through a temp file beside it as git-annex's writeLogFile
-// replaces it), nothing in .git/annex/othertmp or the system temp directory. A union-merged log
-// exists only for a file both a pushed branch and the index changed since the last commit, so
-// most commits hash none and the process per commit object is the whole cost.
+// The commit object is written by this process as git writes a loose object (writeLooseObject:
+// a SHA-1 repository whose config asks nothing more of loose objects; otherwise it goes to
+// `git hash-object --stdin`, one process per commit); a union-merged log goes on the stdin of
+// a `git hash-object --stdin`, as git-annex hashes what it has in memory (Git/HashObject.hs
+// hashObject). The only files written are git's (objects, git-annex's index, the ref) and
+// git-annex's state (journal.lck; index.lck, replaced through a temp file beside it as
+// git-annex's writeLogFile replaces it), nothing in .git/annex/othertmp or the system temp
+// directory. A union-merged log exists only for a file both a pushed branch and the index
+// changed since the last commit, so most commits hash none.
 //
 // Interoperable with real git-annex processes on the same repository because it takes the
 // locks git-annex takes and leaves the files it leaves:
@@ -37,9 +38,10 @@
 // - journal files are deleted only once the commit is in the branch, the index.lck records the
 //   commit, and a hooks/post-update-annex is run as git-annex runs it.
 import { constants } from 'node:fs'
-import { access, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { access, link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { deflateSync } from 'node:zlib'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createInterface, type Interface } from 'node:readline'
 import { LocationLogError } from '../errors.js'
@@ -125,6 +127,44 @@ async function hashObject(gitDir: string, type: 'blob' | 'commit', content: Buff
   const sha = (await runGitBytes(gitDir, args, { input: content })).toString('latin1').trim()
   if (!SHA.test(sha)) throw new LocationLogError(`git ${args.join(' ')} answered ${JSON.stringify(sha)}`)
   return sha
+}
+
+/**
+ * Writes a small object as git writes a loose object (object-file.c): `<type> <size>\0<body>`,
+ * zlib-deflated, into objects/<2 hex>/<38 hex> through a read-only tmp_obj_* file beside it that
+ * is hard-linked into place and removed; an object already there is kept. SHA-1 repositories
+ * whose configuration asks nothing more of a loose object (no fsync, no shared permissions).
+ */
+async function writeLooseObject(gitDir: string, type: 'commit', body: Buffer): Promise<string> {
+  const data = Buffer.concat([Buffer.from(`${type} ${body.length}\0`), body])
+  const sha = createHash('sha1').update(data).digest('hex')
+  const dir = join(gitDir, 'objects', sha.slice(0, 2))
+  const dest = join(dir, sha.slice(2))
+  if (await access(dest).then(() => true, () => false)) return sha
+  await mkdir(dir, { recursive: true })
+  const tmp = join(dir, `tmp_obj_${randomBytes(6).toString('base64url')}`)
+  await writeFile(tmp, deflateSync(data, { level: 1 }), { flag: 'wx', mode: 0o444 })
+  try {
+    await link(tmp, dest)
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
+  } finally {
+    await rm(tmp, { force: true })
+  }
+  return sha
+}
+
+/**
+ * Whether this process may write the commit object itself (writeLooseObject): a SHA-1
+ * repository without settings that change how git writes loose objects.
+ */
+function looseObjectsPlain(config: ReadonlyMap<string, string>): boolean {
+  const format = config.get('extensions.objectformat') ?? 'sha1'
+  if (format.toLowerCase() !== 'sha1' || config.has('extensions.compatobjectformat')) return false
+  const shared = config.get('core.sharedrepository')
+  if (shared !== undefined && !['false', 'umask', 'no', 'off', '0'].includes(shared.toLowerCase())) return false
+  for (const k of config.keys()) if (k.startsWith('core.fsync')) return false
+  return true
 }
 
 /** Union-merges `ref` into the index (Git/UnionMerge.hs mergeIndex). Staged changes take part. */
@@ -281,7 +321,7 @@ export class JournalCommitter {
   private refUpdater: LineHelper | undefined
   // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date) and the
   // message when the caller gives none, read once as a git-annex process reads its config.
-  private idents: { author: string; committer: string; message: string } | undefined
+  private idents: { author: string; committer: string; message: string; looseObjects: boolean } | undefined
   // One commit at a time from this process (the lock is per process for fcntl).
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -346,7 +386,7 @@ export class JournalCommitter {
     }
   }
 
-  private async who(): Promise<{ author: string; committer: string; message: string }> {
+  private async who(): Promise<{ author: string; committer: string; message: string; looseObjects: boolean }> {
     if (!this.idents) {
       const ident = async (v: string) => {
         const m = /^(.*) \d+ [+-]\d{4}$/.exec((await runGitBytes(this.gitDir, ['var', v])).toString('utf8').trim())
@@ -355,24 +395,28 @@ export class JournalCommitter {
       }
       // git-annex (Annex/Branch.hs commitMessage) commits the branch with annex.commitmessage
       // when set (10.20250416 ignored it for journal commits; upstream uses it), else "update".
-      const configured = await runGitBytes(this.gitDir, ['config', '--get', 'annex.commitmessage']).then(
-        (b) => b.toString('utf8').replace(/\n$/, ''),
-        () => undefined,
-      )
+      // The last value of a key wins, as `git config --get` answers.
+      const config = new Map<string, string>()
+      for (const entry of (await runGitBytes(this.gitDir, ['config', '-z', '--list'])).toString('utf8').split('\0')) {
+        const nl = entry.indexOf('\n')
+        if (entry !== '') config.set((nl < 0 ? entry : entry.slice(0, nl)).toLowerCase(), nl < 0 ? 'true' : entry.slice(nl + 1))
+      }
       const [author, committer] = await Promise.all([ident('GIT_AUTHOR_IDENT'), ident('GIT_COMMITTER_IDENT')])
-      this.idents = { author, committer, message: configured ?? 'update' }
+      this.idents = { author, committer, message: config.get('annex.commitmessage') ?? 'update', looseObjects: looseObjectsPlain(config) }
     }
     return this.idents
   }
 
   /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, the object written through stdin. */
   private async commitTree(tree: string, parent: string, message: string): Promise<string> {
-    const { author, committer } = await this.who()
+    const { author, committer, looseObjects } = await this.who()
     const now = new Date()
     const off = -now.getTimezoneOffset()
     const tz = `${off < 0 ? '-' : '+'}${String(Math.floor(Math.abs(off) / 60)).padStart(2, '0')}${String(Math.abs(off) % 60).padStart(2, '0')}`
     const date = `${Math.floor(now.getTime() / 1000)} ${tz}`
-    return hashObject(this.gitDir, 'commit', Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${author} ${date}\ncommitter ${committer} ${date}\n\n${message}\n`))
+    const body = Buffer.from(`tree ${tree}\nparent ${parent}\nauthor ${author} ${date}\ncommitter ${committer} ${date}\n\n${message}\n`)
+    // Written here, it costs no git process (one of the three a commit spawned).
+    return looseObjects ? writeLooseObject(this.gitDir, 'commit', body) : hashObject(this.gitDir, 'commit', body)
   }
 
   /**
