@@ -3,6 +3,7 @@
 // a branch that cannot be committed to for a while loses nothing.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -11,6 +12,7 @@ import { LocationLog } from '../../src/annex/location-log.js'
 import { parseKey } from '../../src/keys/key.js'
 import { asUuid } from '../../src/remotes/remote.js'
 import { annex, git, gitEnv, makeRepo, repoUuid, sha256Key, stopChild, tempDir, whereisHere } from '../helpers/annex.js'
+import { childPids } from '../helpers/estate.js'
 
 const keyOf = (i: number) => parseKey(sha256Key(Buffer.from(`content ${i}\n`)))
 
@@ -152,4 +154,26 @@ test('content dropped by git-annex and put back, then recorded present by this p
   assert.doesNotMatch(fsck.stdout + fsck.stderr, /fixing location log|location log/i)
   assert.deepEqual(await Promise.all(keys.map((k) => inBranch(repo, k))), before, 'fsck changed no location log')
   assert.equal(await whereisHere(repo, keys[2]!), true)
+})
+
+test('a repository whose configuration makes git-annex do more than write the journal (core.sharedRepository: file modes) is written by git annex setpresentkey', async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  await git(repo, 'config', 'core.sharedRepository', 'group')
+  const uuid = asUuid(await repoUuid(repo))
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'commit' })
+  t.after(() => log.close())
+  await log.record(keyOf(1), uuid, true)
+  // The child stays until idle or close: it is there now.
+  const cmdline = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+    } catch {
+      return [] // gone meanwhile
+    }
+  }
+  const children = childPids()
+    .map(cmdline)
+    .filter((cmd) => cmd.includes('setpresentkey'))
+  assert.equal(children.length, 1, 'one git annex setpresentkey')
+  assert.match(await inBranch(repo, sha256Key(Buffer.from('content 1\n'))), new RegExp(` 1 ${uuid}$`, 'm'))
 })
