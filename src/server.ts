@@ -130,7 +130,7 @@ export async function buildServer(cfg: ServeConfig, opts: { env?: NodeJS.Process
     // A repository without proxying settings needs no gateway machinery (no branch reader, no watcher, no process).
     open: (dir, { gateway }) =>
       gateway
-        ? Gateway.open(dir, { hasher: cfg.hasher, log, locationLogSettle, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, cache, ...(metrics ? { events: metrics } : {}) }).then((g) => {
+        ? Gateway.open(dir, { hasher: cfg.hasher, log, locationLogSettle, fanoutHighWaterMark: cfg.fanoutHighWaterMark, fanoutStallMs: cfg.fanoutStallSeconds * 1000, coordinator, jobs: cfg.jobs, proxyConnections: cfg.proxyConnections, s3PartsInFlight: cfg.s3PartsInFlight, cache, ...(metrics ? { events: metrics } : {}) }).then((g) => {
             g.warmS3Remotes()
             return g
           })

@@ -71,6 +71,11 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly cacheSize: number
   /** Bytes per cached chunk: the most a cached retrieve holds in memory, and resume granularity. */
   readonly cacheChunk: number
+  /**
+   * Parts of one multipart upload to an S3 remote sent at once: memory per S3 upload at most
+   * this × the remote's part size (8 MiB unless remote.log's partsize says otherwise).
+   */
+  readonly s3PartsInFlight: number
   /** Presigned-PUT uploads to proxied S3 remotes (--indirect-upload): undefined when off. */
   readonly indirectUpload: { readonly expirySeconds: number; readonly verify: 'readback' | 'store' } | undefined
   /** --socket: listen on this unix socket instead of TCP. */
@@ -80,6 +85,8 @@ export interface ServeConfig extends Required<AuthFlags> {
 }
 
 export const DEFAULT_PORT = 9417
+/** The AWS SDK's own upload (lib-storage) sends 4 parts at once too. */
+export const DEFAULT_S3_PARTS_IN_FLIGHT = 4
 
 /** One serve flag: how parseArgs reads it, and how `annex-proxy --help` shows it. */
 export interface OptionSpec {
@@ -135,6 +142,7 @@ export const SERVE_OPTIONS = {
   'metrics-bind': { type: 'string', arg: 'ADDR', help: 'address of the --metrics-port listener (default: --bind)' },
   'cache-size': { type: 'string', arg: 'SIZE', help: 'disk for cached chunks of content read from remotes (git-annex size, default 1GiB; 0: off)' },
   'cache-chunk': { type: 'string', arg: 'SIZE', help: 'bytes per cached chunk: memory per cached GET (default 4MiB)' },
+  's3-parts': { type: 'string', arg: 'N', help: 'parts of an S3 multipart upload sent at once, 1-16: memory per S3 upload at most N x partsize (default 4)' },
   'indirect-upload': { type: 'boolean', help: 'let write-permitted clients upload to proxied S3 remotes with presigned PUT URLs' },
   'indirect-upload-expiry': { type: 'string', arg: 'S', help: 'longest lifetime of a presigned upload URL in seconds (default 900)' },
   'indirect-upload-verify': { type: 'string', arg: 'readback|store', help: 'how an indirect upload is verified: read back and hashed (default) or the store\'s checksum' },
@@ -280,6 +288,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     metricsBind: o['metrics-bind'],
     cacheSize: size('cache-size', o['cache-size'], 1024 ** 3, 1024 * 1024, Number.MAX_SAFE_INTEGER, true),
     cacheChunk: size('cache-chunk', o['cache-chunk'], 4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
+    s3PartsInFlight: int('s3-parts', o['s3-parts'], DEFAULT_S3_PARTS_IN_FLIGHT, 1, 16),
     indirectUpload: indirect(o),
     corsOrigins: origins(o['cors-origin']),
     socket: socketPath(o.socket, o.port !== undefined || o.bind !== undefined),

@@ -94,6 +94,8 @@ export interface GatewayOptions {
   readonly jobs?: number
   /** Idle git-annex-shell sessions kept open to each proxied remote (--proxyconnections; default: all). */
   readonly proxyConnections?: number
+  /** Parts of one S3 multipart upload sent at once (--s3-parts; default: S3Store's). */
+  readonly s3PartsInFlight?: number
   /**
    * Where placement state lives: this process (default) or Redis, shared by a fleet of
    * gateways over the same nodes. Shared by every gateway of the process; not closed here.
@@ -581,7 +583,7 @@ export class Gateway {
     const chunkLog = ChunkLog.over(this.config.reader)
     switch (path.kind) {
       case 'S3':
-        return (await import('../remotes/s3/open.js')).openS3Remote({ uuid: info.uuid, gitDir: this.self.layout.gitDir, config: info.remoteConfig, chunkLog, hasher: this.opts.hasher, log })
+        return (await import('../remotes/s3/open.js')).openS3Remote({ uuid: info.uuid, gitDir: this.self.layout.gitDir, config: info.remoteConfig, chunkLog, hasher: this.opts.hasher, log, ...(this.opts.s3PartsInFlight !== undefined ? { store: { partsInFlight: this.opts.s3PartsInFlight } } : {}) })
       case 'directory': {
         const dir = isAbsolutePath(path.dir) ? path.dir : join(this.dir, path.dir)
         log.info({ remote: info.name, uuid: info.uuid, dir }, 'directory special remote served natively')

@@ -55,6 +55,18 @@ test('--cache-size and --cache-chunk take git-annex sizes; a cache size of 0 tur
   for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
 })
 
+test('--s3-parts: parts of an S3 multipart upload in flight, 4 unless set, 1 to 16', () => {
+  assert.equal(parseServeArgs([], '/').s3PartsInFlight, 4)
+  assert.equal(parseServeArgs(['--s3-parts', '1'], '/').s3PartsInFlight, 1)
+  assert.equal(parseServeArgs(['--s3-parts=16'], '/').s3PartsInFlight, 16)
+  const bad: [string[], RegExp][] = [
+    [['--s3-parts', '0'], /--s3-parts must be between 1 and 16, got 0/],
+    [['--s3-parts', '17'], /--s3-parts must be between 1 and 16, got 17/],
+    [['--s3-parts', 'many'], /--s3-parts needs a whole number, got 'many'/],
+  ]
+  for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
+})
+
 test('--indirect-upload is off unless asked for; its expiry and verification are checked', () => {
   assert.equal(parseServeArgs([], '/').indirectUpload, undefined)
   assert.deepEqual(parseServeArgs(['--indirect-upload'], '/').indirectUpload, { expirySeconds: 900, verify: 'readback' })

@@ -33,6 +33,8 @@ export interface FaultProxy {
   readonly injected: string[]
   /** Requests seen per op. */
   readonly seen: Map<string, number>
+  /** The most requests of each op open at once (from its arrival until its answer closed). */
+  readonly peak: Map<string, number>
   close(): Promise<void>
 }
 
@@ -56,10 +58,16 @@ export async function startFaultProxy(t: After, targetPort: number): Promise<Fau
   let decide: (req: RequestInfo) => Fault = () => ({ kind: 'pass' })
   const injected: string[] = []
   const seen = new Map<string, number>()
+  const open = new Map<string, number>()
+  const peak = new Map<string, number>()
   const server: Server = createServer((req, res) => {
     const op = opOf(req)
     const nth = (seen.get(op) ?? 0) + 1
     seen.set(op, nth)
+    const now = (open.get(op) ?? 0) + 1
+    open.set(op, now)
+    peak.set(op, Math.max(peak.get(op) ?? 0, now))
+    res.once('close', () => open.set(op, open.get(op)! - 1))
     const fault = decide({ method: req.method ?? 'GET', url: req.url ?? '/', op, nth })
     if (fault.kind === 'error') {
       injected.push(`${op}:${fault.status} ${fault.code}`)
@@ -118,6 +126,7 @@ export async function startFaultProxy(t: After, targetPort: number): Promise<Fau
     },
     injected,
     seen,
+    peak,
     close,
   }
 }

@@ -60,6 +60,21 @@ describe('S3 faults', () => {
     assert.deepEqual(await s3().pendingUploads(bucket), [])
   })
 
+  test('a multipart upload has at most partsInFlight parts in flight (the memory bound of --s3-parts)', async (t) => {
+    for (const partsInFlight of [1, 3]) {
+      const { remote, proxy, bucket } = await faultyRemote(t, {}, { partsInFlight })
+      // 6 parts of 5 MiB, offered all at once: only the bound holds the reader back.
+      const c = content(26 * 1024 * 1024)
+      assert.equal((await remote.store(c.key, bodyOf(c.bytes, 1024 * 1024), 0, op())).stored, true)
+      assert.equal(proxy.seen.get('UploadPart'), 6)
+      const peak = proxy.peak.get('UploadPart')!
+      assert.ok(peak >= 1 && peak <= partsInFlight, `${peak} parts in flight at once with partsInFlight ${partsInFlight}`)
+      t.diagnostic(`partsInFlight ${partsInFlight}: at most ${peak} UploadPart requests at once`)
+      assert.deepEqual(await readBack(remote, c.key), c.bytes)
+      assert.deepEqual(await s3().pendingUploads(bucket), [])
+    }
+  })
+
   test('a chunked upload whose chunk PUTs meet SlowDown and a cut connection still verifies', async (t) => {
     const { remote, proxy, bucket } = await faultyRemote(t, { chunk: '1MiB' })
     proxy.rule(({ op, nth }) => {

@@ -5,8 +5,8 @@
 //
 // Writes are never visible before they are committed: an object that fits in one part
 // (partSize) is buffered and sent with one PutObject after the commit decision; a larger
-// one goes up as a multipart upload, `partsInFlight` parts at a time (memory ≈ (that + 1)
-// × partSize), completed only after the decision and aborted otherwise or on any failure,
+// one goes up as a multipart upload, `partsInFlight` parts at a time (memory at most that
+// × partSize: the next part is read only once one of them is done), completed only after the decision and aborted otherwise or on any failure,
 // so a failed upload leaves neither an object nor parts. Each request is retried by the
 // SDK (standard mode: backoff on 5xx, SlowDown, throttling and dropped connections) with
 // buffered bodies it can resend. Requests are signed SigV4 whatever remote.log's
@@ -53,11 +53,13 @@ import type { Logger } from '../remote.js'
 
 /** Used when remote.log has no partsize (or one below S3's 5 MiB part minimum). */
 export const DEFAULT_PART_SIZE = 8 * 1024 * 1024
+/** Parts of one multipart upload in flight unless configured (--s3-parts). */
+export const DEFAULT_PARTS_IN_FLIGHT = 4
 const MIN_PART_SIZE = 5 * 1024 * 1024
 const MAX_PARTS = 10_000
 
 export interface S3StoreOptions {
-  /** Parts uploaded at once per object (default 2). */
+  /** Parts uploaded at once per object (default 4, as the SDK's own lib-storage upload). */
   readonly partsInFlight?: number
   /** Part size override (default: remote.log's partsize, else 8 MiB). */
   readonly partSize?: number
@@ -139,7 +141,7 @@ export class S3Store implements ObjectStore {
     })
     const configured = opts.partSize ?? settings.partSize
     this.partSize = configured !== undefined && configured >= MIN_PART_SIZE ? configured : DEFAULT_PART_SIZE
-    this.partsInFlight = Math.max(1, opts.partsInFlight ?? 2)
+    this.partsInFlight = Math.max(1, opts.partsInFlight ?? DEFAULT_PARTS_IN_FLIGHT)
     this.tls = settings.endpoint === undefined || settings.endpoint.startsWith('https:')
     this.journal = opts.journal
   }
