@@ -5,12 +5,18 @@
 // with git-annex, whose tmp file holds all bytes that arrived. Nothing here commits:
 // the owner renames the file into the object store after the pipeline succeeded.
 //
-// Writes are batched: while one is on the disk, the chunks that arrive meanwhile (up to
-// the window, WRITE_WINDOW by default) queue and go out as one positioned writev. A socket
-// delivers an upload in pieces of a few bytes to 64 KiB; one pwrite, one thread-pool round
-// trip and one promise each made the write path the largest CPU cost of a server receiving
-// 8×64 MiB (node --cpu-prof: writeBuffer 16-26 % of the server's samples, 16 000+ writes per
-// 512 MiB); batched, the server's CPU for that upload fell by about a quarter.
+// Writes are batched by size: chunks gather until WRITE_BATCH bytes (or WRITE_IDLE_MS
+// without reaching it, or the end) and go out as one positioned writev; while one is on
+// the disk, the chunks that arrive meanwhile queue up to the window (WRITE_WINDOW). A
+// socket delivers an upload in pieces of a few bytes to 64 KiB; one pwrite, one
+// thread-pool round trip and one promise each made the write path the largest CPU cost of
+// a server receiving 8×64 MiB (node --cpu-prof: writeBuffer 16-26 % of the server's
+// samples, 16 000+ writes per 512 MiB). Batching only while a write was in flight left a
+// sink that outran its sender (a cluster node behind a git-annex client sending 32 KiB
+// chunks) writing nearly every piece on its own; gathering by size does not depend on
+// who is faster. The idle flush puts a stalled sender's prefix on disk (resume) within
+// WRITE_IDLE_MS; a sink destroyed meanwhile drops at most those gathered bytes, which a
+// resume then sends again.
 //
 // It never closes the handle: the owner closes it before renaming. (A FileHandle's
 // own write stream with autoClose off keeps the handle referenced: close() would
@@ -19,19 +25,30 @@ import type { FileHandle } from 'node:fs/promises'
 import { finished } from 'node:stream/promises'
 import { Writable, type Transform } from 'node:stream'
 
-/** Bytes a sink holds while a write is on the disk: the upstream waits beyond it. */
+/** Bytes queued while a write is on the disk: the upstream waits beyond them. */
 export const WRITE_WINDOW = 1024 * 1024
+/** Bytes gathered before a write is issued. Memory per sink: at most this + the window + one chunk. */
+export const WRITE_BATCH = 512 * 1024
+/** Gathered bytes short of a batch are written after this long without it filling. */
+export const WRITE_IDLE_MS = 20
 
 export class TmpFileSink extends Writable {
   private position: number
   /** An I/O failure of the tmp file itself (as opposed to bad or missing data). */
   ioError: Error | undefined
+  /** Verified chunks not yet handed to the disk. */
+  private gathered: Buffer[] = []
+  private gatheredBytes = 0
+  private idle: NodeJS.Timeout | undefined
+  /** The writes issued so far, in order; settles when the last one did. */
+  private written: Promise<void> = Promise.resolve()
 
   constructor(
     private readonly fh: FileHandle,
     start: number,
     private readonly verifier: Transform,
     window: number = WRITE_WINDOW,
+    private readonly batch: number = WRITE_BATCH,
   ) {
     super({ highWaterMark: window })
     this.position = start
@@ -42,11 +59,11 @@ export class TmpFileSink extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
-    this.verifyThenWrite([chunk]).then(() => cb(), cb)
+    this.take([chunk]).then(() => cb(), cb)
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
-    this.verifyThenWrite(chunks.map((c) => c.chunk)).then(() => cb(), cb)
+    this.take(chunks.map((c) => c.chunk)).then(() => cb(), cb)
   }
 
   override _final(cb: (e?: Error | null) => void): void {
@@ -54,11 +71,14 @@ export class TmpFileSink extends Writable {
   }
 
   override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    clearTimeout(this.idle)
+    this.idle = undefined
     this.verifier.destroy()
     cb(err)
   }
 
-  private async verifyThenWrite(chunks: Buffer[]): Promise<void> {
+  /** Verifies `chunks`, then gathers them; a full batch is written before more are taken. */
+  private async take(chunks: Buffer[]): Promise<void> {
     // The verifier refuses bytes past the key's size before they reach the disk.
     await new Promise<void>((resolve, reject) => {
       let pending = chunks.length
@@ -70,6 +90,31 @@ export class TmpFileSink extends Writable {
         })
       }
     })
+    for (const c of chunks) {
+      this.gathered.push(c)
+      this.gatheredBytes += c.length
+    }
+    if (this.gatheredBytes >= this.batch) return this.flush()
+    this.idle ??= setTimeout(() => {
+      this.idle = undefined
+      this.flush().catch((e: Error) => this.destroy(e))
+    }, WRITE_IDLE_MS)
+  }
+
+  /** Hands what is gathered to the disk, after the writes before it; settles when it is written. */
+  private flush(): Promise<void> {
+    clearTimeout(this.idle)
+    this.idle = undefined
+    const chunks = this.gathered
+    if (chunks.length > 0) {
+      this.gathered = []
+      this.gatheredBytes = 0
+      this.written = this.written.then(() => this.writeAll(chunks))
+    }
+    return this.written
+  }
+
+  private async writeAll(chunks: Buffer[]): Promise<void> {
     try {
       let rest = chunks
       while (rest.length > 0) {
@@ -84,6 +129,7 @@ export class TmpFileSink extends Writable {
   }
 
   private async finish(): Promise<void> {
+    await this.flush()
     try {
       await this.fh.sync()
     } catch (e) {
