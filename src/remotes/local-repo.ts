@@ -78,7 +78,7 @@ import {
 // at 0.4-0.8x the reference's rate: a megabyte written per wakeup kept the client's TCP receive
 // window from growing (ss: rcv_ssthresh stuck at 93-186 KiB, the server's MSS clamped to half
 // of it, 3-4% spurious retransmits; with 32 KiB reads the window grew to 0.5-1.4 MiB). Measured
-// side by side: README, "Cluster get --from". Memory per retrieve stays about two chunks.
+// side by side: bench/HISTORY.md, "cluster-get-read-size". Memory per retrieve stays about two chunks.
 const READ_CHUNK_BYTES = 32 * 1024
 
 export interface LocalRepoOptions {
