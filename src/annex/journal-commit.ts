@@ -44,7 +44,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { deflateSync } from 'node:zlib'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createInterface, type Interface } from 'node:readline'
-import { LocationLogError } from '../errors.js'
+import { GitCommandError, LocationLogError } from '../errors.js'
 import { repoEnv, runGitBytes } from './git.js'
 
 const BRANCH = 'refs/heads/git-annex'
@@ -254,6 +254,15 @@ class LineHelper {
     if (!this.gone) this.proc.stdin.write(line + '\n')
   }
 
+  /** Sends `data` as it is, resolves with the next line answered. */
+  askRaw(data: Buffer): Promise<string> {
+    if (this.gone) return Promise.reject(this.gone)
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject })
+      this.proc.stdin.write(data)
+    })
+  }
+
   /** Sends `line`, resolves with the next line answered. */
   ask(line: string): Promise<string> {
     if (this.gone) return Promise.reject(this.gone)
@@ -277,17 +286,39 @@ class LineHelper {
 
 // The journal lock (journal-lock.ts) taken and released on command by one perl process, so a
 // commit spawns none for it. 'lockw' (a journal write, location-journal.ts) also takes a shared
-// lock on othertmp.lck, as git-annex's withOtherTmp does around its temp file. A process dying releases its fcntl locks: a killed server never
+// lock on othertmp.lck, as git-annex's withOtherTmp does around its temp file. 'git' runs the
+// commit's git commands on git-annex's index (gitOnIndex), forked from this small process
+// rather than from the server. A process dying releases its fcntl locks: a killed server never
 // leaves the journal locked.
 const LOCKER = `
-use strict; use Fcntl qw(O_RDWR O_RDONLY O_CREAT F_SETLKW F_WRLCK F_RDLCK F_UNLCK);
+use strict; use Fcntl qw(O_RDWR O_RDONLY O_CREAT F_SETLKW F_WRLCK F_RDLCK F_UNLCK); use IPC::Open3 qw(open3); use Symbol qw(gensym);
 $| = 1;
+$SIG{PIPE} = 'IGNORE';
+binmode(STDIN); binmode(STDOUT);
+sub readn { my ($n) = @_; my $buf = ''; while (length($buf) < $n) { my $r = read(STDIN, $buf, $n - length($buf), length($buf)); die "short request\\n" unless $r } $buf }
+sub oneline { my ($t) = @_; $t =~ s/[\\r\\n\\t]+/ /g; $t =~ s/^ +| +$//g; substr($t, 0, 2000) }
 my ($journal, $othertmp) = @ARGV;
 sysopen(my $j, $journal, O_RDWR | O_CREAT, 0666) or die "cannot open $journal: $!\\n";
 my $o;
 sub setlk { my ($fh, $type) = @_; fcntl($fh, F_SETLKW, pack('s s x4 q q i x4', $type, 0, 0, 0, 0)) }
 while (my $cmd = <STDIN>) {
-  if ($cmd eq "lock\\n" || $cmd eq "lockw\\n") {
+  if ($cmd =~ /^git (\\d+) (\\d+)\\n$/) {
+    # git ARGS with GIT_INDEX_FILE (the first NUL-separated field) and INPUT on stdin; answers
+    # its exit code, stdout and stderr on one line (commands whose output is one line or none).
+    my ($alen, $ilen) = ($1, $2);
+    my ($index, @args) = split(/\\0/, readn($alen), -1);
+    my $input = readn($ilen);
+    local $ENV{GIT_INDEX_FILE} = $index;
+    my $err = gensym;
+    my $pid = open3(my $to, my $from, $err, 'git', @args);
+    binmode($to); binmode($from);
+    print $to $input; close($to);
+    my $out = do { local $/; <$from> } // '';
+    my $errs = do { local $/; <$err> } // '';
+    waitpid($pid, 0);
+    my $code = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
+    print "ran " . $code . "\\t" . oneline($out) . "\\t" . oneline($errs) . "\\n";
+  } elsif ($cmd eq "lock\\n" || $cmd eq "lockw\\n") {
     setlk($j, F_WRLCK) or die "cannot lock $journal: $!\\n";
     if ($cmd eq "lockw\\n") {
       if (!$o) { sysopen($o, $othertmp, O_RDONLY | O_CREAT, 0666) or die "cannot open $othertmp: $!\\n" }
@@ -386,6 +417,23 @@ export class JournalCommitter {
     }
   }
 
+  /**
+   * `git ARGS` on git-annex's index with `input`, run by the lock holder (a small process, so
+   * the commit's git processes are not forked from this one: a fork of a Node process of
+   * 100+ MiB cost milliseconds of its main thread each). Called under the lock. Resolves with
+   * its one-line stdout.
+   */
+  private async gitOnIndex(index: string, args: readonly string[], input: Buffer = Buffer.alloc(0)): Promise<string> {
+    const locker = this.locker
+    if (!locker?.alive) throw new LocationLogError('the journal lock holder is gone')
+    const fields = Buffer.from([index, ...args].join('\0'), 'utf8')
+    const answer = await locker.askRaw(Buffer.concat([Buffer.from(`git ${fields.length} ${input.length}\n`), fields, input]))
+    const m = /^ran (\d+)\t([^\t]*)\t(.*)$/.exec(answer)
+    if (!m) throw new LocationLogError(`unexpected answer from the journal lock holder: ${answer.slice(0, 200)}`)
+    if (m[1] !== '0') throw new GitCommandError(`git ${args.join(' ')} exited ${m[1]}: ${m[3]}`, m[3]!)
+    return m[2]!
+  }
+
   private async who(): Promise<{ author: string; committer: string; message: string; looseObjects: boolean }> {
     if (!this.idents) {
       const ident = async (v: string) => {
@@ -469,7 +517,7 @@ export class JournalCommitter {
     // stageJournal: each journal file replaces its branch file in the index.
     const paths = names.map((n) => join(journalDir, n))
     const shas = await this.hashPaths(paths)
-    await runGitBytes(gitDir, ['update-index', '-z', '--index-info'], { env, input: indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8') })
+    await this.gitOnIndex(index, ['update-index', '-z', '--index-info'], indexInfo(names.map((n, i) => [shas[i]!, fileJournal(n)]), 'utf8'))
     const message = asked ?? (await this.who()).message
     for (let attempt = 1; ; attempt++) {
       // commitIndex: the index is brought up to the branch first, so the commit keeps what was pushed.
@@ -478,7 +526,8 @@ export class JournalCommitter {
       // followed by one that stages the journal first), so only a merge after that keeps the
       // pushed lines.
       if ((await indexSha(annexDir)) !== branch) await mergeIntoIndex(gitDir, env, branch)
-      const tree = (await runGitBytes(gitDir, ['write-tree'], { env })).toString('latin1').trim()
+      const tree = await this.gitOnIndex(index, ['write-tree'])
+      if (!SHA.test(tree)) throw new LocationLogError(`git write-tree answered ${JSON.stringify(tree)}`)
       const commit = await this.commitTree(tree, branch, message)
       try {
         await this.updateRef(commit, branch, message)
