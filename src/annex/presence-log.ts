@@ -4,6 +4,8 @@
 // and clock. Pure: content in, content out. Strings hold bytes as latin1, so ordering and
 // comparisons are git-annex's ByteString ones.
 
+import { parseClock } from './branch-logs.js'
+
 /** A vector clock as git-annex holds it: a POSIXTime, i.e. a Pico (10^-12 s), here in picoseconds. */
 export type Picos = bigint
 
@@ -18,21 +20,14 @@ export interface PresenceLine {
   readonly info: string
 }
 
-// Utility/TimeStamp.hs parserPOSIXTime: `signed decimal`, then `.digits` (at least one, else
-// that part does not parse and the '.' is left to fail the line), then an optional 's'.
-const CLOCK = /^([+-]?)(\d+)(?:\.(\d+))?s?$/
-
 /**
- * mkPOSIXTime: the whole part plus the fraction floored to picoseconds (Fixed's fromRational),
- * subtracted when the whole part is negative ("-0.5" has a whole part of 0 and is +0.5, as there).
+ * The clock as git-annex's POSIXTime holds it: branch-logs.ts's exact parse (parserPOSIXTime,
+ * quirks included), floored to picoseconds as Fixed's fromRational does (toward zero, the
+ * sign applying to the whole).
  */
 export function parsePosixTime(s: string): Picos | undefined {
-  const m = CLOCK.exec(s)
-  if (!m) return undefined
-  const n = BigInt(m[2]!) * (m[1] === '-' ? -1n : 1n)
-  const frac = m[3] ?? ''
-  const r = frac === '' ? 0n : (BigInt(frac) * PICO) / 10n ** BigInt(frac.length)
-  return n * PICO + (n < 0n ? -r : r)
+  const c = parseClock(s)
+  return c === undefined ? undefined : (c.n * PICO) / 10n ** BigInt(c.scale)
 }
 
 /** How a POSIXTime shows itself (Fixed's showFixed True, then "s"): "1700000000s", "1700000000.5s". */
