@@ -1,4 +1,4 @@
-// Parses the captured client↔server exchanges in ../shared/spec/transcripts/*.txt into
+// Parses the captured client↔server exchanges in test/fixtures/spec-transcripts/*.txt into
 // request/response vectors, so tests replay what the reference really answered.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -19,7 +19,7 @@ export interface Exchange {
 }
 
 export function transcriptPath(name: string): string {
-  return join(PROJECT_ROOT, '..', 'shared', 'spec', 'transcripts', name)
+  return join(PROJECT_ROOT, 'test', 'fixtures', 'spec-transcripts', name)
 }
 
 export function parseTranscript(name: string): Exchange[] {

@@ -2,8 +2,9 @@
 // variants, shared by the unit tests (test/protocol/auth.test.ts) and the end-to-end
 // comparison (test/interop/auth-matrix.test.ts).
 //
-// 1. auth-matrix.md (the shared spec folder, ../shared beside the clone) is parsed at test
-//    time rather than copied, so that a re-measured matrix is picked up as is. The parser is
+// 1. auth-matrix.md (the spec's measured matrix, copied verbatim into test/fixtures/spec-transcripts
+//    so that a clone alone runs the tests) is parsed at test time, so a re-measured matrix dropped
+//    in is picked up as is. The parser is
 //    strict: an unknown row label, column, cell or a cell count that disagrees with the
 //    file's own "(N cells)" lines fails the test instead of silently skipping vectors.
 // 2. HEADER_VECTORS and TLS_VECTORS were measured by us against the same version with raw
@@ -14,7 +15,7 @@ import { join } from 'node:path'
 import { type AuthEndpoint, type AuthFlags, AUTH_FLAG_NAMES } from '../../src/protocol/http/auth.js'
 import { PROJECT_ROOT } from '../helpers/annex.js'
 
-export const MATRIX_PATH = join(PROJECT_ROOT, '../shared/spec/transcripts/auth-matrix.md')
+export const MATRIX_PATH = join(PROJECT_ROOT, 'test/fixtures/spec-transcripts/auth-matrix.md')
 
 /** The server environment of every matrix run. */
 export const MATRIX_ENV: Readonly<Record<string, string>> = {
@@ -181,7 +182,7 @@ export function loadAuthMatrix(): MatrixSection[] {
   try {
     text = readFileSync(MATRIX_PATH, 'utf8')
   } catch (err) {
-    throw new Error(`the auth matrix must be at ${MATRIX_PATH} (the shared spec folder beside the clone)`, { cause: err })
+    throw new Error(`the auth matrix must be at ${MATRIX_PATH} (the spec transcripts copied into the repository)`, { cause: err })
   }
   return parseAuthMatrix(text)
 }
