@@ -291,7 +291,7 @@ class LineHelper {
 // rather than from the server. A process dying releases its fcntl locks: a killed server never
 // leaves the journal locked.
 const LOCKER = `
-use strict; use Fcntl qw(O_RDWR O_RDONLY O_CREAT F_SETLKW F_WRLCK F_RDLCK F_UNLCK); use IPC::Open3 qw(open3); use Symbol qw(gensym);
+use strict; use Fcntl qw(O_RDWR O_RDONLY O_CREAT F_SETLKW F_WRLCK F_RDLCK F_UNLCK); use IPC::Open3 qw(open3); use Symbol qw(gensym); use IO::Select;
 $| = 1;
 $SIG{PIPE} = 'IGNORE';
 binmode(STDIN); binmode(STDOUT);
@@ -313,8 +313,18 @@ while (my $cmd = <STDIN>) {
     my $pid = open3(my $to, my $from, $err, 'git', @args);
     binmode($to); binmode($from);
     print $to $input; close($to);
-    my $out = do { local $/; <$from> } // '';
-    my $errs = do { local $/; <$err> } // '';
+    # Both pipes drained together: reading stdout to its end first would wait forever on a
+    # git blocked writing more than a pipe's worth of stderr.
+    my %got = ($from => '', $err => '');
+    my $sel = IO::Select->new($from, $err);
+    while ($sel->count) {
+      for my $h ($sel->can_read) {
+        my $r = sysread($h, my $piece, 65536);
+        if (!$r) { $sel->remove($h); next }
+        $got{$h} .= $piece if length($got{$h}) < 65536;
+      }
+    }
+    my ($out, $errs) = ($got{$from}, $got{$err});
     waitpid($pid, 0);
     my $code = ($? & 127) ? 128 + ($? & 127) : $? >> 8;
     print "ran " . $code . "\\t" . oneline($out) . "\\t" . oneline($errs) . "\\n";

@@ -239,6 +239,35 @@ test("a commit's message is the repository's annex.commitmessage when set (as up
   assert.equal(await message(2), 'ingest: 2 files\n\n')
 })
 
+test("a git command of the commit that writes more than a pipe's worth to stderr does not stall the commit (the lock holder drains stdout and stderr together)", async (t) => {
+  const dir = await tempDir(t)
+  const srv = await makeRepo(join(dir, 'srv.git'), 'srv', { bare: true })
+  const su = await repoUuid(srv)
+  await git(srv, '-c', 'annex.alwayscommit=false', 'annex', 'setpresentkey', keyName(1), su, '1')
+  // A git on PATH that says 300 000 bytes on stderr before running write-tree (a pipe holds 64 KiB);
+  // it gives up after 150 s, so a stalled holder fails this test at its deadline rather than hanging the file.
+  const bin = join(dir, 'bin')
+  await mkdir(bin)
+  const realGit = (await sh(dir, 'sh', ['-c', 'command -v git'])).stdout.trim()
+  await writeFile(join(bin, 'git'), `#!/bin/sh\nif [ "$1" = write-tree ]; then timeout 150 sh -c \"printf '%300000s' '' >&2\"; fi\nexec ${realGit} "$@"\n`, { mode: 0o755 })
+  const path = process.env.PATH
+  process.env.PATH = `${bin}:${path}`
+  t.after(() => {
+    process.env.PATH = path
+  })
+  let timer: NodeJS.Timeout | undefined
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('the journal commit did not finish within 60 s: its git write-tree is stalled on a full stderr pipe')), 60_000)
+  })
+  try {
+    assert.equal(await Promise.race([commitJournal(srv), deadline]), true)
+  } finally {
+    clearTimeout(timer)
+  }
+  process.env.PATH = path
+  assert.match(await inBranch(srv, keyName(1)), new RegExp(su))
+})
+
 test('a commit, plain or union-merging a pushed git-annex branch, writes no file into .git/annex/othertmp or os.tmpdir(): only git\'s index, and git-annex\'s index.lck (replaced through a temp file beside it) and journal.lck, change in .git/annex', async (t) => {
   const repos = await servedAndPublisher(t)
   const { root, srv, pub, su, pu } = repos
