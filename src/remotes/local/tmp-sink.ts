@@ -18,6 +18,14 @@
 // WRITE_IDLE_MS; a sink destroyed meanwhile drops at most those gathered bytes, which a
 // resume then sends again.
 //
+// Writeback overlaps the transfer: every SYNC_AHEAD bytes written, a datasync of what is
+// on the file so far starts in the background (one at a time; writes go on beside it), so
+// the fsync in final() finds only the tail dirty. Without it the kernel (dirty_background
+// at 10 % of memory) held every upload's pages until that fsync: a 64 MiB file's answer
+// waited for its whole writeback, behind the other streams' writebacks on the same disk.
+// A background failure is kept and final() fails with it: fsync reports an error once per
+// open file, so the last fsync alone could succeed after an earlier one lost pages.
+//
 // It never closes the handle: the owner closes it before renaming. (A FileHandle's
 // own write stream with autoClose off keeps the handle referenced: close() would
 // wait forever.)
@@ -31,6 +39,8 @@ export const WRITE_WINDOW = 1024 * 1024
 export const WRITE_BATCH = 512 * 1024
 /** Gathered bytes short of a batch are written after this long without it filling. */
 export const WRITE_IDLE_MS = 20
+/** Bytes written between two background datasyncs. */
+export const SYNC_AHEAD = 8 * 1024 * 1024
 
 export class TmpFileSink extends Writable {
   private position: number
@@ -42,6 +52,10 @@ export class TmpFileSink extends Writable {
   private idle: NodeJS.Timeout | undefined
   /** The writes issued so far, in order; settles when the last one did. */
   private written: Promise<void> = Promise.resolve()
+  /** Bytes written since the last background datasync started. */
+  private unsynced = 0
+  /** The background datasync in flight; never rejects (its failure lands in ioError). */
+  private syncing: Promise<void> | undefined
 
   constructor(
     private readonly fh: FileHandle,
@@ -49,6 +63,7 @@ export class TmpFileSink extends Writable {
     private readonly verifier: Transform,
     window: number = WRITE_WINDOW,
     private readonly batch: number = WRITE_BATCH,
+    private readonly syncAhead: number = SYNC_AHEAD,
   ) {
     super({ highWaterMark: window })
     this.position = start
@@ -120,17 +135,35 @@ export class TmpFileSink extends Writable {
       while (rest.length > 0) {
         const n = rest.length === 1 ? (await this.fh.write(rest[0]!, 0, rest[0]!.length, this.position)).bytesWritten : (await this.fh.writev(rest, this.position)).bytesWritten
         this.position += n
+        this.unsynced += n
         rest = drop(rest, n)
       }
+      if (this.unsynced >= this.syncAhead && this.syncing === undefined) this.syncBehind()
     } catch (e) {
       this.ioError = e as Error
       throw e
     }
   }
 
+  /** Starts writing back what is on the file so far; the writes go on meanwhile. */
+  private syncBehind(): void {
+    this.unsynced = 0
+    this.syncing = this.fh.datasync().then(
+      () => {
+        this.syncing = undefined
+      },
+      (e: Error) => {
+        this.syncing = undefined
+        this.ioError ??= e
+      },
+    )
+  }
+
   private async finish(): Promise<void> {
     await this.flush()
+    await this.syncing
     try {
+      if (this.ioError) throw this.ioError
       await this.fh.sync()
     } catch (e) {
       this.ioError = e as Error
