@@ -186,8 +186,9 @@ describe('S3 special remote and git-annex agree', () => {
     const Key = serializeKey(c.key)
     const head = await s3().client().send(new HeadObjectCommand({ Bucket: r.bucket, Key }))
     assert.equal(head.ContentLength, c.bytes.length)
-    // A multipart object's ETag ends in its part count (Swift's s3api has no HEAD ?partNumber=).
     assert.match(head.ETag ?? '', /-3"?$/, `a 3-part upload's ETag, got ${head.ETag}`)
+    const first = await s3().client().send(new HeadObjectCommand({ Bucket: r.bucket, Key, PartNumber: 1 }))
+    assert.equal(first.ContentLength, 5 * 1024 * 1024)
     await sh(r.repo, 'git', ['annex', 'setpresentkey', Key, r.uuid, '1'])
     await sh(r.repo, 'git', ['annex', 'get', '--from', 's3', '--key', Key], { env: r.env })
     const obj = (await sh(r.repo, 'git', ['annex', 'contentlocation', Key])).stdout.trim()
