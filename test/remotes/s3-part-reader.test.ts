@@ -55,27 +55,3 @@ test('a piece larger than several parts is cut into views of it, not copied', as
     for (const piece of p.pieces) assert.equal(piece.buffer, big.buffer)
   }
 })
-
-test('a size given to next() cuts that part only; the parts after it take the reader size again', async () => {
-  await fc.assert(
-    fc.asyncProperty(fc.array(fc.uint8Array({ minLength: 0, maxLength: 300 }), { maxLength: 30 }), fc.integer({ min: 1, max: 200 }), fc.integer({ min: 1, max: 200 }), async (arrays, first, size) => {
-      const pieces = arrays.map((a) => Buffer.from(a))
-      const all = Buffer.concat(pieces)
-      const r = new PartReader(Readable.from(pieces, { objectMode: false }), size, true)
-      const parts: Part[] = []
-      for (let p = await r.next(first); p; p = await r.next()) parts.push(p)
-      r.close()
-      const want: number[] = []
-      for (let off = 0, n = first; off < all.length; off += n, n = size) want.push(Math.min(n, all.length - off))
-      assert.deepEqual(parts.map((p) => p.length), want)
-      let off = 0
-      for (const p of parts) {
-        const bytes = Buffer.concat(p.pieces as Buffer[])
-        assert.deepEqual(bytes, all.subarray(off, off + p.length))
-        assert.equal(p.sha256, createHash('sha256').update(bytes).digest('hex'))
-        off += p.length
-      }
-    }),
-    { numRuns: 300 },
-  )
-})

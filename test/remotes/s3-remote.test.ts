@@ -8,7 +8,6 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buffer } from 'node:stream/consumers'
 import { describe, test, type TestContext } from 'node:test'
-import { HeadObjectCommand } from '@aws-sdk/client-s3'
 import { parseRemoteConfigs } from '../../src/annex/branch-logs.js'
 import { BranchReader } from '../../src/annex/branch-reader.js'
 import { parseKey, serializeKey } from '../../src/keys/key.js'
@@ -176,23 +175,6 @@ describe('S3 special remote and git-annex agree', () => {
     await assert.rejects(p)
     assert.deepEqual(await s3().list(r.bucket), ['annex-uuid'])
     assert.deepEqual(await s3().pendingUploads(r.bucket), [])
-  })
-
-  test('a multipart upload starts with a 5 MiB part, then parts of the part size, and git-annex reads it', async (t) => {
-    // 8 MiB parts (the default): 5 + 8 + 1 MiB, where whole parts would be 8 + 6.
-    const r = await s3Remote(t)
-    const c = content(14 * 1024 * 1024)
-    await storeAll(r.remote, c)
-    const Key = serializeKey(c.key)
-    const head = await s3().client().send(new HeadObjectCommand({ Bucket: r.bucket, Key }))
-    assert.equal(head.ContentLength, c.bytes.length)
-    assert.match(head.ETag ?? '', /-3"?$/, `a 3-part upload's ETag, got ${head.ETag}`)
-    const first = await s3().client().send(new HeadObjectCommand({ Bucket: r.bucket, Key, PartNumber: 1 }))
-    assert.equal(first.ContentLength, 5 * 1024 * 1024)
-    await sh(r.repo, 'git', ['annex', 'setpresentkey', Key, r.uuid, '1'])
-    await sh(r.repo, 'git', ['annex', 'get', '--from', 's3', '--key', Key], { env: r.env })
-    const obj = (await sh(r.repo, 'git', ['annex', 'contentlocation', Key])).stdout.trim()
-    assert.deepEqual(await readFile(join(r.repo, obj)), c.bytes)
   })
 
   test('a bucket whose annex-uuid names another remote is refused', async (t) => {

@@ -25,9 +25,7 @@
 // When the key's size says the object takes several parts, the multipart upload is created
 // while its first part arrives from the client rather than after (a round trip less before
 // the first byte goes to S3); one created for a client that then goes away is aborted like
-// any other. That first part is S3's 5 MiB minimum, the others the part size: a signed part
-// must be whole before its request starts, and until the first one is, nothing of the object
-// moves to S3 (0.15–0.3 s per wave of 4 objects in the 8×64 MiB bench, with 8 MiB parts).
+// any other.
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -65,11 +63,6 @@ export interface S3StoreOptions {
   readonly partsInFlight?: number
   /** Part size override (default: remote.log's partsize, else 8 MiB). */
   readonly partSize?: number
-  /**
-   * Bytes in the first part of a multipart upload (default S3's 5 MiB minimum, never more
-   * than the part size): the first part must be whole before anything goes to S3.
-   */
-  readonly firstPartSize?: number
   /** Attempts per request, the first included (default 6). */
   readonly maxAttempts?: number
   /** Sockets per S3 endpoint (default 32). */
@@ -110,7 +103,6 @@ export class S3Store implements ObjectStore {
   readonly client: S3Client
   /** Bytes per part of a multipart upload (objects up to this size go up in one PutObject). */
   readonly partSize: number
-  private readonly firstPartSize: number
   private readonly partsInFlight: number
   /** Requests go over https: bodies are sent UNSIGNED-PAYLOAD (see the top). */
   private readonly tls: boolean
@@ -150,7 +142,6 @@ export class S3Store implements ObjectStore {
     const configured = opts.partSize ?? settings.partSize
     this.partSize = configured !== undefined && configured >= MIN_PART_SIZE ? configured : DEFAULT_PART_SIZE
     this.partsInFlight = Math.max(1, opts.partsInFlight ?? DEFAULT_PARTS_IN_FLIGHT)
-    this.firstPartSize = Math.min(this.partSize, Math.max(MIN_PART_SIZE, opts.firstPartSize ?? MIN_PART_SIZE))
     this.tls = settings.endpoint === undefined || settings.endpoint.startsWith('https:')
     this.journal = opts.journal
   }
@@ -241,9 +232,8 @@ export class S3Store implements ObjectStore {
   /** Writes an object (see ObjectStore.write). */
   async write(key: Key, body: Readable, length: number | undefined, commit: Promise<boolean>, signal: AbortSignal): Promise<boolean> {
     const name = this.objectName(key)
-    // Enough parts for the largest object S3 takes in one multipart upload (the first one
-    // maybe smaller).
-    const partSize = length === undefined ? this.partSize : Math.max(this.partSize, Math.ceil(length / (MAX_PARTS - 1)))
+    // Enough parts for the largest object S3 takes in one multipart upload.
+    const partSize = length === undefined ? this.partSize : Math.max(this.partSize, Math.ceil(length / MAX_PARTS))
     const reader = new PartReader(body, partSize, !this.tls)
     try {
       if (length !== undefined && length > partSize) return await this.multipart(name, undefined, reader, commit, signal)
@@ -284,7 +274,7 @@ export class S3Store implements ObjectStore {
     const creating = this.create(name, signal)
     if (!first) {
       try {
-        first = await reader.next(this.firstPartSize)
+        first = await reader.next()
       } catch (e) {
         const c = await creating
         if ('uploadId' in c) await this.abort(name, c.uploadId)
@@ -422,18 +412,15 @@ export class PartReader {
     this.it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
   }
 
-  /**
-   * The next part, of `size` bytes (the reader's part size unless given) or what is left;
-   * undefined when the stream had nothing more. Sets `done` once the stream ended.
-   */
-  async next(size = this.size): Promise<Part | undefined> {
+  /** The next part; undefined when the stream had nothing more. Sets `done` once the stream ended. */
+  async next(): Promise<Part | undefined> {
     const pieces: Buffer[] = []
     const h = this.hash ? createHash('sha256') : undefined
     let have = 0
     const add = (piece: Buffer) => {
       let v = piece
-      if (have + v.length > size) {
-        const keep = size - have
+      if (have + v.length > this.size) {
+        const keep = this.size - have
         this.held = v.subarray(keep)
         v = v.subarray(0, keep)
       }
@@ -446,7 +433,7 @@ export class PartReader {
       this.held = undefined
       add(v)
     }
-    while (have < size && !this.done) {
+    while (have < this.size && !this.done) {
       const r = await this.it.next()
       if (r.done) {
         this.done = true
@@ -455,7 +442,7 @@ export class PartReader {
       if (r.value.length === 0) continue
       add(r.value)
     }
-    if (have === size && !this.done && !this.held) {
+    if (have === this.size && !this.done && !this.held) {
       // Exactly one part: the stream may have ended right here; look ahead so that an
       // object of exactly one part is not sent as a one-part multipart upload.
       const r = await this.it.next()
