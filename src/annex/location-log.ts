@@ -52,8 +52,13 @@ export function loggable(key: Key): boolean {
 export type Settle = 'commit' | 'journal'
 
 export interface LocationLogOptions extends LocationLogOptionsInternal {
-  /** Idle time after which the batch child is stopped (and, for 'journal', the journal committed). */
+  /** Idle time after which, for 'journal', the journal is committed. */
   idleMs?: number
+  /**
+   * Idle time after which the batch child and the commit's helper processes are stopped and
+   * the configuration is read again by the next record (default: idleMs, at least 10 s).
+   */
+  retireMs?: number
   /** Default 'journal' (what git annex p2phttp does); 'commit' for clients that fetch the branch right after an answer. */
   settle?: Settle
   /**
@@ -117,10 +122,12 @@ export interface LocationLogOptionsInternal {
 export class LocationLog {
   private child: Child | undefined
   private readonly idleMs: number
+  private readonly retireMs: number
   private readonly settle: Settle
   private readonly groupWaitMs: number
   private readonly log: Logger | undefined
   private idleTimer: NodeJS.Timeout | undefined
+  private retireTimer: NodeJS.Timeout | undefined
   // Stopping the child; new records wait for it.
   private flushing: Promise<void> = Promise.resolve()
   private readonly inFlight = new Set<Promise<void>>()
@@ -143,6 +150,10 @@ export class LocationLog {
     opts: LocationLogOptions = {},
   ) {
     this.idleMs = opts.idleMs ?? 1000
+    // Apart from the idle commit: a cluster upload's records come in waves ~2 s apart (-J4 of
+    // 64 MiB files), and stopping the helpers between them made each wave spawn them again
+    // (~8 processes per repository forked from the server: 10 % of its main thread's samples).
+    this.retireMs = opts.retireMs ?? Math.max(this.idleMs, 10_000)
     this.settle = opts.settle ?? 'journal'
     this.groupWaitMs = opts.groupWaitMs ?? 1000
     this.log = opts.log
@@ -389,23 +400,32 @@ export class LocationLog {
 
   private cancelIdle(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer)
-    this.idleTimer = undefined
+    if (this.retireTimer) clearTimeout(this.retireTimer)
+    this.idleTimer = this.retireTimer = undefined
   }
 
   private scheduleIdle(): void {
     if (this.closed || this.inFlight.size > 0) return
     this.cancelIdle()
+    // 'journal': the idle commit; 'commit': only one that kept failing leaves it dirty. Every
+    // line the child answered is in the journal, so it commits with the child still running.
     this.idleTimer = setTimeout(() => {
       this.idleTimer = undefined
+      // Not a flush: records arriving meanwhile need not wait for it (the committer queues
+      // their journal writes behind it).
+      if (this.inFlight.size === 0 && this.dirty) void this.committed()
+    }, this.idleMs)
+    this.idleTimer.unref()
+    this.retireTimer = setTimeout(() => {
+      this.retireTimer = undefined
       if (this.inFlight.size > 0) return
       this.flushing = this.flushing.then(async () => {
         await this.stop()
-        // 'journal': the idle commit; 'commit': only one that kept failing leaves it dirty.
         if (this.dirty) await this.committed()
         await this.committer?.stop()
       })
-    }, this.idleMs)
-    this.idleTimer.unref()
+    }, this.retireMs)
+    this.retireTimer.unref()
   }
 
   /** Ends the batch child (idle, or closing): every line it answered is in the journal. */

@@ -87,6 +87,28 @@ test("settle 'journal' (p2pstdio sessions, cluster nodes): a record settles in t
   }
 })
 
+test("the idle commit keeps the helper processes: records after it spawn none; they retire later, on their own timer", async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  const log = new LocationLog(repo, { idleMs: 50, retireMs: 60_000, settle: 'journal' })
+  t.after(() => log.close())
+  const committed = async (n: number) => {
+    const deadline = Date.now() + 60_000
+    while ((await inBranch(repo, sha256Key(Buffer.from(`content ${n}\n`)))) === '') {
+      assert.ok(Date.now() < deadline, `the idle commit of record ${n} did not come within 60 s`)
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  await log.record(keyOf(1), uuid, true)
+  await committed(1)
+  const helpers = childPids().sort()
+  assert.ok(helpers.length > 0, 'the commit started helper processes')
+  await log.record(keyOf(2), uuid, true)
+  await committed(2)
+  assert.deepEqual(childPids().sort(), helpers, 'the same helpers served the second record and its commit')
+  assert.deepEqual(await journal(repo), [])
+})
+
 /** `git annex setpresentkey --batch` in `repo`, one line at a time. */
 function setpresentkeyBatch(t: Parameters<typeof tempDir>[0], repo: string): (line: string) => Promise<string> {
   const child = spawn('git', ['annex', 'setpresentkey', '--batch'], { cwd: repo, env: gitEnv, stdio: ['pipe', 'pipe', 'inherit'] })
