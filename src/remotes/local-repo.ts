@@ -55,6 +55,7 @@ import {
 import { runGit } from '../annex/git.js'
 import { LocationLog, loggable, type Settle } from '../annex/location-log.js'
 import { TmpFileSink } from './local/tmp-sink.js'
+import { FileRangeReadable } from '../streams/file-range.js'
 import { claimStore } from './local/store-claim.js'
 import { assertRealDirs, lstatRegular, openRegular, openRegularForReading } from './local/safe-fs.js'
 import {
@@ -73,13 +74,17 @@ import {
   type Uuid,
 } from './remote.js'
 
-// 32 KiB, the size of the reference's (Warp's) writes. 1 MiB reads cost less server CPU and
-// were faster for curl, but the real git-annex client, on a busy machine, got whole objects
-// at 0.4-0.8x the reference's rate: a megabyte written per wakeup kept the client's TCP receive
-// window from growing (ss: rcv_ssthresh stuck at 93-186 KiB, the server's MSS clamped to half
-// of it, 3-4% spurious retransmits; with 32 KiB reads the window grew to 0.5-1.4 MiB). Measured
-// side by side: bench/HISTORY.md, "cluster-get-read-size". Memory per retrieve stays about two chunks.
-const READ_CHUNK_BYTES = 32 * 1024
+// Chunks of 32 KiB, the size of the reference's (Warp's) writes, read 1 MiB at a time. 1 MiB
+// chunks cost less server CPU and were faster for curl, but the real git-annex client, on a
+// busy machine, got whole objects at 0.4-0.8x the reference's rate: a megabyte written per
+// wakeup kept the client's TCP receive window from growing (ss: rcv_ssthresh stuck at 93-186
+// KiB, the server's MSS clamped to half of it, 3-4% spurious retransmits; with 32 KiB chunks
+// the window grew to 0.5-1.4 MiB). Measured side by side: bench/HISTORY.md,
+// "cluster-get-read-size". Reading 32 KiB at a time, though, cost a thread-pool round trip per
+// chunk, most of the server's CPU on a GET (bench/HISTORY.md, "get-read-blocks"); reading
+// 1 MiB blocks keeps the chunks and drops that. Memory per retrieve: about two blocks.
+const CHUNK_BYTES = 32 * 1024
+const READ_BLOCK_BYTES = 1024 * 1024
 
 export interface LocalRepoOptions {
   hasher?: HasherKind
@@ -278,7 +283,7 @@ export class LocalRepo extends RemoteBase {
     }
     // `end` pins the length we announced even if the file grows meanwhile. An abort
     // destroys the body (RemoteBase).
-    const body = fh.createReadStream({ start: offset, end: before.size - 1, autoClose: true, highWaterMark: READ_CHUNK_BYTES })
+    const body = new FileRangeReadable(fh, { start: offset, end: before.size, readBytes: READ_BLOCK_BYTES, chunkBytes: CHUNK_BYTES })
     const valid = new Promise<boolean>((resolve) => {
       const cleanup = finished(body, (err) => {
         cleanup()
