@@ -149,18 +149,56 @@ describe('HttpRepo → git annex p2phttp', { timeout: 120_000 }, () => {
     assert.deepEqual(await buffer(r.body), c.bytes)
   })
 
+  // The reference (10.20250416) now and then leaves a put unanswered when several arrive at
+  // once, a stall fixed in later releases (seen once in CI, 2026-12-07: this suite timed out
+  // with the reference idle). Such a put is asked again, from the offset the reference kept,
+  // until it answers; what is asserted is that every store commits.
+  const STALL_MS = 20_000
+  /** `p`'s stored, or when it gets no answer within STALL_MS, `again()`'s. */
+  async function answered(p: Promise<{ stored: boolean }>, again: () => Promise<boolean>): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    const stalled = new Promise<'stalled'>((r) => (timer = setTimeout(() => r('stalled'), STALL_MS)))
+    try {
+      const r = await Promise.race([p, stalled])
+      if (r !== 'stalled') return r.stored
+    } finally {
+      clearTimeout(timer)
+    }
+    p.catch(() => undefined)
+    return again()
+  }
+  /** Stores `x` (from the offset the reference kept), asking again while it gives no answer. */
+  async function storeAnswered(repo: HttpRepo, x: { key: Parameters<HttpRepo['store']>[0]; bytes: Buffer }): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      // While it winds down an unanswered put it holds the key's transfer lock and gives
+      // putoffset no answer either (as in the abort test above).
+      const s = await repo.startStore(x.key, op(AbortSignal.timeout(2000))).catch((e) => (e instanceof AbortedError ? undefined : Promise.reject(e)))
+      if (s?.kind === 'present') return true
+      if (s?.kind === 'offset') {
+        const stored = await repo.store(x.key, bodyOf(x.bytes.subarray(s.offset), 1000), s.offset, op(AbortSignal.timeout(STALL_MS))).then(
+          (r) => r.stored,
+          (e) => (e instanceof AbortedError ? undefined : Promise.reject(e)),
+        )
+        if (stored !== undefined) return stored
+      }
+      assert.ok(attempt < 20, `the reference gave no answer to ${attempt} attempts to store ${serializeKey(x.key)}`)
+    }
+  }
+
   test('a second concurrent store of the key is refused locally; different keys all commit', async (t) => {
-    const repo = httpRepo(t, await reference(t))
+    const up = await reference(t)
+    const repo = httpRepo(t, up)
     const c = content(100_000)
     const { body, consumed, finish } = stallingBody(c.bytes.subarray(0, 30_000))
     const first = repo.store(c.key, body, 0, op())
     await consumed
     await assert.rejects(repo.store(c.key, bodyOf(c.bytes), 0, op()), TransferInProgressError)
     finish(c.bytes.subarray(30_000))
-    assert.equal((await first).stored, true)
+    // Asked again by another client: this one refuses the key while the first put is in flight.
+    assert.equal(await answered(first, () => storeAnswered(httpRepo(t, up), c)), true)
     const cs = Array.from({ length: 6 }, (_, i) => content(10_000 + i))
-    const rs = await Promise.all(cs.map((x) => repo.store(x.key, bodyOf(x.bytes, 1000), 0, op())))
-    assert.ok(rs.every((r) => r.stored))
+    const rs = await Promise.all(cs.map((x) => storeAnswered(repo, x)))
+    assert.ok(rs.every((stored) => stored))
   })
 
   // Removing locked content is not asserted here: the reference (10.20250416) gives such a
