@@ -13,6 +13,7 @@ import { parseKey } from '../../src/keys/key.js'
 import { asUuid } from '../../src/remotes/remote.js'
 import { annex, git, gitEnv, makeRepo, repoUuid, sha256Key, stopChild, tempDir, whereisHere } from '../helpers/annex.js'
 import { childPids } from '../helpers/estate.js'
+import { waitUntil } from '../helpers/wait.js'
 
 const keyOf = (i: number) => parseKey(sha256Key(Buffer.from(`content ${i}\n`)))
 
@@ -80,11 +81,7 @@ test("settle 'journal' (p2pstdio sessions, cluster nodes): a record settles in t
   const idle = new LocationLog(repo, { idleMs: 50, settle: 'journal' })
   t.after(() => idle.close())
   await idle.record(keyOf(2), uuid, true)
-  const deadline = Date.now() + 60_000
-  while ((await inBranch(repo, sha256Key(Buffer.from('content 2\n')))) === '') {
-    assert.ok(Date.now() < deadline, 'the idle commit did not come within 60 s')
-    await new Promise((r) => setTimeout(r, 50))
-  }
+  await waitUntil('the idle commit of record 2', 60_000, async () => (await inBranch(repo, sha256Key(Buffer.from('content 2\n')))) !== '', 50)
 })
 
 test("the idle commit keeps the helper processes: records after it spawn none; they retire later, on their own timer", async (t) => {
@@ -92,13 +89,7 @@ test("the idle commit keeps the helper processes: records after it spawn none; t
   const uuid = asUuid(await repoUuid(repo))
   const log = new LocationLog(repo, { idleMs: 50, retireMs: 60_000, settle: 'journal' })
   t.after(() => log.close())
-  const committed = async (n: number) => {
-    const deadline = Date.now() + 60_000
-    while ((await inBranch(repo, sha256Key(Buffer.from(`content ${n}\n`)))) === '') {
-      assert.ok(Date.now() < deadline, `the idle commit of record ${n} did not come within 60 s`)
-      await new Promise((r) => setTimeout(r, 50))
-    }
-  }
+  const committed = (n: number) => waitUntil(`the idle commit of record ${n}`, 60_000, async () => (await inBranch(repo, sha256Key(Buffer.from(`content ${n}\n`)))) !== '', 50)
   await log.record(keyOf(1), uuid, true)
   await committed(1)
   const helpers = childPids().sort()
