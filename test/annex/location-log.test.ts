@@ -96,7 +96,9 @@ test("the idle commit keeps the helper processes: records after it spawn none; t
   assert.ok(helpers.length > 0, 'the commit started helper processes')
   await log.record(keyOf(2), uuid, true)
   await committed(2)
-  assert.deepEqual(childPids().sort(), helpers, 'the same helpers served the second record and its commit')
+  // Kept, not stopped and forked again (other children may come and go meanwhile on a busy machine).
+  const after = new Set(childPids())
+  assert.deepEqual(helpers.filter((p) => !after.has(p)), [], 'the helpers of the first commit served the second record and its commit')
   assert.deepEqual(await journal(repo), [])
 })
 
