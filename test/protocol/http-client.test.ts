@@ -90,9 +90,10 @@ test('every endpoint at v4 against the reference', async (t) => {
   assert.equal(l.locked, true)
   const held = c.keepLocked(up.uuid, l.lockId!, { signal: signal() })
   await held.release()
-  // remove-before takes a key no GET or lock has touched: the reference (10.20250416) may
-  // still hold the content lock of a key it served or locked (its serveGet race, §9.19),
-  // and a REMOVE of locked content hangs there for good (§9.7; seen once in CI, 300 s).
+  // remove-before takes a key no lock or GET has touched: the reference (10.20250416) answers
+  // keeplocked as soon as it has sent UNLOCKCONTENT to its own P2P server, before the lock is
+  // dropped, and a REMOVE of locked content gets no answer there at all (§9.7; see the lock
+  // test in http-repo.test.ts). The CI run of 2026-12-07 waited 300 s for headers here.
   const r = content(3000)
   assert.deepEqual(await c.put(up.uuid, r.key, Readable.from([r.bytes]), { signal: signal(), length: r.bytes.length }), { stored: true, plusUuids: [] })
   const ts = await c.getTimestamp(up.uuid, { signal: signal() })
