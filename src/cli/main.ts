@@ -3,6 +3,7 @@ import { ConfigError } from '../errors.js'
 import { parseServeArgs, serveOptionsHelp } from '../config/config.js'
 import { GitAnnexMissingError, ShellRefusal } from '../errors.js'
 import { requireGitAnnex } from '../annex/git-annex-version.js'
+import { capYoungGeneration } from '../config/young-generation.js'
 
 // Each command loads only its own modules: the server's (fastify, the S3 SDK, …) take seconds to
 // load on a busy machine, which a short `upload` or `p2pstdio` should not pay.
@@ -66,6 +67,8 @@ async function main(argv: string[]): Promise<void> {
       {
         // The version check runs while the server's modules load: neither waits for the other.
         const cfg = parseServeArgs(rest, process.cwd())
+        // Before the server's modules load (their loading already grows V8's young generation).
+        capYoungGeneration(cfg.youngGenerationMiB)
         const [start] = await Promise.all([import('./serve.js'), requireGitAnnex()])
         return start.serve(cfg)
       }

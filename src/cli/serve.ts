@@ -6,9 +6,12 @@ import type { ServeConfig } from '../config/config.js'
 import { buildServer } from '../server.js'
 import { listenMetrics } from '../metrics/endpoint.js'
 import { announceReady, handOver, listen } from './listener.js'
+import { capYoungGeneration } from '../config/young-generation.js'
 
 /** `onListening`: called with where it listens (`host:port` or a socket path), before anything else is logged. */
 export async function serve(cfg: ServeConfig, opts: { onListening?: (address: string) => void } = {}): Promise<void> {
+  // `serve` set it before loading this module; `demo` gets it here.
+  capYoungGeneration(cfg.youngGenerationMiB)
   const server = await buildServer(cfg)
   const log = server.app.log
   const listening = await listen(server.app, cfg)

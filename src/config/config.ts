@@ -5,6 +5,7 @@ import { ConfigError } from '../errors.js'
 import type { AuthFlags } from '../protocol/http/auth.js'
 import type { HasherKind } from '../streams/verify.js'
 import { readSize } from '../annex/data-units.js'
+import { DEFAULT_YOUNG_GENERATION_MIB } from './young-generation.js'
 
 /** The auth flags (p2phttp's --wideopen … --authenv-http) are declared once, in auth.ts. */
 export interface ServeConfig extends Required<AuthFlags> {
@@ -78,6 +79,8 @@ export interface ServeConfig extends Required<AuthFlags> {
   readonly s3PartsInFlight: number
   /** Presigned-PUT uploads to proxied S3 remotes (--indirect-upload): undefined when off. */
   readonly indirectUpload: { readonly expirySeconds: number; readonly verify: 'readback' | 'store' } | undefined
+  /** MiB per semi-space of V8's young generation at most (--young-generation; 0: V8's own limit). */
+  readonly youngGenerationMiB: number
   /** --socket: listen on this unix socket instead of TCP. */
   readonly socket: string | undefined
   /** Origins whose web pages may call every endpoint, credentials included (--cors-origin); empty: CORS off. */
@@ -143,6 +146,7 @@ export const SERVE_OPTIONS = {
   'cache-size': { type: 'string', arg: 'SIZE', help: 'disk for cached chunks of content read from remotes (git-annex size, default 1GiB; 0: off)' },
   'cache-chunk': { type: 'string', arg: 'SIZE', help: 'bytes per cached chunk: memory per cached GET (default 4MiB)' },
   's3-parts': { type: 'string', arg: 'N', help: 'parts of an S3 multipart upload sent at once, 1-16: memory per S3 upload at most N x partsize (default 4)' },
+  'young-generation': { type: 'string', arg: 'MIB', help: "each semi-space of V8's young generation grows to at most MIB MiB (default 8; 0: V8's own limit, 16 on Node 20, 64 on Node 24): bounds the upload chunks waiting for the garbage collector" },
   'indirect-upload': { type: 'boolean', help: 'let write-permitted clients upload to proxied S3 remotes with presigned PUT URLs' },
   'indirect-upload-expiry': { type: 'string', arg: 'S', help: 'longest lifetime of a presigned upload URL in seconds (default 900)' },
   'indirect-upload-verify': { type: 'string', arg: 'readback|store', help: 'how an indirect upload is verified: read back and hashed (default) or the store\'s checksum' },
@@ -289,6 +293,7 @@ export function parseServeArgs(argv: readonly string[], cwd: string): ServeConfi
     cacheSize: size('cache-size', o['cache-size'], 1024 ** 3, 1024 * 1024, Number.MAX_SAFE_INTEGER, true),
     cacheChunk: size('cache-chunk', o['cache-chunk'], 4 * 1024 * 1024, 64 * 1024, 256 * 1024 * 1024),
     s3PartsInFlight: int('s3-parts', o['s3-parts'], DEFAULT_S3_PARTS_IN_FLIGHT, 1, 16),
+    youngGenerationMiB: int('young-generation', o['young-generation'], DEFAULT_YOUNG_GENERATION_MIB, 0, 1024),
     indirectUpload: indirect(o),
     corsOrigins: origins(o['cors-origin']),
     socket: socketPath(o.socket, o.port !== undefined || o.bind !== undefined),

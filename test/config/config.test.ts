@@ -67,6 +67,13 @@ test('--s3-parts: parts of an S3 multipart upload in flight, 4 unless set, 1 to 
   for (const [argv, msg] of bad) assert.throws(() => parseServeArgs(argv, '/'), (e: unknown) => e instanceof ConfigError && msg.test(e.message), argv.join(' '))
 })
 
+test("--young-generation: MiB per semi-space of V8's young generation, 8 unless set, 0 for V8's own limit", () => {
+  assert.equal(parseServeArgs([], '/').youngGenerationMiB, 8)
+  assert.equal(parseServeArgs(['--young-generation', '0'], '/').youngGenerationMiB, 0)
+  assert.equal(parseServeArgs(['--young-generation=32'], '/').youngGenerationMiB, 32)
+  assert.throws(() => parseServeArgs(['--young-generation', 'big'], '/'), /--young-generation needs a whole number, got 'big'/)
+})
+
 test('--indirect-upload is off unless asked for; its expiry and verification are checked', () => {
   assert.equal(parseServeArgs([], '/').indirectUpload, undefined)
   assert.deepEqual(parseServeArgs(['--indirect-upload'], '/').indirectUpload, { expirySeconds: 900, verify: 'readback' })
