@@ -127,6 +127,18 @@ describe('HttpRepo → git annex p2phttp', { timeout: 120_000 }, () => {
     assert.equal((await repo.store(d.key, bodyOf(d.bytes.subarray(20_000)), 20_000, op())).stored, true)
   })
 
+  // A putoffset the reference leaves unanswered (it holds the key's transfer lock while it
+  // winds down a cut or stalled put) is asked again. Each try waits longer than the one
+  // before, so a machine too busy to answer within the first timeout still gets its answer.
+  const ANSWER_DEADLINE_MS = 120_000
+  async function startStoreAnswered(repo: HttpRepo, key: Parameters<HttpRepo['startStore']>[0], deadline = performance.now() + ANSWER_DEADLINE_MS) {
+    for (let wait = 2000; ; wait = Math.min(wait * 2, 16_000)) {
+      const s = await repo.startStore(key, op(AbortSignal.timeout(wait))).catch((e) => (e instanceof AbortedError ? undefined : Promise.reject(e)))
+      if (s) return s
+      assert.ok(performance.now() < deadline, `the reference gave no answer to putoffset for ${serializeKey(key)} within ${ANSWER_DEADLINE_MS} ms`)
+    }
+  }
+
   test('abort mid-store: AbortedError, no object; the kept prefix resumes', async (t) => {
     const repo = httpRepo(t, await reference(t))
     const c = content(300_000)
@@ -140,9 +152,8 @@ describe('HttpRepo → git annex p2phttp', { timeout: 120_000 }, () => {
     // While the reference still winds down the cut put it holds the key's transfer lock,
     // and a putoffset then gets NO answer ("transfer already in progress, or unable to
     // take transfer lock" in its log): ask again with a timeout until it answers.
-    let s: Awaited<ReturnType<typeof repo.startStore>> | undefined
-    for (let i = 0; i < 15 && !s; i++) s = await repo.startStore(c.key, op(AbortSignal.timeout(2000))).catch((e) => (e instanceof AbortedError ? undefined : Promise.reject(e)))
-    assert.ok(s && s.kind === 'offset' && s.offset <= 120_000, JSON.stringify(s))
+    const s = await startStoreAnswered(repo, c.key)
+    assert.ok(s.kind === 'offset' && s.offset <= 120_000, JSON.stringify(s))
     const offset = s.kind === 'offset' ? s.offset : 0
     assert.equal((await repo.store(c.key, bodyOf(c.bytes.subarray(offset)), offset, op())).stored, true)
     const r = await repo.retrieve(c.key, 0, op())
@@ -169,19 +180,18 @@ describe('HttpRepo → git annex p2phttp', { timeout: 120_000 }, () => {
   }
   /** Stores `x` (from the offset the reference kept), asking again while it gives no answer. */
   async function storeAnswered(repo: HttpRepo, x: { key: Parameters<HttpRepo['store']>[0]; bytes: Buffer }): Promise<boolean> {
-    for (let attempt = 1; ; attempt++) {
+    const deadline = performance.now() + ANSWER_DEADLINE_MS
+    for (;;) {
       // While it winds down an unanswered put it holds the key's transfer lock and gives
       // putoffset no answer either (as in the abort test above).
-      const s = await repo.startStore(x.key, op(AbortSignal.timeout(2000))).catch((e) => (e instanceof AbortedError ? undefined : Promise.reject(e)))
-      if (s?.kind === 'present') return true
-      if (s?.kind === 'offset') {
-        const stored = await repo.store(x.key, bodyOf(x.bytes.subarray(s.offset), 1000), s.offset, op(AbortSignal.timeout(STALL_MS))).then(
-          (r) => r.stored,
-          (e) => (e instanceof AbortedError ? undefined : Promise.reject(e)),
-        )
-        if (stored !== undefined) return stored
-      }
-      assert.ok(attempt < 20, `the reference gave no answer to ${attempt} attempts to store ${serializeKey(x.key)}`)
+      const s = await startStoreAnswered(repo, x.key, deadline)
+      if (s.kind === 'present') return true
+      const stored = await repo.store(x.key, bodyOf(x.bytes.subarray(s.offset), 1000), s.offset, op(AbortSignal.timeout(STALL_MS))).then(
+        (r) => r.stored,
+        (e) => (e instanceof AbortedError ? undefined : Promise.reject(e)),
+      )
+      if (stored !== undefined) return stored
+      assert.ok(performance.now() < deadline, `the reference gave no answer to a store of ${serializeKey(x.key)} within ${ANSWER_DEADLINE_MS} ms`)
     }
   }
 
