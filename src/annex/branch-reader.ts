@@ -58,9 +58,12 @@ export class BranchReader {
     private readonly branch: string,
   ) {}
 
-  /** A reader for `repo`; `branch` is for tests (default the `git-annex` branch). */
-  static async open(repo: string, opts: { branch?: string } = {}): Promise<BranchReader> {
-    return new BranchReader(repo, await gitDirOf(repo), opts.branch ?? 'git-annex')
+  /**
+   * A reader for `repo`; `gitDir` when the caller knows it already (gitDirOf(repo), which
+   * otherwise costs a `git rev-parse`); `branch` is for tests (default the `git-annex` branch).
+   */
+  static async open(repo: string, opts: { branch?: string; gitDir?: string } = {}): Promise<BranchReader> {
+    return new BranchReader(repo, opts.gitDir ?? (await gitDirOf(repo)), opts.branch ?? 'git-annex')
   }
 
   get journalDir(): string {

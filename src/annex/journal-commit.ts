@@ -167,6 +167,26 @@ function looseObjectsPlain(config: ReadonlyMap<string, string>): boolean {
   return true
 }
 
+interface Settings {
+  readonly message: string
+  readonly looseObjects: boolean
+}
+
+/**
+ * The commit's settings from `git config -z --list` output: git-annex (Annex/Branch.hs
+ * commitMessage) commits the branch with annex.commitmessage when set (10.20250416 ignored it
+ * for journal commits; upstream uses it), else "update". The last value of a key wins, as
+ * `git config --get` answers.
+ */
+function settingsOf(configZ: string): Settings {
+  const config = new Map<string, string>()
+  for (const entry of configZ.split('\0')) {
+    const nl = entry.indexOf('\n')
+    if (entry !== '') config.set((nl < 0 ? entry : entry.slice(0, nl)).toLowerCase(), nl < 0 ? 'true' : entry.slice(nl + 1))
+  }
+  return { message: config.get('annex.commitmessage') ?? 'update', looseObjects: looseObjectsPlain(config) }
+}
+
 /** Union-merges `ref` into the index (Git/UnionMerge.hs mergeIndex). Staged changes take part. */
 async function mergeIntoIndex(gitDir: string, env: NodeJS.ProcessEnv, ref: string): Promise<void> {
   const diff = (await runGitBytes(gitDir, ['diff-index', '--raw', '-z', '-r', '--no-renames', '-l0', '--cached', ref, '--'], { env })).toString('latin1').split('\0')
@@ -360,9 +380,11 @@ export class JournalCommitter {
   private locker: LineHelper | undefined
   private hasher: LineHelper | undefined
   private refUpdater: LineHelper | undefined
-  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date) and the
-  // message when the caller gives none, read once as a git-annex process reads its config.
-  private idents: { author: string; committer: string; message: string; looseObjects: boolean } | undefined
+  // Who commits (git var GIT_AUTHOR_IDENT / GIT_COMMITTER_IDENT without the date), read once.
+  private idents: { author: string; committer: string } | undefined
+  // What the configuration says (the message when the caller gives none, how the commit object
+  // is written), read once as a git-annex process reads its config, or handed over (useConfig).
+  private settings: Settings | undefined
   // One commit at a time from this process (the lock is per process for fcntl).
   private queue: Promise<unknown> = Promise.resolve()
 
@@ -394,11 +416,20 @@ export class JournalCommitter {
     return run
   }
 
+  /**
+   * The repository's configuration as `git config -z --list` printed it, when the caller has
+   * just read it anyway (location-log.ts, for journalWritable): the next commit then does not
+   * read it again. Forgotten by stop(), as what the committer reads itself.
+   */
+  useConfig(configZ: string): void {
+    this.settings = settingsOf(configZ)
+  }
+
   /** Ends the helper processes, after the commits queued before (never under one). */
   stop(): Promise<void> {
     const run = this.queue.then(() => {
       const helpers = [this.locker, this.hasher, this.refUpdater]
-      this.locker = this.hasher = this.refUpdater = this.idents = undefined
+      this.locker = this.hasher = this.refUpdater = this.idents = this.settings = undefined
       return Promise.all(helpers.map((h) => h?.stop())).then(() => undefined)
     })
     this.queue = run.catch(() => undefined)
@@ -444,25 +475,23 @@ export class JournalCommitter {
     return m[2]!
   }
 
-  private async who(): Promise<{ author: string; committer: string; message: string; looseObjects: boolean }> {
+  /** Called under the lock (the lock holder runs `git var`). */
+  private async who(): Promise<{ author: string; committer: string } & Settings> {
+    this.settings ??= settingsOf((await runGitBytes(this.gitDir, ['config', '-z', '--list'])).toString('utf8'))
     if (!this.idents) {
+      // git var, as git commit-tree (what git-annex commits with) computes them, in the same
+      // directory and environment; run by the lock holder, so not forked from this process.
+      const index = join(this.gitDir, 'annex', 'index')
       const ident = async (v: string) => {
-        const m = /^(.*) \d+ [+-]\d{4}$/.exec((await runGitBytes(this.gitDir, ['var', v])).toString('utf8').trim())
+        const m = /^(.*) \d+ [+-]\d{4}$/.exec((await this.gitOnIndex(index, ['var', v])).trim())
         if (!m) throw new LocationLogError(`git var ${v}: unexpected answer`)
         return m[1]!
       }
-      // git-annex (Annex/Branch.hs commitMessage) commits the branch with annex.commitmessage
-      // when set (10.20250416 ignored it for journal commits; upstream uses it), else "update".
-      // The last value of a key wins, as `git config --get` answers.
-      const config = new Map<string, string>()
-      for (const entry of (await runGitBytes(this.gitDir, ['config', '-z', '--list'])).toString('utf8').split('\0')) {
-        const nl = entry.indexOf('\n')
-        if (entry !== '') config.set((nl < 0 ? entry : entry.slice(0, nl)).toLowerCase(), nl < 0 ? 'true' : entry.slice(nl + 1))
-      }
-      const [author, committer] = await Promise.all([ident('GIT_AUTHOR_IDENT'), ident('GIT_COMMITTER_IDENT')])
-      this.idents = { author, committer, message: config.get('annex.commitmessage') ?? 'update', looseObjects: looseObjectsPlain(config) }
+      const author = await ident('GIT_AUTHOR_IDENT')
+      const committer = await ident('GIT_COMMITTER_IDENT')
+      this.idents = { author, committer }
     }
-    return this.idents
+    return { ...this.idents, ...this.settings }
   }
 
   /** `git commit-tree --no-gpg-sign TREE -p PARENT -m MESSAGE`, the object written through stdin. */

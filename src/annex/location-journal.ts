@@ -20,7 +20,6 @@ import { join } from 'node:path'
 import { journalFileName } from './branch-logs.js'
 import type { BranchReader } from './branch-reader.js'
 import type { JournalCommitter } from './journal-commit.js'
-import { runGit } from './git.js'
 import { changePresenceLog, discardIncompleteAppend, type Picos, type PresenceStatus } from './presence-log.js'
 
 export interface PresenceChange {
@@ -35,13 +34,13 @@ export interface PresenceChange {
 const SUPPORTED = process.platform === 'linux' && ['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
 
 /**
- * Whether the repository's configuration leaves a location-log change to be exactly a write
- * of the shared journal; otherwise the reason it does not.
+ * Whether the repository's configuration (`configZ`: `git config -z --list` output) leaves a
+ * location-log change to be exactly a write of the shared journal; otherwise the reason it
+ * does not.
  */
-export async function journalWritable(repo: string): Promise<true | string> {
+export function journalWritable(configZ: string): true | string {
   if (!SUPPORTED) return `taking git-annex's journal lock needs 64-bit Linux (this is ${process.platform}/${process.arch})`
-  const config = (await runGit(repo, ['config', '-z', '--list'])).split('\0')
-  for (const entry of config) {
+  for (const entry of configZ.split('\0')) {
     const nl = entry.indexOf('\n')
     const key = (nl < 0 ? entry : entry.slice(0, nl)).toLowerCase()
     const value = (nl < 0 ? 'true' : entry.slice(nl + 1)).toLowerCase()

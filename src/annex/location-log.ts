@@ -27,7 +27,7 @@ import { serializeKey, type Key } from '../keys/key.js'
 import type { Logger, Uuid } from '../remotes/remote.js'
 import { locationLogPath } from './branch-logs.js'
 import { BranchReader, gitDirOf } from './branch-reader.js'
-import { repoEnv } from './git.js'
+import { repoEnv, runGit } from './git.js'
 import { JournalCommitter } from './journal-commit.js'
 import { journalWritable, LocationJournal, type PresenceChange } from './location-journal.js'
 import { candidateClock } from './presence-log.js'
@@ -304,13 +304,20 @@ export class LocationLog {
   /** Writing the journal ourselves when the repository allows it (location-journal.ts), else undefined. */
   private async openWriter(): Promise<Direct | undefined> {
     if (this.viaGitAnnex || !existsSync(this.repo)) return undefined
-    const ok = await journalWritable(this.repo).catch((e: unknown) => `its configuration could not be read: ${(e as Error).message}`)
+    // Read once for both: whether the journal is ours to write, and what the committer needs.
+    let configZ: string | undefined
+    const ok = await runGit(this.repo, ['config', '-z', '--list']).then(
+      (z) => journalWritable((configZ = z)),
+      (e: unknown) => `its configuration could not be read: ${(e as Error).message}`,
+    )
     if (ok !== true) {
       this.log?.info({ repo: this.repo, reason: ok }, 'location log written by git annex setpresentkey')
       return undefined
     }
     const committer = await this.journalCommitter()
-    const reader = await BranchReader.open(this.repo)
+    if (configZ !== undefined) committer.useConfig(configZ)
+    // The committer's git directory is the reader's (gitDirOf): no `git rev-parse` again.
+    const reader = await BranchReader.open(this.repo, { gitDir: committer.gitDir })
     this.direct = { journal: new LocationJournal(committer.gitDir, committer, reader), reader, queued: [], running: 0, drained: undefined }
     return this.direct
   }

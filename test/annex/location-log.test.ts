@@ -2,7 +2,7 @@
 // (clients fetch the branch right after an upload), concurrent records share commits, and
 // a branch that cannot be committed to for a while loses nothing.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
@@ -192,4 +192,33 @@ test('a repository whose configuration makes git-annex do more than write the jo
     .filter((cmd) => cmd.includes('setpresentkey'))
   assert.equal(children.length, 1, 'one git annex setpresentkey')
   assert.match(await inBranch(repo, sha256Key(Buffer.from('content 1\n'))), new RegExp(` 1 ${uuid}$`, 'm'))
+})
+
+test("the journal commit's author and committer are what git var answers in the repository (run by the journal-lock holder), and its message follows an annex.commitmessage set in .git/config by the next run", async (t) => {
+  const repo = await makeRepo(join(await tempDir(t), 'r'), 'r')
+  const uuid = asUuid(await repoUuid(repo))
+  await git(repo, 'config', 'user.name', 'Config Name')
+  await git(repo, 'config', 'user.email', 'config@annex-proxy.invalid')
+  // The server's own environment, not the test helpers' fixed identity: what git would use for it.
+  const env = { ...process.env }
+  for (const v of ['GIT_DIR', 'GIT_WORK_TREE', 'GIT_INDEX_FILE']) delete env[v]
+  const ident = (v: string) => execFileSync('git', ['var', v], { cwd: join(repo, '.git'), env, encoding: 'utf8' }).trim().replace(/ \d+ [+-]\d{4}$/, '')
+  const log = new LocationLog(repo, { idleMs: 60_000, settle: 'commit' })
+  t.after(() => log.close())
+  const last = async () => (await git(repo, 'log', '-1', '--format=%an <%ae>%n%cn <%ce>%n%B', 'git-annex')).stdout
+  await log.record(keyOf(1), uuid, true)
+  assert.equal(await last(), `${ident('GIT_AUTHOR_IDENT')}\n${ident('GIT_COMMITTER_IDENT')}\nupdate\n\n`)
+
+  // Read again once the helpers are retired (flush), as a new git-annex process would.
+  await git(repo, 'config', 'annex.commitmessage', 'ingest')
+  await log.flush()
+  await log.record(keyOf(2), uuid, true)
+  assert.equal(await last(), `${ident('GIT_AUTHOR_IDENT')}\n${ident('GIT_COMMITTER_IDENT')}\ningest\n\n`)
+  // A repository the journal writer does not write itself (core.sharedRepository): the
+  // committer reads the configuration on its own.
+  await git(repo, 'config', 'annex.commitmessage', 'shared')
+  await git(repo, 'config', 'core.sharedRepository', 'group')
+  await log.flush()
+  await log.record(keyOf(3), uuid, true)
+  assert.equal(await last(), `${ident('GIT_AUTHOR_IDENT')}\n${ident('GIT_COMMITTER_IDENT')}\nshared\n\n`)
 })
