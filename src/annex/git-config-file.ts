@@ -140,7 +140,25 @@ function readValue(s: string, i: number): { value: string; end: number } | undef
   return { value, end: i }
 }
 
+/**
+ * `git config --list -z` output → the same map as parseGitConfigFile gives (a bare `key`
+ * means true; multi-valued keys keep every value, in order).
+ */
+export function parseGitConfigList(z: string): GitConfig {
+  const m: GitConfig = new Map()
+  for (const entry of z.split('\0')) {
+    if (entry === '') continue
+    const nl = entry.indexOf('\n')
+    const key = nl < 0 ? entry : entry.slice(0, nl)
+    const value = nl < 0 ? 'true' : entry.slice(nl + 1)
+    const list = m.get(key)
+    if (list) list.push(value)
+    else m.set(key, [value])
+  }
+  return m
+}
+
 /** The value `git config --get key` answers (the last one), or undefined. */
-export function lastValue(cfg: GitConfig, key: string): string | undefined {
+export function lastValue(cfg: ReadonlyMap<string, readonly string[]>, key: string): string | undefined {
   return cfg.get(key)?.at(-1)
 }

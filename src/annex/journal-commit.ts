@@ -46,6 +46,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createInterface, type Interface } from 'node:readline'
 import { GitCommandError, LocationLogError } from '../errors.js'
 import { repoEnv, runGitBytes } from './git.js'
+import { lastValue, parseGitConfigList, type GitConfig } from './git-config-file.js'
 
 const BRANCH = 'refs/heads/git-annex'
 const NULL_SHA = /^0+$/
@@ -158,10 +159,10 @@ async function writeLooseObject(gitDir: string, type: 'commit', body: Buffer): P
  * Whether this process may write the commit object itself (writeLooseObject): a SHA-1
  * repository without settings that change how git writes loose objects.
  */
-function looseObjectsPlain(config: ReadonlyMap<string, string>): boolean {
-  const format = config.get('extensions.objectformat') ?? 'sha1'
+function looseObjectsPlain(config: GitConfig): boolean {
+  const format = lastValue(config, 'extensions.objectformat') ?? 'sha1'
   if (format.toLowerCase() !== 'sha1' || config.has('extensions.compatobjectformat')) return false
-  const shared = config.get('core.sharedrepository')
+  const shared = lastValue(config, 'core.sharedrepository')
   if (shared !== undefined && !['false', 'umask', 'no', 'off', '0'].includes(shared.toLowerCase())) return false
   for (const k of config.keys()) if (k.startsWith('core.fsync')) return false
   return true
@@ -178,13 +179,8 @@ interface Settings {
  * for journal commits; upstream uses it), else "update". The last value of a key wins, as
  * `git config --get` answers.
  */
-function settingsOf(configZ: string): Settings {
-  const config = new Map<string, string>()
-  for (const entry of configZ.split('\0')) {
-    const nl = entry.indexOf('\n')
-    if (entry !== '') config.set((nl < 0 ? entry : entry.slice(0, nl)).toLowerCase(), nl < 0 ? 'true' : entry.slice(nl + 1))
-  }
-  return { message: config.get('annex.commitmessage') ?? 'update', looseObjects: looseObjectsPlain(config) }
+function settingsOf(config: GitConfig): Settings {
+  return { message: lastValue(config, 'annex.commitmessage') ?? 'update', looseObjects: looseObjectsPlain(config) }
 }
 
 /** Union-merges `ref` into the index (Git/UnionMerge.hs mergeIndex). Staged changes take part. */
@@ -421,8 +417,8 @@ export class JournalCommitter {
    * just read it anyway (location-log.ts, for journalWritable): the next commit then does not
    * read it again. Forgotten by stop(), as what the committer reads itself.
    */
-  useConfig(configZ: string): void {
-    this.settings = settingsOf(configZ)
+  useConfig(config: GitConfig): void {
+    this.settings = settingsOf(config)
   }
 
   /** Ends the helper processes, after the commits queued before (never under one). */
@@ -477,7 +473,7 @@ export class JournalCommitter {
 
   /** Called under the lock (the lock holder runs `git var`). */
   private async who(): Promise<{ author: string; committer: string } & Settings> {
-    this.settings ??= settingsOf((await runGitBytes(this.gitDir, ['config', '-z', '--list'])).toString('utf8'))
+    this.settings ??= settingsOf(parseGitConfigList((await runGitBytes(this.gitDir, ['config', '-z', '--list'])).toString('utf8')))
     if (!this.idents) {
       // git var, as git commit-tree (what git-annex commits with) computes them, in the same
       // directory and environment; run by the lock holder, so not forked from this process.

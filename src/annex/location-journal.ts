@@ -18,6 +18,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { journalFileName } from './branch-logs.js'
+import { lastValue, type GitConfig } from './git-config-file.js'
 import type { BranchReader } from './branch-reader.js'
 import type { JournalCommitter } from './journal-commit.js'
 import { changePresenceLog, discardIncompleteAppend, type Picos, type PresenceStatus } from './presence-log.js'
@@ -34,16 +35,15 @@ export interface PresenceChange {
 const SUPPORTED = process.platform === 'linux' && ['x64', 'arm64', 'ppc64', 's390x', 'riscv64', 'loong64'].includes(process.arch)
 
 /**
- * Whether the repository's configuration (`configZ`: `git config -z --list` output) leaves a
+ * Whether the repository's configuration (parsed `git config -z --list` output) leaves a
  * location-log change to be exactly a write of the shared journal; otherwise the reason it
  * does not.
  */
-export function journalWritable(configZ: string): true | string {
+export function journalWritable(config: GitConfig): true | string {
   if (!SUPPORTED) return `taking git-annex's journal lock needs 64-bit Linux (this is ${process.platform}/${process.arch})`
-  for (const entry of configZ.split('\0')) {
-    const nl = entry.indexOf('\n')
-    const key = (nl < 0 ? entry : entry.slice(0, nl)).toLowerCase()
-    const value = (nl < 0 ? 'true' : entry.slice(nl + 1)).toLowerCase()
+  for (const key of config.keys()) {
+    // The last value is the one git-annex acts on, as `git config --get` answers.
+    const value = lastValue(config, key)!.toLowerCase()
     const truthy = !['false', 'no', 'off', '0', ''].includes(value)
     if (key.startsWith('annex.tune.')) return `${key} is set (other branch paths)`
     if ((key === 'annex.private' || /^remote\..*\.annex-private$/.test(key)) && truthy) return `${key} is set (private repositories log to journal-private)`

@@ -8,6 +8,7 @@ import { homedir } from 'node:os'
 import { isAbsolute, join, resolve } from 'node:path'
 import type { Key } from '../keys/key.js'
 import { runGit } from '../annex/git.js'
+import { parseGitConfigList } from '../annex/git-config-file.js'
 import type { Logger } from '../remotes/remote.js'
 import { asUuid, isClusterUuid, readTrustLevel, type TrustLevel, type Uuid } from '../annex/uuid.js'
 import {
@@ -99,21 +100,6 @@ export interface GatewaySnapshot {
   /** What this gateway answers for: its own UUID plus proxy.log entries passing §3.2. */
   readonly served: ReadonlyMap<Uuid, ServedTarget>
   servedUuids(): ReadonlySet<Uuid>
-}
-
-/** `git config --list -z` → key → values (multi-valued keys keep every value, in order). */
-export function parseGitConfigList(z: string): Map<string, string[]> {
-  const m = new Map<string, string[]>()
-  for (const entry of z.split('\0')) {
-    if (entry === '') continue
-    const nl = entry.indexOf('\n')
-    const key = nl < 0 ? entry : entry.slice(0, nl)
-    const value = nl < 0 ? 'true' : entry.slice(nl + 1) // a bare `key` means true
-    const list = m.get(key)
-    if (list) list.push(value)
-    else m.set(key, [value])
-  }
-  return m
 }
 
 const isTrue = (v: string | undefined) => v !== undefined && /^(true|yes|on|1)$/i.test(v)

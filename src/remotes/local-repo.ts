@@ -53,6 +53,7 @@ import {
   type Layout,
 } from './local/layout.js'
 import { runGit } from '../annex/git.js'
+import { lastValue, parseGitConfigList } from '../annex/git-config-file.js'
 import { LocationLog, loggable, type Settle } from '../annex/location-log.js'
 import { TmpFileSink } from './local/tmp-sink.js'
 import { FileRangeReadable } from '../streams/file-range.js'
@@ -109,19 +110,6 @@ const NOTHING: readonly Uuid[] = Object.freeze([])
 /** git-annex's message for a second transfer of the same key (P2P/Annex.hs). */
 const IN_PROGRESS = 'transfer already in progress, or unable to take transfer lock'
 
-async function gitConfig(dir: string): Promise<Map<string, string>> {
-  const stdout = await runGit(dir, ['config', '--list', '-z'])
-  const m = new Map<string, string>()
-  for (const entry of stdout.split('\0')) {
-    if (!entry) continue
-    const nl = entry.indexOf('\n')
-    // Later entries win, as for `git config --get` (local config is listed last).
-    if (nl < 0) m.set(entry.toLowerCase(), 'true')
-    else m.set(entry.slice(0, nl).toLowerCase(), entry.slice(nl + 1))
-  }
-  return m
-}
-
 const isTrue = (v: string | undefined) => v !== undefined && ['true', 'yes', 'on', '1'].includes(v.toLowerCase())
 
 /** Opens the git-annex repository at `dir` (work tree or bare repository). */
@@ -136,7 +124,8 @@ export async function openLocalRepo(dir: string, opts: LocalRepoOptions = {}): P
   } catch (e) {
     throw new ConfigError(`${dir} is not a git repository`, { cause: e })
   }
-  const cfg = await gitConfig(dir)
+  const config = parseGitConfigList(await runGit(dir, ['config', '--list', '-z']))
+  const cfg = { get: (key: string) => lastValue(config, key) }
   const uuid = cfg.get('annex.uuid')
   if (!uuid) throw new ConfigError(`${dir} is not a git-annex repository (no annex.uuid; run git annex init)`)
   const shared = cfg.get('core.sharedrepository')

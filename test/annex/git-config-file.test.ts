@@ -5,8 +5,7 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import fc from 'fast-check'
-import { parseGitConfigFile } from '../../src/annex/git-config-file.js'
-import { parseGitConfigList } from '../../src/gateway/gateway-config.js'
+import { parseGitConfigFile, parseGitConfigList } from '../../src/annex/git-config-file.js'
 import { shStatus, tempDir } from '../helpers/annex.js'
 
 async function gitReads(dir: string, text: string, i: number): Promise<Map<string, string[]> | undefined> {
