@@ -3,7 +3,7 @@ import { ConfigError } from '../errors.js'
 import { parseServeArgs, serveOptionsHelp } from '../config/config.js'
 import { GitAnnexMissingError, ShellRefusal } from '../errors.js'
 import { requireGitAnnex } from '../annex/git-annex-version.js'
-import { capYoungGeneration } from '../config/young-generation.js'
+import { capYoungGeneration, DEFAULT_YOUNG_GENERATION_MIB } from '../config/young-generation.js'
 
 // Each command loads only its own modules: the server's (fastify, the S3 SDK, …) take seconds to
 // load on a busy machine, which a short `upload` or `p2pstdio` should not pay.
@@ -31,8 +31,17 @@ const USAGE = `usage:
 options of serve (and demo):
 ${serveOptionsHelp()}`
 
+/**
+ * Commands that move content hold each chunk until V8 collects its Buffer, as the server
+ * does (src/config/young-generation.ts): without flags of their own (git-annex-shell's
+ * command line is ssh's), they keep the default cap. serve and demo apply --young-generation.
+ */
+const CAPPED = new Set(['p2pstdio', 'git-annex-shell', 'upload', 'rebalance'])
+
 async function main(argv: string[]): Promise<void> {
   const [cmd, ...rest] = argv
+  // Before the command's modules load (their loading already grows V8's young generation).
+  if (cmd !== undefined && CAPPED.has(cmd)) capYoungGeneration(DEFAULT_YOUNG_GENERATION_MIB)
   switch (cmd) {
     case 'p2pstdio':
       await requireGitAnnex()
