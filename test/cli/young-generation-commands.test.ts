@@ -12,11 +12,12 @@ import { pathToFileURL } from 'node:url'
 import { test } from 'node:test'
 import { defer, gitEnv, makeRepo, PROJECT_ROOT, repoUuid, tempDir } from '../helpers/annex.js'
 import { waitUntil } from '../helpers/wait.js'
+import { allocationRounds, settledMiB } from '../helpers/young-generation.js'
 
 const MAIN = join(PROJECT_ROOT, 'dist/src/cli/main.js')
 
 // Starts at the process's first write to stdout (the protocol's greeting), so after main()
-// has set the cap; 300 rounds of allocation, each yielding to the event loop as a server does.
+// has set the cap.
 const PROBE = `
 import { getHeapSpaceStatistics } from 'node:v8'
 import { writeFileSync } from 'node:fs'
@@ -24,25 +25,10 @@ const semi = () => (getHeapSpaceStatistics().find((s) => s.space_name === 'new_s
 const write = process.stdout.write
 process.stdout.write = function (...args) {
   process.stdout.write = write
-  setImmediate(async () => {
-    const sizes = []
-    let keep = []
-    for (let round = 0; round < 300; round++) {
-      for (let i = 0; i < 100000; i++) {
-        const o = { a: i, b: [i] }
-        if (i % 50 === 0) { keep.push(o); if (keep.length > 20000) keep = [] }
-      }
-      sizes.push(semi())
-      await new Promise((r) => setImmediate(r))
-    }
-    keep = []
-    writeFileSync(process.env.PROBE_OUT, JSON.stringify(sizes))
-  })
+  setImmediate(async () => writeFileSync(process.env.PROBE_OUT, JSON.stringify(await ${allocationRounds('semi()')})))
   return write.apply(this, args)
 }
 `
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
 /** Runs `args` under node with the probe; resolves with its semi-space samples (MiB) and what it printed first. */
 async function probed(t: Parameters<typeof tempDir>[0], cwd: string, args: string[]): Promise<{ sizes: number[]; first: string }> {
@@ -84,9 +70,6 @@ test("a p2pstdio session (as git-annex-shell runs it) keeps its young generation
   ]) {
     const { sizes, first } = await probed(t, repo, [MAIN, ...args])
     assert.equal(first, `AUTH-SUCCESS ${uuid}`, `${args[0]} greeted its client`)
-    // A sample taken in the middle of a collection can show pages V8 is moving: the settled
-    // size is the median of the later rounds (as in test/config/young-generation.test.ts).
-    const late = sizes.slice(150)
-    assert.ok(median(late) <= 8, `${args[0]}: ${median(late)} MiB per semi-space (samples ${JSON.stringify(late)})`)
+    assert.ok(settledMiB(sizes) <= 8, `${args[0]}: ${settledMiB(sizes)} MiB per semi-space (samples ${JSON.stringify(sizes.slice(150))})`)
   }
 })
