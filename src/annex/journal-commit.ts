@@ -413,9 +413,9 @@ export class JournalCommitter {
   }
 
   /**
-   * The repository's configuration as `git config -z --list` printed it, when the caller has
-   * just read it anyway (location-log.ts, for journalWritable): the next commit then does not
-   * read it again. Forgotten by stop(), as what the committer reads itself.
+   * The repository's configuration (parsed `git config -z --list`), when the caller has just
+   * read it anyway (location-log.ts, for journalWritable): the next commit then does not read
+   * it again. Forgotten by stop(), as what the committer reads itself.
    */
   useConfig(config: GitConfig): void {
     this.settings = settingsOf(config)

@@ -29,7 +29,7 @@ import { locationLogPath } from './branch-logs.js'
 import { BranchReader, gitDirOf } from './branch-reader.js'
 import { repoEnv, runGit } from './git.js'
 import { JournalCommitter } from './journal-commit.js'
-import { parseGitConfigList, type GitConfig } from './git-config-file.js'
+import { parseGitConfigList } from './git-config-file.js'
 import { journalWritable, LocationJournal, type PresenceChange } from './location-journal.js'
 import { candidateClock } from './presence-log.js'
 
@@ -306,17 +306,14 @@ export class LocationLog {
   private async openWriter(): Promise<Direct | undefined> {
     if (this.viaGitAnnex || !existsSync(this.repo)) return undefined
     // Read once for both: whether the journal is ours to write, and what the committer needs.
-    let config: GitConfig | undefined
-    const ok = await runGit(this.repo, ['config', '-z', '--list']).then(
-      (z) => journalWritable((config = parseGitConfigList(z))),
-      (e: unknown) => `its configuration could not be read: ${(e as Error).message}`,
-    )
-    if (ok !== true) {
+    const config = await runGit(this.repo, ['config', '-z', '--list']).then(parseGitConfigList, (e: unknown) => e as Error)
+    const ok = config instanceof Error ? `its configuration could not be read: ${config.message}` : journalWritable(config)
+    if (ok !== true || config instanceof Error) {
       this.log?.info({ repo: this.repo, reason: ok }, 'location log written by git annex setpresentkey')
       return undefined
     }
     const committer = await this.journalCommitter()
-    if (config !== undefined) committer.useConfig(config)
+    committer.useConfig(config)
     // The committer's git directory is the reader's (gitDirOf): no `git rev-parse` again.
     const reader = await BranchReader.open(this.repo, { gitDir: committer.gitDir })
     this.direct = { journal: new LocationJournal(committer.gitDir, committer, reader), reader, queued: [], running: 0, drained: undefined }
